@@ -1,0 +1,140 @@
+"""Examples -> token ids -> padded batches, for both task formats.
+
+`head`: text (and pair) -> input_ids; the label is a class index.
+`label_words`: prompt + label word; the loss covers the answer tokens only, and the
+prediction is the label word with the highest log-likelihood. Sequences are padded on
+the left so every answer ends at the last position, letting the model compute logits
+for the last few positions only (`logits_to_keep`).
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .errors import ConfigError
+from .tasks import Example
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example: token ids, its class, and for label words its candidate answers."""
+
+    input_ids: list[int]  # head: the text; label_words: the prompt
+    label: int
+    answers: tuple[tuple[int, ...], ...] = ()  # label_words: token ids of each label word
+
+
+def encode(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    task_format: str,
+    max_length: int,
+    prompt: str,
+    label_words: Sequence[str] | None,
+) -> list[Encoded]:
+    if task_format == "head":
+        texts = [e.text for e in examples]
+        pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
+        ids = tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]
+        return [Encoded(i, e.label) for i, e in zip(ids, examples)]
+    answers = _answer_ids(tokenizer, label_words)
+    room = max_length - max(len(a) for a in answers)
+    prompts = [prompt.format(text=e.text, text_pair=e.text_pair or "") for e in examples]
+    # Keep the end of a long prompt: the question stands there.
+    ids = tokenizer(prompts)["input_ids"]
+    return [Encoded(i[-room:], e.label, answers) for i, e in zip(ids, examples)]
+
+
+def _answer_ids(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str] | None) -> tuple[tuple[int, ...], ...]:
+    if not label_words:
+        raise ConfigError("task.format=label_words needs task.label_words, one word per label (e.g. [' no', ' yes']).")
+    answers = tuple(tuple(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in label_words)
+    if len(set(answers)) != len(answers) or not all(answers):
+        raise ConfigError(f"task.label_words {list(label_words)} must tokenise to distinct, non-empty sequences.")
+    return answers
+
+
+@dataclass(frozen=True)
+class Batch:
+    tensors: dict[str, torch.Tensor]  # model inputs (and `labels` for the head format)
+    labels: torch.Tensor  # class per example
+    tokens: int  # real (non-pad) tokens, for throughput
+    answer_mask: torch.Tensor | None = None  # label_words: which kept positions are answer tokens
+    keep: int = 0  # label_words: how many final positions need logits
+
+
+def collate_head(items: Sequence[Encoded], pad_id: int) -> Batch:
+    width = max(len(i.input_ids) for i in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
+        mask[row, : len(item.input_ids)] = 1
+    labels = torch.tensor([i.label for i in items])
+    return Batch({"input_ids": ids, "attention_mask": mask, "labels": labels}, labels, int(mask.sum()))
+
+
+def collate_label_words(items: Sequence[Encoded], pad_id: int, *, all_answers: bool) -> Batch:
+    """Left-padded prompt+answer rows: the gold answer per item (training) or every
+    candidate answer per item, item-major (evaluation)."""
+    rows = [
+        (item.input_ids, answer)
+        for item in items
+        for answer in (item.answers if all_answers else (item.answers[item.label],))
+    ]
+    width = max(len(p) + len(a) for p, a in rows)
+    keep = max(len(a) for _, a in rows) + 1  # the position before the answer predicts its first token
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    targets = torch.full((len(rows), keep - 1), pad_id, dtype=torch.long)
+    answer_mask = torch.zeros((len(rows), keep - 1), dtype=torch.bool)
+    for row, (prompt, answer) in enumerate(rows):
+        sequence = list(prompt) + list(answer)
+        ids[row, width - len(sequence) :] = torch.tensor(sequence)
+        mask[row, width - len(sequence) :] = 1
+        targets[row, keep - 1 - len(answer) :] = torch.tensor(answer)
+        answer_mask[row, keep - 1 - len(answer) :] = True
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # absolute positions ignore the left padding
+    tensors = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "answer_ids": targets}
+    labels = torch.tensor([i.label for i in items])
+    return Batch(tensors, labels, int(mask.sum()), answer_mask, keep)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """A permutation that depends on (seed, epoch) only: every target set of a seed sees
+    the same batches in the same order, so comparisons between them pair."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def train_index_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless stream of shuffled index batches (full batches; the tail of an epoch
+    rolls into the next permutation)."""
+    epoch, pending = 0, []
+    while True:
+        pending.extend(epoch_order(n, seed, epoch))
+        epoch += 1
+        while len(pending) >= batch_size:
+            yield pending[:batch_size]
+            pending = pending[batch_size:]
+
+
+def eval_index_batches(items: Sequence[Encoded], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Indices sorted by length and cut into batches of at most `max_tokens` padded tokens:
+    short sequences share big batches, long ones small batches."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+    batches, current, width = [], [], 0
+    for index in order:
+        length = len(items[index].input_ids) + max((len(a) for a in items[index].answers), default=0)
+        rows = max(1, len(items[index].answers))
+        if current and (max(width, length) * (len(current) + 1) * rows > max_tokens or len(current) >= max_rows):
+            batches.append(current)
+            current, width = [], 0
+        current.append(index)
+        width = max(width, length)
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,76 @@
+"""Thin command-line entry points: Hydra composes the config, plain functions do the work."""
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from .config import RunConfig, register_configs
+from .errors import ConfigError
+
+
+def package_dir(name: str) -> Path:
+    """conf/ and sweeps/ sit at the repo root in a checkout and inside the package in a wheel."""
+    packaged = Path(__file__).parent / name
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
+
+
+def register_sweeps(sweeps_dir: Path) -> None:
+    """Each sweeps/NAME.yaml becomes option NAME of group `sweep` (`+sweep=NAME`)."""
+    store = ConfigStore.instance()
+    for path in sorted(sweeps_dir.glob("*.yaml")):
+        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def user_errors_reported(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Print a ConfigError as its one paragraph and exit 2; full traceback on HYDRA_FULL_ERROR=1."""
+
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except ConfigError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"lora-ablate: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapped.__name__ = task.__name__
+    wrapped.__doc__ = task.__doc__
+    return wrapped
+
+
+@user_errors_reported
+def run_job(cfg: DictConfig) -> dict[str, Any] | None:
+    from .planning import resolve_run
+
+    run_cfg: RunConfig = OmegaConf.to_object(cfg)
+    resolved = resolve_run(run_cfg)
+    if run_cfg.dry_run:
+        print(json.dumps(resolved.plan.to_dict(), indent=2))
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    from .runner import identity, run  # training stack: not needed for dry runs
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return run(run_cfg, resolved, identity(run_cfg, config, run_dir, resolved.plan.target_set))
+
+
+def main() -> None:
+    register_configs()
+    register_sweeps(package_dir("sweeps"))
+    app = hydra.main(version_base="1.3", config_path=str(package_dir("conf")), config_name="config")(run_job)
+    app()
+
+
+def report_main() -> None:
+    from .report import main as report_cli
+
+    sys.exit(report_cli())

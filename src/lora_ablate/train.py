@@ -1,0 +1,164 @@
+"""The training loop and evaluation: plain PyTorch, top to bottom."""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
+from .config import TrainConfig
+from .loggers import Logger
+from .metrics import classification_metrics
+
+LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
+EVAL_MAX_TOKENS = 32_768  # padded tokens per evaluation batch
+
+
+@dataclass
+class Session:
+    """Everything the loop needs, already on its device."""
+
+    model: nn.Module
+    task_format: str  # head | label_words
+    num_labels: int
+    pad_id: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # bf16 on CUDA, None (fp32) elsewhere
+    train_items: Sequence[Encoded]
+    val_items: Sequence[Encoded]
+    test_items: Sequence[Encoded]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged_at: int | None = None  # step whose loss was NaN/inf
+    steps: int = 0
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+
+
+def collate(session: Session, items: Sequence[Encoded], *, all_answers: bool) -> Batch:
+    if session.task_format == "head":
+        batch = collate_head(items, session.pad_id)
+    else:
+        batch = collate_label_words(items, session.pad_id, all_answers=all_answers)
+    tensors = {k: v.to(session.device, non_blocking=True) for k, v in batch.tensors.items()}
+    answer_mask = batch.answer_mask.to(session.device) if batch.answer_mask is not None else None
+    return Batch(tensors, batch.labels.to(session.device), batch.tokens, answer_mask, batch.keep)
+
+
+def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, per-row score): head -> class logits; label_words -> the summed
+    log-likelihood of each row's answer tokens, computed on the last positions only."""
+    with torch.autocast(session.device.type, dtype=session.autocast_dtype, enabled=session.autocast_dtype is not None):
+        if session.task_format == "head":
+            out = session.model(**batch.tensors)
+            return out.loss, out.logits.float()
+        inputs = {k: v for k, v in batch.tensors.items() if k != "answer_ids"}
+        logits = session.model(**inputs, logits_to_keep=batch.keep).logits
+    logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    token_lp = logprobs.gather(-1, batch.tensors["answer_ids"].unsqueeze(-1)).squeeze(-1) * batch.answer_mask
+    loss = -token_lp.sum() / batch.answer_mask.sum()
+    return loss, token_lp.sum(-1)
+
+
+@torch.no_grad()
+def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> dict[str, float]:
+    was_training = session.model.training
+    session.model.eval()
+    scores, labels = [], []
+    for indices in eval_index_batches(items, EVAL_MAX_TOKENS, max_rows=512):
+        batch = collate(session, [items[i] for i in indices], all_answers=True)
+        _, score = forward(session, batch)
+        scores.append(score.view(len(indices), -1) if session.task_format == "label_words" else score)
+        labels.append(batch.labels)
+    session.model.train(was_training)
+    all_scores, all_labels = torch.cat(scores), torch.cat(labels)
+    metrics = classification_metrics(all_scores.argmax(-1), all_labels, session.num_labels)
+    metrics["loss"] = float(F.cross_entropy(all_scores, all_labels))
+    return {f"{prefix}/{name}": value for name, value in metrics.items()}
+
+
+def total_steps(cfg: TrainConfig, train_size: int) -> int:
+    if cfg.epochs is not None:
+        return max(1, math.ceil(cfg.epochs * train_size / (cfg.batch_size * cfg.grad_accum)))
+    return cfg.max_steps
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, head_names: Sequence[str]) -> torch.optim.Optimizer:
+    """AdamW; the head (modules_to_save) may get its own learning rate."""
+    lora, head = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if any(f".{h}." in name for h in head_names) else lora).append(param)
+    groups = [{"params": lora, "lr": cfg.lr}]
+    if head:
+        groups.append({"params": head, "lr": cfg.head_lr or cfg.lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def fit(
+    session: Session,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    head_names: Sequence[str],
+    logger: Logger,
+) -> FitResult:
+    steps = total_steps(cfg, len(session.train_items))
+    model = session.model
+    optimizer = make_optimizer(model, cfg, head_names)
+    schedule = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
+    scheduler = get_scheduler(schedule, optimizer, round(cfg.warmup_ratio * steps), steps)
+    stream = train_index_batches(len(session.train_items), cfg.batch_size, seed)
+    result = FitResult()
+    running_loss = torch.zeros((), device=session.device)
+    last_loss: float | None = None
+    model.train()
+    bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        for _ in range(cfg.grad_accum):
+            batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
+            loss, _ = forward(session, batch)
+            (loss / cfg.grad_accum).backward()
+            running_loss += loss.detach() / cfg.grad_accum
+            result.train_tokens += batch.tokens
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.steps = step
+        if step % LOG_EVERY == 0 or step == steps:
+            last_loss = running_loss.item() / (step % LOG_EVERY or LOG_EVERY)  # one host sync per LOG_EVERY steps
+            running_loss.zero_()
+            if not math.isfinite(last_loss):
+                result.diverged_at = step
+                break
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{result.train_tokens / max(elapsed, 1e-9):,.0f}")
+            logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
+        bar.update(1)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
+            result.train_seconds += _synchronized_elapsed(session.device, start)
+            point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
+            point.update(evaluate(session, session.val_items, "val"))
+            result.history.append(point)
+            logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
+            start = time.perf_counter()
+    bar.close()
+    result.train_seconds += _synchronized_elapsed(session.device, start)
+    return result
+
+
+def _synchronized_elapsed(device: torch.device, start: float) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
