@@ -64,7 +64,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def main() -> None:
+    from .sweeper import register_sweeper
+
     register_configs()
+    register_sweeper()
     register_sweeps(package_dir("sweeps"))
     app = hydra.main(version_base="1.3", config_path=str(package_dir("conf")), config_name="config")(run_job)
     app()

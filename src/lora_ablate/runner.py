@@ -2,6 +2,7 @@
 
 import logging
 import resource
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from peft import get_peft_model
 
 from .adapters import lora_config
 from .batches import Encoded, encode
-from .config import RunConfig, TrainConfig
+from .config import RunConfig
 from .errors import ConfigError
 from .loggers import open_logger
 from .models import load_model, load_tokenizer
@@ -19,10 +20,13 @@ from .planning import ResolvedRun
 from .provenance import config_hash, now_iso, provenance
 from .records import completed_record, write_record
 from .surgery import split_fused_projections
-from .tasks import TaskData, load_task
+from .tasks import load_task
 from .train import FitResult, Session, collate, evaluate, fit, forward
+from .validation import check_task_data, check_train_config
 
 log = logging.getLogger(__name__)
+# PEFT still calls this renamed transformers method; the warning is noise for our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -40,22 +44,6 @@ def identity(cfg: RunConfig, config: dict[str, Any], run_dir: Path, plan_label: 
         f"budget={cfg.budget.kind}{scale},seed={cfg.seed}"
     )
     return RunIdentity(run_id, run_dir, config, config_hash(config))
-
-
-def check_train_config(cfg: TrainConfig) -> None:
-    for name in ("batch_size", "eval_batch_size", "grad_accum"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"train.{name} must be a positive integer, got {getattr(cfg, name)}.")
-    if cfg.epochs is None and cfg.max_steps <= 0:
-        raise ConfigError(f"train.max_steps must be a positive integer, got {cfg.max_steps} (or set train.epochs).")
-    if cfg.epochs is not None and cfg.epochs <= 0:
-        raise ConfigError(f"train.epochs must be positive, got {cfg.epochs}.")
-    if cfg.lr <= 0 or (cfg.head_lr is not None and cfg.head_lr <= 0):
-        raise ConfigError(f"train.lr and train.head_lr must be positive, got {cfg.lr} and {cfg.head_lr}.")
-    if cfg.schedule not in ("linear", "cosine", "constant"):
-        raise ConfigError(f"train.schedule '{cfg.schedule}' is not valid; use linear, cosine or constant.")
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision '{cfg.precision}' is not valid; use auto, fp32 or bf16.")
 
 
 def pick_device(requested: str) -> torch.device:
@@ -76,14 +64,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def check_task_data(data: TaskData, cfg: RunConfig) -> None:
-    if len(data.label_names) != cfg.task.num_labels:
-        raise ConfigError(
-            f"task '{cfg.task.name}' has {len(data.label_names)} labels ({', '.join(data.label_names)}) "
-            f"but task.num_labels is {cfg.task.num_labels}; set task.num_labels={len(data.label_names)}."
-        )
 
 
 def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Session:

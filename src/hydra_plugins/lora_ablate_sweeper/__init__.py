@@ -1,0 +1,7 @@
+"""Hydra only instantiates sweepers defined under the `hydra_plugins` namespace package."""
+
+from lora_ablate import sweeper
+
+
+class ValidatingSweeper(sweeper.ValidatingSweeper):
+    """lora_ablate.sweeper.ValidatingSweeper, registered where Hydra looks for plugins."""

@@ -1,0 +1,106 @@
+"""Hydra's basic sweeper (same grid syntax, `hydra.sweeper.params`), plus: every cell is
+planned and its data checked before the first one trains, and a failed cell is recorded
+without stopping the others."""
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from .config import RunConfig
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> None:
+    """Everything a run would reject, short of loading weights; task data checked once per task config."""
+    from .planning import resolve_run
+    from .tasks import load_task
+    from .validation import check_task_data, check_train_config
+
+    run_cfg: RunConfig = OmegaConf.to_object(cell)
+    check_train_config(run_cfg.train)
+    resolve_run(run_cfg)
+    task_key = OmegaConf.to_yaml(cell.task)
+    if task_key not in task_checks:
+        try:
+            check_task_data(load_task(run_cfg.task), run_cfg)
+            task_checks[task_key] = None
+        except ConfigError as err:
+            task_checks[task_key] = str(err)
+    if task_checks[task_key]:
+        raise ConfigError(task_checks[task_key])
+
+
+class ValidatingSweeper(Sweeper):
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None):
+        super().__init__()
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def _check_all_cells(self, batches: list[list[list[str]]]) -> None:
+        loader = self.hydra_context.config_loader
+        problems, task_checks = [], {}
+        for batch in batches:
+            for overrides in batch:
+                try:
+                    cell = loader.load_sweep_config(self.config, list(overrides))
+                    with read_write(cell), open_dict(cell):
+                        del cell["hydra"]  # as Hydra does before handing a job its config
+                    check_cell(cell, task_checks)
+                except ConfigError as err:
+                    problems.append(f"[{','.join(overrides)}] {err}")
+        if problems:
+            message = f"{len(problems)} of {sum(map(len, batches))} sweep cells are invalid; nothing was trained:\n"
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise ConfigError(message + "\n".join(problems))
+            print("lora-ablate: error: " + message + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+            sys.exit(2)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
+        parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(params)
+        batches = BasicSweeper.split_arguments(parsed, self.max_batch_size)
+        self._check_all_cells(batches)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns: list[Sequence[JobReturn]] = []
+        job_index = 0
+        for batch in batches:
+            results = self.launcher.launch(batch, initial_job_idx=job_index)
+            for overrides, result in zip(batch, results):
+                if result.status == JobStatus.FAILED:  # its record says why; the sweep goes on
+                    log.error("run %s failed: %s", ",".join(overrides), result._return_value)
+            job_index += len(batch)
+            returns.append(results)
+        return returns
+
+
+def register_sweeper() -> None:
+    ConfigStore.instance().store(
+        group="hydra/sweeper",
+        name="lora_ablate",
+        node={"_target_": "hydra_plugins.lora_ablate_sweeper.ValidatingSweeper", "max_batch_size": None, "params": None},
+    )

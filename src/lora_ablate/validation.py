@@ -1,0 +1,31 @@
+"""Checks of user input that need no training: each raises ConfigError with one paragraph."""
+
+from .config import RunConfig, TrainConfig
+from .errors import ConfigError
+from .tasks import TaskData
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    for name in ("batch_size", "eval_batch_size", "grad_accum"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"train.{name} must be a positive integer, got {getattr(cfg, name)}.")
+    if cfg.epochs is None and cfg.max_steps <= 0:
+        raise ConfigError(f"train.max_steps must be a positive integer, got {cfg.max_steps} (or set train.epochs).")
+    if cfg.epochs is not None and cfg.epochs <= 0:
+        raise ConfigError(f"train.epochs must be positive, got {cfg.epochs}.")
+    if cfg.lr <= 0 or (cfg.head_lr is not None and cfg.head_lr <= 0):
+        raise ConfigError(f"train.lr and train.head_lr must be positive, got {cfg.lr} and {cfg.head_lr}.")
+    if cfg.schedule not in ("linear", "cosine", "constant"):
+        raise ConfigError(f"train.schedule '{cfg.schedule}' is not valid; use linear, cosine or constant.")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision '{cfg.precision}' is not valid; use auto, fp32 or bf16.")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}.")
+
+
+def check_task_data(data: TaskData, cfg: RunConfig) -> None:
+    if len(data.label_names) != cfg.task.num_labels:
+        raise ConfigError(
+            f"task '{cfg.task.name}' has {len(data.label_names)} labels ({', '.join(data.label_names)}) "
+            f"but task.num_labels is {cfg.task.num_labels}; set task.num_labels={len(data.label_names)}."
+        )
