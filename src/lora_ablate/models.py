@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_model
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -159,7 +160,13 @@ def converted_gguf(folder: Path, gguf_file: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-        model.save_pretrained(staging, safe_serialization=True)
+        # The weights are dequantised already; transformers still refuses save_pretrained on
+        # a GGUF-loaded model, so save the config without its quantisation entry and the
+        # tensors with safetensors (which keeps tied embeddings once).
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        type(model.config).from_dict(config).save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))
         AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(staging)
         os.replace(staging, target)  # another process may have won the race: fine, same content
     except OSError:
