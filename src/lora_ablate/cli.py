@@ -8,24 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from .config import RunConfig, register_configs
+from .config import RunConfig, register_configs, resource_dir
 from .errors import ConfigError
-
-
-def package_dir(name: str) -> Path:
-    """conf/ and sweeps/ sit at the repo root in a checkout and inside the package in a wheel."""
-    packaged = Path(__file__).parent / name
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
-
-
-def register_sweeps(sweeps_dir: Path) -> None:
-    """Each sweeps/NAME.yaml becomes option NAME of group `sweep` (`+sweep=NAME`)."""
-    store = ConfigStore.instance()
-    for path in sorted(sweeps_dir.glob("*.yaml")):
-        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 def user_errors_reported(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -64,12 +50,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    from .sweeper import register_sweeper
-
     register_configs()
-    register_sweeper()
-    register_sweeps(package_dir("sweeps"))
-    app = hydra.main(version_base="1.3", config_path=str(package_dir("conf")), config_name="config")(run_job)
+    app = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run_job)
     app()
 
 

@@ -2,10 +2,11 @@
 misspelled key or a wrong type is rejected before anything runs."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -113,6 +114,21 @@ class RunConfig:
     sweep_name: Optional[str] = None  # set by sweep files; groups runs in reports and wandb
 
 
+def resource_dir(name: str) -> Path:
+    """conf/ and sweeps/ sit at the repo root in a checkout and inside the package in a wheel."""
+    packaged = Path(__file__).parent / name
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
+
+
 def register_configs() -> None:
-    """Register the schema that conf/config.yaml names first in its defaults."""
-    ConfigStore.instance().store(name="lora_ablate_schema", node=RunConfig)
+    """Put in Hydra's config store what conf/config.yaml relies on: the schema, our
+    sweeper, and each sweeps/NAME.yaml as option NAME of group `sweep` (`+sweep=NAME`)."""
+    store = ConfigStore.instance()
+    store.store(name="lora_ablate_schema", node=RunConfig)
+    store.store(
+        group="hydra/sweeper",
+        name="lora_ablate",
+        node={"_target_": "hydra_plugins.lora_ablate_sweeper.ValidatingSweeper", "max_batch_size": None, "params": None},
+    )
+    for path in sorted(resource_dir("sweeps").glob("*.yaml")):
+        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")

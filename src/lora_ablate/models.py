@@ -199,7 +199,8 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     vocab = {token: i for i, token in enumerate(specials)}
-    vocab.update({char: i + len(specials) for i, char in enumerate(pre_tokenizers.ByteLevel.alphabet())})
+    # alphabet() comes from a hash set: sort it, or ids change from one call to the next
+    vocab.update({char: i + len(specials) for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))})
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -96,11 +95,3 @@ class ValidatingSweeper(Sweeper):
             job_index += len(batch)
             returns.append(results)
         return returns
-
-
-def register_sweeper() -> None:
-    ConfigStore.instance().store(
-        group="hydra/sweeper",
-        name="lora_ablate",
-        node={"_target_": "hydra_plugins.lora_ablate_sweeper.ValidatingSweeper", "max_batch_size": None, "params": None},
-    )

@@ -83,7 +83,8 @@ def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> dict[st
     all_scores, all_labels = torch.cat(scores), torch.cat(labels)
     metrics = classification_metrics(all_scores.argmax(-1), all_labels, session.num_labels)
     metrics["loss"] = float(F.cross_entropy(all_scores, all_labels))
-    return {f"{prefix}/{name}": value for name, value in metrics.items()}
+    # A diverged model has no loss: leave the key out rather than record NaN.
+    return {f"{prefix}/{name}": value for name, value in metrics.items() if math.isfinite(value)}
 
 
 def total_steps(cfg: TrainConfig, train_size: int) -> int:
