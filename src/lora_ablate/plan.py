@@ -141,7 +141,9 @@ def make_plan(
             raise ConfigError(f"lora.rank must be a positive integer, got {lora.rank}.")
         ranks = [lora.rank] * len(slots)
     else:
-        ranks = allocate_ranks([s.d_in + s.d_out for s in slots], target, _spread_order(slots))
+        order = {m: i for i, m in enumerate(MATRICES)}
+        positions = [(s.layer, order[s.matrix]) for s in slots]
+        ranks = allocate_ranks([s.d_in + s.d_out for s in slots], target, positions)
     modules = [PlannedModule(s.name, s.matrix, s.layer, s.d_in, s.d_out, r) for s, r in zip(slots, ranks)]
     head_params = sum(p.numel() for name in head_modules for p in model.get_submodule(name).parameters())
     base_params = sum(p.numel() for p in model.parameters()) - head_params
@@ -156,17 +158,6 @@ def make_plan(
         head_params=head_params,
         base_params=base_params,
         warnings=_rank_warnings(modules),
-    )
-
-
-def _spread_order(slots: list[_Slot]) -> list[int]:
-    """Slots interleaved so evenly spaced picks alternate matrices as well as layers:
-    within layer l the matrices are rotated by l."""
-    kinds = sorted({s.matrix for s in slots}, key=MATRICES.index)
-    rotation = {m: i for i, m in enumerate(kinds)}
-    return sorted(
-        range(len(slots)),
-        key=lambda i: (slots[i].layer, (rotation[slots[i].matrix] - slots[i].layer) % len(kinds), i),
     )
 
 

@@ -74,6 +74,8 @@ def _split_interleaved(module: nn.Linear, names: Sequence[str], heads: int) -> S
 
 
 def _conv1d_to_linear(module: nn.Module) -> nn.Linear:
+    if isinstance(module, nn.Linear):  # converted by an earlier split: leave it
+        return module
     return _linear_from(module.weight.t(), module.bias)
 
 
@@ -128,7 +130,10 @@ def split_fused_projections(model: nn.Module, config: PretrainedConfig) -> list[
         rule = next((r for path, r in rules.items() if name.endswith("." + path)), None)
         if rule is None or not hasattr(module, "weight"):
             continue
+        replacement = rule(module)
+        if replacement is module:
+            continue
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, rule(module))
+        setattr(model.get_submodule(parent_name), child, replacement)
         replaced.append(name)
     return replaced

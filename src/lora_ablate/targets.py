@@ -105,6 +105,11 @@ ARCHITECTURES: dict[str, dict[str, str]] = {
 
 def architecture_map(model_type: str, user_map: Mapping[str, str] | None = None) -> dict[str, str]:
     """The matrix -> in-block module path map for `model_type`; a user map wins."""
+    if user_map is not None and not isinstance(user_map, Mapping):
+        raise ConfigError(
+            f"model.matrix_map must map matrix names to module paths, e.g. "
+            f"'{{q: attn.q_proj, v: attn.v_proj}}', got {user_map!r}."
+        )
     if user_map:
         unknown = sorted(set(user_map) - set(MATRICES))
         if unknown:
