@@ -103,23 +103,33 @@ def collate_label_words(items: Sequence[Encoded], pad_id: int, *, all_answers: b
     return Batch(tensors, labels, int(mask.sum()), answer_mask, keep)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """A permutation that depends on (seed, epoch) only: every target set of a seed sees
-    the same batches in the same order, so comparisons between them pair."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def permutation(n: int, *key: int) -> list[int]:
+    """A permutation of range(n) fixed by the non-negative integers `key` alone (tuple
+    hashes of ints do not depend on PYTHONHASHSEED; -1 and -2 hash alike, hence no negatives)."""
+    generator = torch.Generator().manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
     return torch.randperm(n, generator=generator).tolist()
 
 
-def train_index_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless stream of shuffled index batches (full batches; the tail of an epoch
-    rolls into the next permutation)."""
-    epoch, pending = 0, []
+def train_index_batches(lengths: Sequence[int], batch_size: int, seed: int, group: int = 16) -> Iterator[list[int]]:
+    """Endless stream of index batches that depends on (data, batch_size, seed) only, so
+    every target set of a seed trains on the same batches in the same order and the
+    comparison pairs. Each epoch's permutation is cut into windows of `group` batches; a
+    window is sorted by length before it is cut (less padding) and its batches are
+    shuffled, so lengths do not trend within an epoch. An epoch's tail rolls over."""
+    window = batch_size * group
+    epoch, windows, pending = 0, 0, []
     while True:
-        pending.extend(epoch_order(n, seed, epoch))
+        pending.extend(permutation(len(lengths), seed, 0, epoch))
         epoch += 1
         while len(pending) >= batch_size:
-            yield pending[:batch_size]
-            pending = pending[batch_size:]
+            take = pending[:window]
+            take = take[: len(take) - len(take) % batch_size]
+            pending = pending[len(take) :]
+            by_length = sorted(take, key=lambda i: lengths[i])
+            batches = [by_length[k : k + batch_size] for k in range(0, len(by_length), batch_size)]
+            windows += 1
+            for b in permutation(len(batches), seed, 1, windows):
+                yield batches[b]
 
 
 def eval_index_batches(items: Sequence[Encoded], max_tokens: int, max_rows: int) -> list[list[int]]:

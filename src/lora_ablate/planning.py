@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from transformers import PretrainedConfig
 
 from .config import RunConfig
-from .errors import ConfigError
 from .models import ModelSource, build_skeleton, head_module_names, load_config, resolve_format, resolve_source
 from .plan import Plan, make_plan
 from .surgery import split_fused_projections
 from .targets import architecture_map
+from .tasks import check_task_config
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ResolvedRun:
 
 
 def resolve_run(cfg: RunConfig) -> ResolvedRun:
-    _check_task_shape(cfg)
+    check_task_config(cfg.task)
     source = resolve_source(cfg.model)
     model_config = load_config(cfg.model, source)
     task_format = resolve_format(cfg.task.format, model_config)
@@ -40,16 +40,3 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
         head_modules=head_module_names(skeleton, task_format),
     )
     return ResolvedRun(source, model_config, task_format, arch_map, plan)
-
-
-def _check_task_shape(cfg: RunConfig) -> None:
-    task = cfg.task
-    if task.num_labels < 2:
-        raise ConfigError(f"task.num_labels must be at least 2, got {task.num_labels} (task '{task.name}').")
-    for name in ("label_names", "label_words"):
-        values = getattr(task, name)
-        if values is not None and len(values) != task.num_labels:
-            raise ConfigError(
-                f"task.{name} of '{task.name}' has {len(values)} entries but task.num_labels is "
-                f"{task.num_labels}; give one entry per label."
-            )

@@ -118,7 +118,7 @@ def fit(
     optimizer = make_optimizer(model, cfg, head_names)
     schedule = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
     scheduler = get_scheduler(schedule, optimizer, round(cfg.warmup_ratio * steps), steps)
-    stream = train_index_batches(len(session.train_items), cfg.batch_size, seed)
+    stream = train_index_batches([len(i.input_ids) for i in session.train_items], cfg.batch_size, seed)
     result = FitResult()
     running_loss = torch.zeros((), device=session.device)
     last_loss: float | None = None
