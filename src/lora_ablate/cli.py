@@ -42,11 +42,23 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     from hydra.core.hydra_config import HydraConfig
 
-    from .runner import identity, run  # training stack: not needed for dry runs
+    from .runner import JobSlot, identity, run  # training stack: not needed for dry runs
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    return run(run_cfg, resolved, identity(run_cfg, config, run_dir, resolved.plan.target_set))
+    job = JobSlot(index=hydra_cfg.job.get("num") or 0, parallel_jobs=_parallel_jobs(hydra_cfg))
+    return run(run_cfg, resolved, identity(run_cfg, config, run_dir, resolved.plan.target_set), job)
+
+
+def _parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """Jobs that share this machine at once: joblib's n_jobs (-1: all cores); else 1."""
+    from hydra.types import RunMode
+
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    if hydra_cfg.mode != RunMode.MULTIRUN or not isinstance(n_jobs, int):
+        return 1
+    return (os.cpu_count() or 1) if n_jobs < 0 else max(1, n_jobs)
 
 
 def main() -> None:

@@ -88,7 +88,8 @@ class TrainConfig:
     schedule: str = "linear"  # linear | cosine | constant
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: only at the end
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
 
 

@@ -1,6 +1,7 @@
 """One run, end to end: data, model, adapter, training, evaluation, record."""
 
 import logging
+import os
 import resource
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,14 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 
 @dataclass(frozen=True)
+class JobSlot:
+    """Where a run sits in a sweep: its job number and how many jobs run at once."""
+
+    index: int = 0
+    parallel_jobs: int = 1
+
+
+@dataclass(frozen=True)
 class RunIdentity:
     run_id: str
     run_dir: Path
@@ -46,10 +55,11 @@ def identity(cfg: RunConfig, config: dict[str, Any], run_dir: Path, plan_label: 
     return RunIdentity(run_id, run_dir, config, config_hash(config))
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, job_index: int = 0) -> torch.device:
+    """`auto`: CUDA when present, spreading parallel jobs of a sweep over the GPUs."""
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", job_index % torch.cuda.device_count())
         return torch.device("cpu")
     try:
         device = torch.device(requested)
@@ -124,14 +134,17 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity) -> dict[str, Any]:
+def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity, job: JobSlot | None = None) -> dict[str, Any]:
     """Train one cell, or return its metrics when a completed record of the same config exists."""
     done = completed_record(ident.run_dir, ident.config_hash)
     if done is not None:
         log.info("skipping %s: completed record with the same config exists", ident.run_id)
         return done["metrics"]
     check_train_config(cfg.train)
-    device = pick_device(cfg.train.device)
+    job = job or JobSlot()
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // job.parallel_jobs)
+    torch.set_num_threads(threads)  # parallel jobs must not oversubscribe the cores
+    device = pick_device(cfg.train.device, job.index)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -19,6 +19,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.schedule '{cfg.schedule}' is not valid; use linear, cosine or constant.")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision '{cfg.precision}' is not valid; use auto, fp32 or bf16.")
+    if cfg.threads is not None and cfg.threads <= 0:
+        raise ConfigError(f"train.threads must be a positive integer or null, got {cfg.threads}.")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}.")
 
