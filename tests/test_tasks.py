@@ -17,16 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from lora_ablate import tasks
+from lora_ablate import splits, tasks
 from lora_ablate.config import TaskConfig
 from lora_ablate.errors import ConfigError
-from lora_ablate.tasks import Example, allocate, check_task_config, deduplicate, load_task, split_examples
+from lora_ablate.splits import allocate, deduplicate, normalised
+from lora_ablate.tasks import Example, check_task_config, load_task, split_examples
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def norm(example: Example) -> tuple[str, str]:
-    return tasks._key(example)
+    return splits._key(example)
 
 
 def make_examples(counts: list[int], prefix: str = "text") -> list[Example]:
@@ -143,7 +144,7 @@ def test_duplicates_never_straddle_splits_and_conflicts_are_dropped() -> None:
     examples = base + dupes + conflicting + pairs
     unique = deduplicate(examples)
     assert len(unique) == len(base) + 2  # the two distinct (premise, hypothesis) pairs
-    assert "ambiguous text" not in {tasks._normalised(e.text) for e in unique}
+    assert "ambiguous text" not in {normalised(e.text) for e in unique}
     train, validation, test = split_examples(examples, **split_kwargs(30, 60))
     assert len(train) + len(validation) + len(test) == len(unique)
     seen_in_training = {norm(e) for e in train + validation}
@@ -504,8 +505,8 @@ def test_rt_sentiment_is_split_without_leaks() -> None:
     data = load_task(preset("rt_sentiment"))
     assert data.label_names == ["negative", "positive"]
     assert (len(data.train), len(data.validation), len(data.test)) == (10_566 - 2_500, 500, 2_000)
-    test_texts = {tasks._normalised(e.text) for e in data.test}
-    assert not test_texts & {tasks._normalised(e.text) for e in data.train + data.validation}
+    test_texts = {normalised(e.text) for e in data.test}
+    assert not test_texts & {normalised(e.text) for e in data.train + data.validation}
     balance = Counter(e.label for e in data.test)
     assert abs(balance[0] - 2000 * 5325 / 10566) <= 1  # stratified: 5,325 negative of 10,566
 
