@@ -143,7 +143,7 @@ def fit(
             if not math.isfinite(last_loss):
                 result.diverged_at = step
                 break
-            elapsed = time.perf_counter() - start
+            elapsed = result.train_seconds + time.perf_counter() - start  # evaluation time excluded
             bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{result.train_tokens / max(elapsed, 1e-9):,.0f}")
             logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
         bar.update(1)
