@@ -57,3 +57,32 @@ def test_eval_batches_respect_the_token_budget():
     assert sorted(i for b in batches for i in b) == list(range(7))
     for b in batches:
         assert len(b) * max(len(items[i].input_ids) for i in b) <= 100 or len(b) == 1
+
+
+def test_one_token_label_words_score_every_candidate_from_one_row():
+    items = [Encoded([1, 5, 6], 1, ((7,), (8,))), Encoded([1, 5], 0, ((7,), (8,)))]
+    batch = collate_label_words(items, pad_id=0, all_answers=True)
+    assert batch.tensors["input_ids"].tolist() == [[1, 5, 6], [0, 1, 5]]
+    assert batch.candidates.tolist() == [7, 8] and batch.keep == 1
+    train = collate_label_words(items, pad_id=0, all_answers=False)  # training still appends the answer
+    assert train.tensors["input_ids"][0].tolist() == [1, 5, 6, 8]
+
+
+def test_one_token_fast_path_scores_like_the_general_path():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lora_ablate.train import Session, forward
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "llama", vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2,
+    )
+    session = Session(AutoModelForCausalLM.from_config(config).eval(), "label_words", 2, 0, torch.device("cpu"), None, [], [], [])
+    one_token = [Encoded([1, 5, 6, 9], 1, ((7,), (8,))), Encoded([1, 5], 0, ((7,), (8,)))]
+    # a third, two-token candidate forces the general path (answer rows, summed log-likelihoods)
+    general = [Encoded(i.input_ids, i.label, i.answers + ((8, 8),)) for i in one_token]
+    with torch.no_grad():
+        fast = forward(session, collate_label_words(one_token, 0, all_answers=True))[1]
+        slow = forward(session, collate_label_words(general, 0, all_answers=True))[1].view(2, 3)[:, :2]
+    assert torch.allclose(fast, slow, atol=1e-5)

@@ -64,6 +64,7 @@ class Batch:
     tokens: int  # real (non-pad) tokens, for throughput
     answer_mask: torch.Tensor | None = None  # label_words: which kept positions are answer tokens
     keep: int = 0  # label_words: how many final positions need logits
+    candidates: torch.Tensor | None = None  # label_words, one token each: the label tokens to score
 
 
 def collate_head(items: Sequence[Encoded], pad_id: int) -> Batch:
@@ -79,7 +80,10 @@ def collate_head(items: Sequence[Encoded], pad_id: int) -> Batch:
 
 def collate_label_words(items: Sequence[Encoded], pad_id: int, *, all_answers: bool) -> Batch:
     """Left-padded prompt+answer rows: the gold answer per item (training) or every
-    candidate answer per item, item-major (evaluation)."""
+    candidate answer per item, item-major (evaluation). When every label word is one
+    token, evaluation needs no answer rows: one row per prompt scores all candidates."""
+    if all_answers and all(len(a) == 1 for a in items[0].answers):
+        return _collate_prompts(items, pad_id)
     rows = [
         (item.input_ids, answer)
         for item in items
@@ -101,6 +105,20 @@ def collate_label_words(items: Sequence[Encoded], pad_id: int, *, all_answers: b
     tensors = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "answer_ids": targets}
     labels = torch.tensor([i.label for i in items])
     return Batch(tensors, labels, int(mask.sum()), answer_mask, keep)
+
+
+def _collate_prompts(items: Sequence[Encoded], pad_id: int) -> Batch:
+    width = max(len(i.input_ids) for i in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        ids[row, width - len(item.input_ids) :] = torch.tensor(item.input_ids)
+        mask[row, width - len(item.input_ids) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    candidates = torch.tensor([answer[0] for answer in items[0].answers])
+    labels = torch.tensor([i.label for i in items])
+    tensors = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+    return Batch(tensors, labels, int(mask.sum()), keep=1, candidates=candidates)
 
 
 def permutation(n: int, *key: int) -> list[int]:

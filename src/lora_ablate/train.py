@@ -51,7 +51,8 @@ def collate(session: Session, items: Sequence[Encoded], *, all_answers: bool) ->
         batch = collate_label_words(items, session.pad_id, all_answers=all_answers)
     tensors = {k: v.to(session.device, non_blocking=True) for k, v in batch.tensors.items()}
     answer_mask = batch.answer_mask.to(session.device) if batch.answer_mask is not None else None
-    return Batch(tensors, batch.labels.to(session.device), batch.tokens, answer_mask, batch.keep)
+    candidates = batch.candidates.to(session.device) if batch.candidates is not None else None
+    return Batch(tensors, batch.labels.to(session.device), batch.tokens, answer_mask, batch.keep, candidates)
 
 
 def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +64,9 @@ def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
             return out.loss, out.logits.float()
         inputs = {k: v for k, v in batch.tensors.items() if k != "answer_ids"}
         logits = session.model(**inputs, logits_to_keep=batch.keep).logits
+    if batch.candidates is not None:  # one-token label words: score them all at the last position
+        scores = F.log_softmax(logits[:, -1].float(), dim=-1)[:, batch.candidates]
+        return F.cross_entropy(scores, batch.labels), scores
     logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
     token_lp = logprobs.gather(-1, batch.tensors["answer_ids"].unsqueeze(-1)).squeeze(-1) * batch.answer_mask
     loss = -token_lp.sum() / batch.answer_mask.sum()
