@@ -19,8 +19,9 @@ from scipy import stats
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import LoadedRecord
 
-LABELS = ("model", "task", "target_set", "budget", "budget_scale", "seed")
-GROUP = ("model", "task", "budget", "budget_scale")  # cells compared with each other
+# `variant`: the other overrides that set a run apart (e.g. train.lr=0.001), "" for none.
+LABELS = ("model", "task", "target_set", "budget", "budget_scale", "variant", "seed")
+GROUP = ("model", "task", "budget", "budget_scale", "variant")  # cells compared with each other
 CELL = (*GROUP, "target_set")
 COST = ("train_seconds", "tokens_per_second", "peak_memory_bytes")
 # Display order of the conventional target sets (the LoRA paper's Table 5 order first).
@@ -72,6 +73,7 @@ def _labels(record: Mapping[str, Any]) -> dict[str, Any]:
         "budget": (cfg.get("budget") or {}).get("kind"),
         "budget_scale": (cfg.get("budget") or {}).get("scale"),
         "seed": cfg.get("seed"),
+        "variant": "",
     }
     return {k: labels.get(k, fallback[k]) for k in LABELS}
 
@@ -350,7 +352,7 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """Cells of the expected grid that have no record (of any status): within each
     (model, budget), the full product of the observed tasks, target sets, budget scales and
     seeds. Corrupt records carry no labels, so they fill no cell."""
-    dims = ["task", "target_set", "budget_scale", "seed"]
+    dims = ["task", "target_set", "budget_scale", "variant", "seed"]
     seen = runs[runs["status"].ne("corrupt")]
     parts = []
     for (model, budget), rows in seen.groupby(["model", "budget"], dropna=False, sort=True):
@@ -364,7 +366,7 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([p for p in parts if len(p)], ignore_index=True)[columns]
     out["seed"] = out["seed"].astype("Int64")
     out = out.assign(_order=target_order(out["target_set"])).sort_values(
-        ["model", "budget", "task", "budget_scale", "_order", "seed"], kind="stable")
+        ["model", "budget", "task", "budget_scale", "variant", "_order", "seed"], kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
 
 

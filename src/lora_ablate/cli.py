@@ -48,7 +48,25 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     job = JobSlot(index=hydra_cfg.job.get("num") or 0, parallel_jobs=_parallel_jobs(hydra_cfg))
-    return run(run_cfg, resolved, identity(run_cfg, config, run_dir, resolved.plan.target_set), job)
+    variant = run_variant(list(hydra_cfg.overrides.task))
+    return run(run_cfg, resolved, identity(run_cfg, config, run_dir, resolved.plan.target_set, variant), job)
+
+
+# Overrides that the labels already hold, or that change how a run is observed, not what it computes.
+LABEL_KEYS = ("model", "task", "targets", "targets.matrices", "budget", "budget.scale", "seed", "sweep")
+OBSERVING_KEYS = ("logger", "dry_run", "save_adapter", "train.device", "train.threads", "sweep_name")
+
+
+def run_variant(overrides: list[str]) -> str:
+    """The command-line overrides that set this run apart beyond its labels, e.g.
+    'train.lr=0.001': runs that differ only there are different cells of a report."""
+    kept = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra") or key in LABEL_KEYS or key in OBSERVING_KEYS:
+            continue
+        kept.append(override.lstrip("+"))
+    return ",".join(sorted(kept))
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -62,9 +80,31 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 def main() -> None:
+    from .overrides import check_overrides, command_line_overrides
+
     register_configs()
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    overrides = command_line_overrides(sys.argv[1:])
+    try:
+        if overrides is not None:
+            check_overrides(overrides)
+    except ConfigError as err:
+        if full_error:
+            raise
+        print(f"lora-ablate: error: {err}", file=sys.stderr)
+        sys.exit(2)
     app = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run_job)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        if full_error:
+            raise
+        print(
+            "lora-ablate: interrupted; the run in flight is recorded as failed. Run the same command "
+            "again to finish the sweep (completed runs are skipped).",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 def report_main() -> None:

@@ -77,8 +77,9 @@ def _grid(n: int, title: str, legend_width: float = 0.0) -> tuple[Figure, list[A
 
 
 def _group_title(key: Sequence[Any]) -> str:
-    model, task, budget, scale = key
-    return f"{model} · {task}\nbudget {budget} ×{scale:g}"
+    model, task, budget, scale, variant = key
+    extra = f"\n{variant}" if isinstance(variant, str) and variant else ""
+    return f"{model} · {task}\nbudget {budget} ×{scale:g}{extra}"
 
 
 def _shared_legend(fig: Figure, axes: Sequence[Axes], legend_width: float) -> None:
@@ -207,7 +208,7 @@ def plot_budget(summary: pd.DataFrame, folder: Path, baseline: str,
                 confidence: float) -> list[Path]:
     """Metric against the trainable-parameter budget, one line per target set; only for
     (model, task, budget) groups that were run at more than one budget scale."""
-    keys = ["model", "task", "budget"]
+    keys = ["model", "task", "budget", "variant"]
     scan = summary.groupby(keys)["budget_scale"].transform("nunique") > 1
     if not scan.any():
         return []
@@ -284,7 +285,7 @@ def plot_heatmap(summary: pd.DataFrame, folder: Path) -> list[Path]:
     """Target set × task means, coloured within each task (tasks differ in difficulty)."""
     if summary["task"].nunique() < 2:
         return []
-    keys = ["model", "budget", "budget_scale"]
+    keys = ["model", "budget", "budget_scale", "variant"]
 
     def draw(ax: Axes, key: Any, group: pd.DataFrame) -> None:
         means, shade = _heat_matrix(group)

@@ -105,10 +105,14 @@ def summary_tables(summary: pd.DataFrame, baseline: str) -> list[Table]:
              Cell(_num(r.diff, "+.3f")), Cell(_p(r.p_ttest_holm)), Cell(_p(r.p_wilcoxon_holm)),
              Cell(_num(r.rank, "d")))
             for r in rows.itertuples(index=False))
-        model, task, budget, scale = key
-        title = f"{model} · {task} · budget {budget} ×{scale:g} — {rows['metric'].iloc[0]}"
+        model, task, budget, scale, variant = key
+        title = f"{model} · {task} · budget {budget} ×{scale:g}{_variant(variant)} — {rows['metric'].iloc[0]}"
         tables.append(Table(title, columns, body))
     return tables
+
+
+def _variant(variant: Any) -> str:
+    return f" · {variant}" if isinstance(variant, str) and variant else ""
 
 
 def _ordered_sets(frame: pd.DataFrame) -> list[str]:
@@ -121,8 +125,8 @@ def table5_tables(summary: pd.DataFrame) -> list[Table]:
     """Rows = target sets (with LoRA rank and # params), columns = tasks, cells mean ± CI:
     the layout of the LoRA paper's Table 5, one per (model, budget, budget_scale)."""
     tables = []
-    for (model, budget, scale), group in summary.groupby(
-            ["model", "budget", "budget_scale"], sort=True, dropna=False):
+    for (model, budget, scale, variant), group in summary.groupby(
+            ["model", "budget", "budget_scale", "variant"], sort=True, dropna=False):
         tasks = group.drop_duplicates("task")[["task", "metric"]].to_numpy()
         cells = group.set_index(["target_set", "task"])
         rows = []
@@ -139,7 +143,7 @@ def table5_tables(summary: pd.DataFrame) -> list[Table]:
                                 _flag(c["significant"])))
             rows.append(tuple(row))
         heads = tuple(f"{task} ({metric.split('/', 1)[-1]})" for task, metric in tasks)
-        tables.append(Table(f"{model} · budget {budget} ×{scale:g}",
+        tables.append(Table(f"{model} · budget {budget} ×{scale:g}{_variant(variant)}",
                             ("target set", "LoRA rank", "# params", *heads), tuple(rows)))
     return tables
 
@@ -147,7 +151,7 @@ def table5_tables(summary: pd.DataFrame) -> list[Table]:
 def table5_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Table 5 as numbers: a row per (model, budget, budget_scale, target_set) with
     <task>/mean and <task>/ci_half columns."""
-    index = ["model", "budget", "budget_scale", "target_set"]
+    index = ["model", "budget", "budget_scale", "variant", "target_set"]
     if summary.empty:
         return pd.DataFrame(columns=[*index, "lora_rank", "lora_params"])
     wide = summary.pivot_table(index=index, columns="task", values=["mean", "ci_half"],
@@ -158,7 +162,7 @@ def table5_frame(summary: pd.DataFrame) -> pd.DataFrame:
     info = summary.groupby(index, dropna=False)[["lora_rank", "lora_params"]].first()
     table = info.join(wide).reset_index()
     table = table.assign(_o=target_order(table["target_set"])).sort_values(
-        ["model", "budget", "budget_scale", "_o"], kind="stable")
+        ["model", "budget", "budget_scale", "variant", "_o"], kind="stable")
     return table.drop(columns="_o").reset_index(drop=True)
 
 

@@ -44,15 +44,18 @@ class RunIdentity:
     run_dir: Path
     config: dict[str, Any]  # resolved, as recorded
     config_hash: str
+    variant: str = ""  # overrides beyond the labels that set the run apart
 
 
-def identity(cfg: RunConfig, config: dict[str, Any], run_dir: Path, plan_label: str) -> RunIdentity:
+def identity(
+    cfg: RunConfig, config: dict[str, Any], run_dir: Path, plan_label: str, variant: str = ""
+) -> RunIdentity:
     scale = f"x{cfg.budget.scale:g}" if cfg.budget.scale != 1 else ""
     run_id = (
         f"model={cfg.model.name},task={cfg.task.name},targets={plan_label},"
-        f"budget={cfg.budget.kind}{scale},seed={cfg.seed}"
+        f"budget={cfg.budget.kind}{scale},seed={cfg.seed}" + (f",{variant}" if variant else "")
     )
-    return RunIdentity(run_id, run_dir, config, config_hash(config))
+    return RunIdentity(run_id, run_dir, config, config_hash(config), variant)
 
 
 def pick_device(requested: str, job_index: int = 0) -> torch.device:
@@ -160,6 +163,7 @@ def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity, job: JobSlot 
             "target_set": plan.target_set,
             "budget": cfg.budget.kind,
             "budget_scale": cfg.budget.scale,
+            "variant": ident.variant,
             "seed": cfg.seed,
         },
         "config": ident.config,

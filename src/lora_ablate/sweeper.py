@@ -13,7 +13,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import RunConfig
 from .errors import ConfigError
@@ -68,6 +70,8 @@ class ValidatingSweeper(Sweeper):
                     check_cell(cell, task_checks)
                 except ConfigError as err:
                     problems.append(f"[{','.join(overrides)}] {err}")
+                except (HydraException, OmegaConfBaseException) as err:  # the cell does not compose
+                    problems.append(f"[{','.join(overrides)}] {str(err).strip().splitlines()[0]}")
         if problems:
             message = f"{len(problems)} of {sum(map(len, batches))} sweep cells are invalid; nothing was trained:\n"
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
