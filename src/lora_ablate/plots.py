@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lora_ablate.aggregate import GROUP, is_higher_better, target_order
+from lora_ablate.records import shared_file_mode
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable
 BASELINE_COLOR = "black"
@@ -38,6 +39,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, shared_file_mode())  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

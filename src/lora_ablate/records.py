@@ -32,11 +32,19 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
             json.dump(record, handle, indent=2, sort_keys=True, allow_nan=False, default=str)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, shared_file_mode())  # mkstemp makes it private; collaborators read records
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def shared_file_mode() -> int:
+    """0o666 less the process umask: the mode a plain open() would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def read_record(path: Path) -> LoadedRecord:

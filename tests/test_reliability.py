@@ -1,0 +1,789 @@
+"""Reliability of the command line: bad input is rejected before anything trains (one run
+and every cell of a sweep), and faults lose nothing but the run they hit: SIGKILL at any
+moment, Ctrl-C, a corrupt or half-written result.json, a diverged run.
+
+Everything here drives the real command line. The validation cases (two dozen
+invocations that each fail within a second or two after ~10 s of imports) run through a
+small fork server: one Python process imports what `lora-ablate` imports, then forks a
+child per invocation that calls `lora_ablate.cli:main` (the console script's entry point)
+with that argv, its own stdout/stderr files, working directory and exit status. Every
+other test starts the `lora-ablate` console script itself.
+
+Subprocesses get WANDB_MODE=disabled and HF_HUB_OFFLINE=1, and LORA_ABLATE_CACHE from the
+caller (unset: the package default). The data is a small CSV written per module (task=local).
+"""
+
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------------------
+# Shared helpers (the same block opens tests/test_launchers.py)
+# ---------------------------------------------------------------------------------------
+
+STATUSES = ("completed", "failed", "diverged")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The caller's environment (LORA_ABLATE_CACHE included, if set), offline, no wandb,
+    no HYDRA_FULL_ERROR unless asked for."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def console_script(name: str) -> list[str]:
+    """The installed console script next to this interpreter (the venv's bin/)."""
+    for candidate in (Path(sys.executable).with_name(name), shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return [str(candidate)]
+    entry = {"lora-ablate": "main", "lora-ablate-report": "report_main"}[name]
+    return [sys.executable, "-c", f"import sys; from lora_ablate.cli import {entry}; sys.exit({entry}())"]
+
+
+def start(args: list[str], cwd: Path, script: str = "lora-ablate", **env: str) -> subprocess.Popen:
+    """Start the console script in its own process group (so a test can signal all of it)."""
+    return subprocess.Popen(
+        [*console_script(script), *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@dataclass
+class Done:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def explain(self) -> str:
+        return f"lora-ablate {' '.join(self.args)} -> {self.returncode}\n--- stderr (tail) ---\n{self.stderr[-4000:]}"
+
+
+def run_cli(args: list[str], cwd: Path, script: str = "lora-ablate", timeout: float = 900, **env: str) -> Done:
+    proc = start(args, cwd, script, **env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"lora-ablate {' '.join(args)} did not finish in {timeout} s:\n{err[-4000:]}")
+    return Done(args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def records(sweep_dir: Path) -> dict[str, dict]:
+    """Every result.json below sweep_dir (report/ excluded), by run folder relative to
+    sweep_dir; each must be a whole JSON record (they are written atomically)."""
+    out = {}
+    for path in sorted(sweep_dir.rglob("result.json")):
+        rel = str(path.parent.relative_to(sweep_dir))
+        if rel.split(os.sep)[0] == "report":
+            continue
+        text = path.read_text()
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise AssertionError(f"{path} is not whole JSON ({err}): {text[:200]!r}") from None
+        assert record.get("status") in STATUSES, f"{path}: status {record.get('status')!r}"
+        out[rel] = record
+    return out
+
+
+def stamps(sweep_dir: Path) -> dict[str, tuple[int, str]]:
+    """(mtime_ns, sha256) of every result.json, by run folder."""
+    out = {}
+    for path in sweep_dir.rglob("result.json"):
+        rel = str(path.parent.relative_to(sweep_dir))
+        if rel.split(os.sep)[0] != "report":
+            out[rel] = (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("sentence", "y")) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def learnable_rows(n: int = 240) -> list[tuple[str, str]]:
+    """Two classes told apart by their words, so that a few steps change the metrics."""
+    rng = random.Random(7)
+    good = ["good", "great", "lovely", "fine", "superb", "charming", "moving", "brilliant"]
+    bad = ["bad", "awful", "boring", "poor", "dull", "tedious", "clumsy", "weak"]
+    filler = ["the", "film", "plot", "cast", "story", "music", "ending", "scenes", "acting", "script"]
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.choices(good if label else bad, k=3) + rng.choices(filler, k=4)
+        rng.shuffle(words)
+        rows.append((f"{' '.join(words)} #{i}", "pos" if label else "neg"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures: a folder with the data files; every subprocess runs there (relative task.path
+# keeps run-folder names flat)
+# ---------------------------------------------------------------------------------------
+
+LOCAL = ["task=local", "task.text_column=sentence", "task.label_column=y"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_csv(root / "good.csv", learnable_rows())
+    (root / "malformed.csv").write_text('sentence,y\ngood film,pos\n"an unclosed quote,neg\nmore,neg,extra\n')
+    write_csv(root / "empty.csv", [])  # a header and no rows
+    (root / "blank.csv").write_text("")  # not even a header
+    # 2 of 200 examples positive: held-out splits take them, the training split has one class
+    write_csv(root / "oneclass.csv", [(f"text a {i}", "neg") for i in range(198)] + [("text b 0", "pos"), ("text b 1", "pos")])
+    # a model folder with only a config.json (enough to plan; validation loads no weights)
+    from transformers import AutoConfig
+
+    AutoConfig.for_model("bert", vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=256).save_pretrained(root / "bert_config")
+    return root
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Validation before training
+# ---------------------------------------------------------------------------------------
+
+# Runs on the local data; every case below changes one thing. One torch thread per run:
+# on a small shared machine two threads per tiny run cost more than they give.
+BASE = ["model=tiny_bert", *LOCAL, "task.path=good.csv", "task.train_size=32", "task.val_size=32",
+        "task.test_size=32", "train.max_steps=2", "train.batch_size=4", "train.threads=1"]
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A bad override and what its message must contain (regexes, case-insensitive):
+    the bad value, and what is valid."""
+
+    override: str
+    needles: tuple[str, ...]
+    extra: tuple[str, ...] = ()  # other overrides the case needs (e.g. budget=params)
+
+
+BAD = {
+    "misspelled_key": Bad("train.max_stepz=3", (r"max_stepz", r"\bmax_steps\b")),
+    "unknown_targets_option": Bad("targets=qz", (r"\bqz\b", r"\bqkv_ffn\b")),
+    "unknown_model_option": Bad("model=nope", (r"\bnope\b", r"\btiny_bert\b")),
+    "unknown_matrix": Bad("targets.matrices=[q,x]", (r"['\"`]x['\"`]", r"\bffn_down\b")),
+    "matrix_not_in_architecture": Bad("targets.matrices=[ffn_gate]", (r"ffn_gate", r"\bffn_up\b"), ("model=tiny_gpt2",)),
+    "infeasible_budget": Bad("budget.params=10", (r"\b10\b", r"at least|minimum"), ("budget=params",)),
+    "zero_budget": Bad("budget.params=0", (r"budget\.params", r"positive"), ("budget=params",)),
+    "zero_rank": Bad("lora.rank=0", (r"lora\.rank", r"positive"), ("budget=none",)),
+    "missing_model_folder": Bad("model.name_or_path=/nope", (r"/nope", r"config\.json|hub id"), ("model=custom",)),
+    "unreachable_hub_id": Bad("model.name_or_path=someone/not-a-model", (r"someone/not-a-model", r"hub"), ("model=custom",)),
+    "missing_data_file": Bad("task.path=missing.csv", (r"missing\.csv", r"\.csv|\.jsonl")),
+    "malformed_data_file": Bad("task.path=malformed.csv", (r"malformed\.csv", r"line \d")),
+    "empty_data_file": Bad("task.path=empty.csv", (r"empty\.csv", r"no examples|empty")),
+    "blank_data_file": Bad("task.path=blank.csv", (r"blank\.csv", r"no examples|empty|header")),
+    "missing_label_column": Bad("task.label_column=nope", (r"\bnope\b", r"\bsentence\b")),
+    "single_class_train": Bad("task.path=oneclass.csv", (r"single class|one class", r"label"), ("task.train_size=16",)),
+    "zero_steps": Bad("train.max_steps=0", (r"max_steps", r"positive")),
+    "zero_batch_size": Bad("train.batch_size=0", (r"batch_size", r"positive")),
+}
+
+
+def _with(base: list[str], *overrides: str) -> list[str]:
+    """base with overrides replacing the same keys (a group option replaces its group)."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    return [o for o in base if o.split("=", 1)[0] not in keys] + list(overrides)
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One swept key of a validation sweep: its good values and its bad ones."""
+
+    key: str
+    good: tuple[str, ...]
+    bad: tuple[str, ...] = ()  # keys of BAD; each one's override sets this key
+
+    def values(self) -> list[tuple[str, str | None]]:
+        """(override, BAD key or None)."""
+        return [(f"{self.key}={v}", None) for v in self.good] + [(BAD[b].override, b) for b in self.bad]
+
+
+@dataclass(frozen=True)
+class SweepCase:
+    fixed: list[str]
+    dims: list[Dim]
+    sweep_file: bool = False  # +sweep=smoke (its seed list cut to 0) rather than -m
+    implicit: tuple[Dim, ...] = ()  # dims the sweep file adds (not on the command line)
+
+    def args(self, out: Path) -> list[str]:
+        swept = [f"{d.key}={','.join(v.split('=', 1)[1] for v, _ in d.values())}" for d in self.dims]
+        head = ["+sweep=smoke", "hydra.sweeper.params.seed=0"] if self.sweep_file else ["-m"]
+        keys = {d.key for d in self.dims}
+        fixed = [o for o in self.fixed if o.split("=", 1)[0] not in keys]
+        return [*head, *fixed, *swept, f"hydra.sweep.dir={out}/sweep", f"hydra.run.dir={out}/run"]
+
+    def cells(self) -> list[tuple[list[str], list[str]]]:
+        """(overrides of the swept keys, BAD keys among them) of every cell."""
+        out = []
+        for combo in product(*(d.values() for d in (*self.implicit, *self.dims))):
+            out.append(([o for o, _ in combo], [b for _, b in combo if b]))
+        return out
+
+
+SWEEPS = {
+    # +sweep=smoke (its 2 target sets) over the data files
+    "sweep_data_files": SweepCase(
+        fixed=[*LOCAL, "task.train_size=16", "task.val_size=32", "task.test_size=32", "train.max_steps=2"],
+        dims=[Dim("task.path", ("good.csv",), ("missing_data_file", "malformed_data_file", "empty_data_file",
+                                               "blank_data_file", "single_class_train"))],
+        sweep_file=True,
+        implicit=(Dim("targets", ("qv", "qkv_ffn")), Dim("seed", ("0",))),
+    ),
+    # -m over the label column and the training settings
+    "sweep_columns_and_train": SweepCase(
+        fixed=BASE,
+        dims=[
+            Dim("task.label_column", ("y",), ("missing_label_column",)),
+            Dim("train.max_steps", ("2",), ("zero_steps",)),
+            Dim("train.batch_size", ("4",), ("zero_batch_size",)),
+        ],
+    ),
+    # -m over matrices and budgets on GPT-2 (fused attention, no ffn_gate)
+    "sweep_targets_and_budget": SweepCase(
+        fixed=_with(BASE, "model=tiny_gpt2", "budget=params"),
+        dims=[
+            Dim("targets.matrices", ("[q,v]",), ("unknown_matrix", "matrix_not_in_architecture")),
+            Dim("budget.params", ("4096",), ("infeasible_budget", "zero_budget")),
+        ],
+    ),
+    # -m over model sources and the fixed rank of budget=none
+    "sweep_models_and_rank": SweepCase(
+        fixed=_with(BASE, "model=custom", "budget=none"),
+        dims=[
+            Dim("model.name_or_path", ("bert_config",), ("missing_model_folder", "unreachable_hub_id")),
+            Dim("lora.rank", ("8",), ("zero_rank",)),
+        ],
+    ),
+}
+
+
+# Sweeps in which a cell does not even compose: still one paragraph naming the bad value
+# and what is valid, before anything trains.
+UNCOMPOSABLE_SWEEPS = {
+    "sweep_misspelled_key": ("train.max_stepz=3,4", BAD["misspelled_key"].needles),
+    "sweep_unknown_option": ("targets=qv,qz", BAD["unknown_targets_option"].needles),
+}
+
+
+def single_args(name: str, out: Path) -> list[str]:
+    bad = BAD[name]
+    return [*_with(BASE, *bad.extra, bad.override), f"hydra.run.dir={out}/run", f"hydra.sweep.dir={out}/sweep"]
+
+
+# The fork server: imports once what the CLI imports, then one forked child per invocation.
+FORK_SERVER = r'''
+import json, os, sys, traceback
+cases, parallel = json.load(open(sys.argv[1])), int(sys.argv[2])
+import lora_ablate.cli as cli                      # the console script's module
+import torch, transformers, peft                   # noqa: F401  the training stack, once
+import lora_ablate.runner, lora_ablate.sweeper     # noqa: F401
+
+def child(case):
+    os.chdir(case["cwd"])
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        os.dup2(os.open(os.path.join(case["out"], name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+    os.environ.update(case["env"])
+    sys.argv = ["lora-ablate", *case["args"]]
+    code = 0
+    try:
+        code = cli.main() or 0                      # as the console script: sys.exit(main())
+    except SystemExit as exit:
+        if isinstance(exit.code, int) or exit.code is None:
+            code = exit.code or 0
+        else:
+            print(exit.code, file=sys.stderr); code = 1
+    except BaseException:
+        traceback.print_exc(); code = 1           # what the interpreter prints and returns
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)
+
+running, pending = {}, list(cases)
+while pending or running:
+    while pending and len(running) < parallel:
+        case = pending.pop(0)
+        sys.stdout.flush(); sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            child(case)
+        running[pid] = case
+    pid, status = os.wait()
+    case = running.pop(pid)
+    with open(os.path.join(case["out"], "rc"), "w") as handle:
+        handle.write(str(os.waitstatus_to_exitcode(status)))
+'''
+
+
+@dataclass
+class Invocation:
+    args: list[str]
+    out: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def result(self) -> Done:
+        rc_file = self.out / "rc"
+        assert rc_file.exists(), f"no exit status for {self.args}"
+        return Done(self.args, int(rc_file.read_text()), (self.out / "stdout").read_text(), (self.out / "stderr").read_text())
+
+
+@pytest.fixture(scope="module")
+def validation_runs(data_dir, background, tmp_path_factory) -> dict[str, Invocation]:
+    """Every validation invocation, run once through the fork server (while the
+    background sweeps of the fault tests run on the other core)."""
+    root = tmp_path_factory.mktemp("validation")
+    invocations: dict[str, Invocation] = {}
+    for name in BAD:
+        out = root / name
+        invocations[name] = Invocation(single_args(name, out), out)
+    for name, case in SWEEPS.items():
+        out = root / name
+        invocations[name] = Invocation(case.args(out), out)
+    for name, (override, _) in UNCOMPOSABLE_SWEEPS.items():
+        out = root / name
+        invocations[name] = Invocation(["-m", *BASE, override, f"hydra.sweep.dir={out}/sweep"], out)
+    out = root / "full_error"
+    invocations["full_error"] = Invocation(single_args("zero_steps", out), out, {"HYDRA_FULL_ERROR": "1"})
+    cases = []
+    for inv in invocations.values():
+        inv.out.mkdir(parents=True)
+        cases.append({"args": inv.args, "out": str(inv.out), "cwd": str(data_dir), "env": inv.env})
+    (root / "cases.json").write_text(json.dumps(cases))
+    (root / "server.py").write_text(FORK_SERVER)
+    done = subprocess.run(
+        [sys.executable, str(root / "server.py"), str(root / "cases.json"), "2"],
+        cwd=data_dir, env=cli_env(), capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, f"fork server failed:\n{done.stderr[-4000:]}"
+    return invocations
+
+
+def rejection_problems(done: Done, out: Path, needles: tuple[str, ...] = ()) -> list[str]:
+    """What is wrong with how `done` rejected bad input (all of it, not just the first):
+    it must exit non-zero before training with one paragraph, no traceback, naming the
+    bad value and what is valid (the needles)."""
+    message, problems = done.stderr.strip(), []
+    if done.returncode == 0:
+        problems.append("exit status 0")
+    if "Traceback" in done.stderr:
+        problems.append("a traceback on stderr")
+    if not message:
+        problems.append("no message on stderr")
+    if re.search(r"\n\s*\n", message):
+        problems.append("the message is not one paragraph (blank lines)")
+    for needle in needles:
+        if not re.search(needle, message, re.IGNORECASE):
+            problems.append(f"the message does not match {needle!r}")
+    if found := sorted(str(p.relative_to(out)) for p in out.rglob("result.json")):
+        problems.append(f"records written: {found}")
+    if "train:" in done.stderr:
+        problems.append("training started")
+    return problems
+
+
+def assert_rejected_before_training(done: Done, out: Path, needles: tuple[str, ...] = ()) -> str:
+    problems = rejection_problems(done, out, needles)
+    assert not problems, "; ".join(problems) + "\n" + done.explain()
+    return done.stderr.strip()
+
+
+def assert_mentions(message: str, needles: tuple[str, ...], context: str) -> None:
+    for needle in needles:
+        assert re.search(needle, message, re.IGNORECASE), f"message does not match {needle!r}:\n{context}"
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_single_run_rejects_bad_input_before_training(name, validation_runs):
+    inv = validation_runs[name]
+    done = inv.result()
+    assert_rejected_before_training(done, inv.out, BAD[name].needles)
+
+
+@pytest.mark.parametrize("name", list(SWEEPS))
+def test_sweep_lists_every_bad_cell_before_any_run_trains(name, validation_runs):
+    """The grid mixes good and bad values; the all-good cells come first and must not
+    train; every cell with a bad value is listed (with that value's explanation when it is
+    the cell's only bad value) and no good cell is."""
+    inv, case = validation_runs[name], SWEEPS[name]
+    done = inv.result()
+    message = assert_rejected_before_training(done, inv.out)
+    assert not (inv.out / "sweep").exists() or not any((inv.out / "sweep").iterdir()), (
+        f"run folders made before validation finished: {sorted(os.listdir(inv.out / 'sweep'))}"
+    )
+    cells = case.cells()
+    bad_cells = [c for c in cells if c[1]]
+    assert re.search(rf"\b{len(bad_cells)}\b", message), f"expected {len(bad_cells)} bad cells of {len(cells)}:\n{done.explain()}"
+    lines = message.splitlines()
+
+    def line_of(overrides: list[str]) -> list[str]:
+        pattern = [re.compile(rf"(?<![\w.]){re.escape(o)}(?=[,\]\s]|$)") for o in overrides]
+        return [line for line in lines if all(p.search(line) for p in pattern)]
+
+    for overrides, bad in cells:
+        hits = line_of(overrides)
+        if not bad:
+            assert not hits, f"good cell {overrides} listed as bad: {hits}"
+            continue
+        assert hits, f"bad cell {overrides} (bad: {bad}) not listed:\n{done.explain()}"
+        if len(bad) == 1:  # the explanation, not the echo of the cell, must name value and remedy
+            text = " ".join(hits)
+            for override in overrides:
+                text = text.replace(override, "")
+            assert_mentions(text, BAD[bad[0]].needles, f"cell {overrides}:\n{done.explain()}")
+
+
+@pytest.mark.parametrize("name", list(UNCOMPOSABLE_SWEEPS))
+def test_sweep_with_an_uncomposable_cell_is_rejected_before_training(name, validation_runs):
+    inv = validation_runs[name]
+    assert_rejected_before_training(inv.result(), inv.out, UNCOMPOSABLE_SWEEPS[name][1])
+
+
+def test_full_error_shows_the_traceback(validation_runs):
+    """HYDRA_FULL_ERROR=1 is for debugging: the same rejection, with the full traceback."""
+    inv = validation_runs["full_error"]
+    done = inv.result()
+    assert done.returncode != 0, done.explain()
+    assert "Traceback" in done.stderr and "max_steps" in done.stderr, done.explain()
+    assert not list(inv.out.rglob("result.json"))
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Faults
+# ---------------------------------------------------------------------------------------
+
+# The smoke sweep (2 target sets x 2 seeds) on the local data, a few steps per run.
+FAULT_SWEEP = ["+sweep=smoke", *LOCAL, "task.path=good.csv", "task.train_size=96", "task.val_size=32",
+               "task.test_size=64", "train.max_steps=8", "train.batch_size=8", "train.threads=1"]
+GRID = {(t, s) for t in ("qv", "qkv_ffn") for s in (0, 1)}
+
+
+def sweep_args(sweep_dir: Path, *extra: str) -> list[str]:
+    return [*_with(FAULT_SWEEP, *extra), f"hydra.sweep.dir={sweep_dir}"]
+
+
+def cell_of(record: dict) -> tuple[str, int]:
+    return record["labels"]["target_set"], record["labels"]["seed"]
+
+
+def assert_whole_grid(sweep_dir: Path, grid: set[tuple[str, int]] = GRID) -> dict[str, dict]:
+    """One completed record per cell of the grid, each cell exactly once."""
+    found = records(sweep_dir)
+    cells = [cell_of(r) for r in found.values()]
+    assert sorted(cells) == sorted(grid), f"records {sorted(found)} hold cells {sorted(cells)}"
+    bad = {k: r["status"] for k, r in found.items() if r["status"] != "completed"}
+    assert not bad, f"not completed: {bad}"
+    return found
+
+
+def diverged_args(sweep_dir: Path) -> list[str]:
+    """lr=1e30 (first cell) and lr=0.01, clipping off, enough steps to blow up."""
+    return ["-m", *_with(BASE, "train.max_steps=20"), "train.grad_clip=1e30", "train.lr=1e30,0.01",
+            f"hydra.sweep.dir={sweep_dir}"]
+
+
+class Background:
+    """A command started now and collected later; output goes to files (a full pipe
+    would stall it)."""
+
+    def __init__(self, args: list[str], cwd: Path, out: Path, kill_when=None):
+        """kill_when: a predicate polled while the command runs; when it holds, the whole
+        process group gets SIGKILL (self.killed tells whether it did)."""
+        out.mkdir(parents=True, exist_ok=True)
+        self.args, self.out = args, out
+        self.began = time.monotonic()
+        with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
+            self.proc = subprocess.Popen([*console_script("lora-ablate"), *args], cwd=cwd, env=cli_env(),
+                                         stdout=stdout, stderr=stderr, start_new_session=True)
+        self.wall: float | None = None
+        self.killed = False
+        if kill_when is not None:
+            threading.Thread(target=self._watch, args=(kill_when,), daemon=True).start()
+
+    def _watch(self, kill_when) -> None:
+        while self.proc.poll() is None:
+            if kill_when():
+                kill_group(self.proc)
+                self.killed = True
+                return
+            time.sleep(0.05)
+
+    def result(self, timeout: float = 900) -> Done:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc)
+            self.proc.wait()
+        if self.wall is None:
+            self.wall = time.monotonic() - self.began
+        return Done(self.args, self.proc.returncode, (self.out / "stdout").read_text(), (self.out / "stderr").read_text())
+
+
+@pytest.fixture(scope="module")
+def background(data_dir, tmp_path_factory):
+    """The sweeps that several tests read, started as early as possible."""
+    root = tmp_path_factory.mktemp("background")
+    killed_dir = root / "killed" / "sweep"
+    jobs = {
+        # killed (SIGKILL to its process group) as soon as its first record is complete
+        "killed": Background(sweep_args(killed_dir), data_dir, root / "killed" / "log",
+                             kill_when=lambda: completed_count(killed_dir) >= 1),
+        "reference": Background(sweep_args(root / "reference" / "sweep"), data_dir, root / "reference" / "log"),
+        "diverged": Background(diverged_args(root / "diverged" / "sweep"), data_dir, root / "diverged" / "log"),
+    }
+    yield jobs
+    for job in jobs.values():
+        if job.proc.poll() is None:
+            kill_group(job.proc)
+            job.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(background) -> tuple[Path, dict[str, dict], float]:
+    """The fault sweep, uninterrupted: (its dir, its records, its wall time)."""
+    job = background["reference"]
+    sweep_dir = Path(job.args[-1].split("=", 1)[1])
+    done = job.result()
+    wall = job.wall
+    assert done.returncode == 0, done.explain()
+    assert (sweep_dir / "report" / "report.html").is_file(), done.explain()
+    found = assert_whole_grid(sweep_dir)
+    metrics = {r["metrics"].get("test/loss") for r in found.values()}
+    assert len(metrics) > 1, "every cell has the same test loss: the sweep does not tell the runs apart"
+    return sweep_dir, found, wall
+
+
+def assert_same_metrics(found: dict[str, dict], reference_records: dict[str, dict]) -> None:
+    assert set(found) == set(reference_records)
+    for key, record in found.items():
+        assert record["metrics"] == reference_records[key]["metrics"], (
+            f"{key}: metrics differ from the uninterrupted sweep:\n{record['metrics']}\n{reference_records[key]['metrics']}"
+        )
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> bool:
+    """Poll until predicate() or the process ends; False when it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return predicate()
+        time.sleep(0.05)
+    kill_group(proc)
+    pytest.fail("timed out waiting for the sweep")
+
+
+def completed_count(sweep_dir: Path) -> int:
+    count = 0
+    for path in sweep_dir.rglob("result.json"):
+        try:
+            count += json.loads(path.read_text()).get("status") == "completed"
+        except (OSError, json.JSONDecodeError):
+            pass
+    return count
+
+
+def test_sigkill_loses_only_the_run_in_flight(data_dir, background, reference):
+    """Kill the sweep right after its first record; the rerun trains exactly the missing
+    runs, leaves the finished one alone, and ends where an uninterrupted sweep ends."""
+    _, reference_records, _ = reference
+    job = background["killed"]
+    sweep_dir = Path(job.args[-1].split("=", 1)[1])
+    done = job.result()
+    assert job.killed, f"the sweep ended before its first record could be seen:\n{done.explain()}"
+    before = records(sweep_dir)  # every record whole
+    kept = {k: v for k, v in stamps(sweep_dir).items() if before[k]["status"] == "completed"}
+    assert 1 <= len(kept) < len(GRID), f"the kill came too late to test anything: {sorted(before)}"
+
+    done = run_cli(sweep_args(sweep_dir), data_dir)
+    assert done.returncode == 0, done.explain()
+    after = stamps(sweep_dir)
+    for key, stamp in kept.items():
+        assert after[key] == stamp, f"{key} was completed before the kill but was written again"
+    assert_same_metrics(assert_whole_grid(sweep_dir), reference_records)
+    assert (sweep_dir / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun(data_dir, tmp_path):
+    """Several SIGKILLs of the whole process group at random moments (startup, validation,
+    training, record writing, report), each followed by the same command again; finally
+    one uninterrupted rerun. Nothing completed is ever retrained or damaged, and the
+    result equals an uninterrupted sweep's. (3 seeds x 2 target sets, longer runs.)"""
+    longer = ("hydra.sweeper.params.seed='0,1,2'", "train.max_steps=150")
+    grid = {(t, s) for t in ("qv", "qkv_ffn") for s in (0, 1, 2)}
+    reference_dir = tmp_path / "reference"
+    began = time.monotonic()
+    done = run_cli(sweep_args(reference_dir, *longer), data_dir)
+    wall = time.monotonic() - began
+    assert done.returncode == 0, done.explain()
+    reference_records = assert_whole_grid(reference_dir, grid)
+
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    sweep_dir = tmp_path / "sweep"
+    kept: dict[str, tuple[int, str]] = {}
+    for attempt in range(8):
+        job = Background(sweep_args(sweep_dir, *longer), data_dir, tmp_path / f"log{attempt}")
+        # a moment within roughly what is left to do (startup and report included)
+        delay = rng.uniform(0.3, max(5.0, wall * (len(grid) - len(kept) + 1) / (len(grid) + 1)))
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and job.proc.poll() is None:
+            time.sleep(0.02)
+        running = job.proc.poll() is None
+        kill_group(job.proc)
+        job.proc.wait()
+        now, found = stamps(sweep_dir), records(sweep_dir)  # every record whole
+        for key, stamp in kept.items():
+            assert now.get(key) == stamp, f"seed {seed}, kill {attempt}: {key} was completed before, then rewritten"
+        kept = {k: v for k, v in now.items() if found[k]["status"] == "completed"}
+        print(f"seed {seed}: kill {attempt} after {delay:.1f} s ({'running' if running else 'had ended'}); "
+              f"{len(kept)} of {len(grid)} completed")
+        if not running:
+            break
+    done = run_cli(sweep_args(sweep_dir, *longer), data_dir)
+    assert done.returncode == 0, f"seed {seed}\n{done.explain()}"
+    after = stamps(sweep_dir)
+    for key, stamp in kept.items():
+        assert after[key] == stamp, f"seed {seed}: {key} was completed before the last kill but was written again"
+    assert_same_metrics(assert_whole_grid(sweep_dir, grid), reference_records)
+    assert (sweep_dir / "report" / "report.html").is_file()
+
+
+def read_stderr_in_background(proc: subprocess.Popen) -> list[str]:
+    """stderr as it arrives (raw reads: the progress bar has no newlines)."""
+    chunks: list[str] = []
+    fd = proc.stderr.fileno()
+
+    def pump():
+        for chunk in iter(lambda: os.read(fd, 65536), b""):
+            chunks.append(chunk.decode(errors="replace"))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return chunks
+
+
+@pytest.mark.parametrize("mode", [pytest.param("single", marks=pytest.mark.slow), "sweep"])
+def test_ctrl_c_stops_cleanly_and_records_the_run_as_failed(mode, data_dir, tmp_path):
+    """SIGINT to the process group (what Ctrl-C does) while a run trains: the command
+    stops (no next cell), without a traceback, and the run's record says failed."""
+    long = [*BASE, "train.max_steps=100000", f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"]
+    args = ["-m", *long, "seed=0,1"] if mode == "sweep" else long
+    proc = start(args, data_dir)
+    chunks = read_stderr_in_background(proc)
+    assert wait_for(lambda: "train:" in "".join(chunks), proc, timeout=300), "".join(chunks)[-3000:]
+    time.sleep(1.0)  # some steps in
+    kill_group(proc, signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        pytest.fail("the command did not stop within 120 s of Ctrl-C")
+    time.sleep(0.2)  # the reader thread drains the pipe
+    stderr = "".join(chunks)
+    assert proc.returncode != 0, stderr[-3000:]
+    found = records(tmp_path)
+    assert len(found) == 1, f"expected the one interrupted run, found {sorted(found)} (did the sweep go on?)"
+    (record,) = found.values()
+    assert record["status"] == "failed", record["status"]
+    assert record["error"] and "interrupt" in json.dumps(record["error"]).lower(), record["error"]
+    assert not record["metrics"], record["metrics"]
+    assert "Traceback" not in stderr, f"Ctrl-C printed a traceback:\n{stderr[-3000:]}"
+
+
+def test_corrupt_record_is_reported_then_rerun(data_dir, reference, tmp_path):
+    """Garbage in one result.json and half of another: lora-ablate-report lists both as
+    corrupt (runs.csv and report.html); the sweep reruns exactly those two."""
+    ref_dir, reference_records, _ = reference
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(ref_dir, sweep_dir)
+    shutil.rmtree(sweep_dir / "report")
+    keys = sorted(reference_records)
+    garbage, half = sweep_dir / keys[0] / "result.json", sweep_dir / keys[1] / "result.json"
+    garbage.write_bytes(b"\x00\xffnot json at all {{{")
+    text = half.read_text()
+    half.write_text(text[: len(text) // 2])
+    untouched = {k: v for k, v in stamps(sweep_dir).items() if k not in keys[:2]}
+
+    done = run_cli([str(sweep_dir)], data_dir, script="lora-ablate-report")
+    assert done.returncode == 0, done.explain()
+    import pandas as pd
+
+    runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
+    corrupt = runs[runs["status"] == "corrupt"]
+    listed = {str(Path(p).parent) for p in corrupt["path"]}
+    assert listed == {keys[0], keys[1]}, f"runs.csv corrupt rows: {corrupt[['path', 'status', 'error']].to_dict('records')}"
+    html = (sweep_dir / "report" / "report.html").read_text()
+    assert "corrupt" in html.lower()
+    for key in keys[:2]:
+        assert key in html, f"{key} not named in report.html"
+
+    done = run_cli(sweep_args(sweep_dir), data_dir)
+    assert done.returncode == 0, done.explain()
+    now = stamps(sweep_dir)
+    for key, stamp in untouched.items():
+        assert now[key] == stamp, f"{key} was whole and completed but was written again"
+    assert_same_metrics(assert_whole_grid(sweep_dir), reference_records)
+    runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
+    assert set(runs["status"]) == {"completed"}, runs[["path", "status"]].to_dict("records")
+
+
+def test_diverged_run_is_recorded_and_the_sweep_goes_on(background):
+    """lr=1e30 with no effective clipping diverges; its record says so, the next cell
+    trains, and the sweep writes its report (a diverged run is a result, not a crash)."""
+    job = background["diverged"]
+    sweep_dir = Path(job.args[-1].split("=", 1)[1])
+    done = job.result()
+    assert done.returncode == 0, done.explain()
+    found = records(sweep_dir)
+    by_lr = {r["config"]["train"]["lr"]: r for r in found.values()}
+    assert set(by_lr) == {1e30, 0.01}, sorted(found)
+    diverged, fine = by_lr[1e30], by_lr[0.01]
+    assert diverged["status"] == "diverged", (diverged["status"], diverged.get("error"))
+    assert diverged["error"], diverged
+    assert fine["status"] == "completed", (fine["status"], fine.get("error"))
+    assert diverged["provenance"]["ended_at"] <= fine["provenance"]["started_at"], "the diverged cell was not first"
+    report = sweep_dir / "report"
+    assert (report / "report.html").is_file(), done.explain()
+    import pandas as pd
+
+    runs = pd.read_csv(report / "runs.csv")
+    assert sorted(runs["status"]) == ["completed", "diverged"], (
+        "runs.csv must list both cells of the sweep (they differ in train.lr only):\n"
+        f"{runs[['path', 'run_id', 'status']].to_dict('records')}"
+    )
