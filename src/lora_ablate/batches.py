@@ -38,13 +38,15 @@ def encode(
     if task_format == "head":
         texts = [e.text for e in examples]
         pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
-        ids = tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]
+        ids = tokenizer(
+            texts, pairs, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
         return [Encoded(i, e.label) for i, e in zip(ids, examples)]
     answers = _answer_ids(tokenizer, label_words)
     room = max_length - max(len(a) for a in answers)
     prompts = [prompt.format(text=e.text, text_pair=e.text_pair or "") for e in examples]
     # Keep the end of a long prompt: the question stands there.
-    ids = tokenizer(prompts)["input_ids"]
+    ids = tokenizer(prompts, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     return [Encoded(i[-room:], e.label, answers) for i, e in zip(ids, examples)]
 
 
@@ -68,14 +70,12 @@ class Batch:
 
 
 def collate_head(items: Sequence[Encoded], pad_id: int) -> Batch:
-    width = max(len(i.input_ids) for i in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
-        mask[row, : len(item.input_ids)] = 1
+    lengths = torch.tensor([len(i.input_ids) for i in items])
+    width = int(lengths.max())
+    ids = torch.tensor([i.input_ids + [pad_id] * (width - len(i.input_ids)) for i in items])
+    mask = (torch.arange(width) < lengths[:, None]).long()
     labels = torch.tensor([i.label for i in items])
-    return Batch({"input_ids": ids, "attention_mask": mask, "labels": labels}, labels, int(mask.sum()))
+    return Batch({"input_ids": ids, "attention_mask": mask, "labels": labels}, labels, int(lengths.sum()))
 
 
 def collate_label_words(items: Sequence[Encoded], pad_id: int, *, all_answers: bool) -> Batch:

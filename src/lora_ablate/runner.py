@@ -131,10 +131,27 @@ def merge_difference(session: Session) -> float:
     return float((merged - unmerged).abs().max())
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: reset VmHWM, so a sweep's earlier runs in this process do not count
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated, or the process's peak resident memory since the reset."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss survives fork+exec
 
 
 def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity, job: JobSlot | None = None) -> dict[str, Any]:
@@ -151,7 +168,7 @@ def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity, job: JobSlot 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     started_at = now_iso()
     session = prepare(cfg, resolved, device)
     plan = resolved.plan

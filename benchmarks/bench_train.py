@@ -1,0 +1,794 @@
+"""Training throughput of the harness against a plain PEFT loop, HF Trainer and full fine-tuning.
+
+    .venv/bin/python benchmarks/bench_train.py [--model minilm] [--steps 30] [--batch-size 32]
+        [--max-length 64] [--device auto] [--repeats 3] [--threads N] [--json OUT] [--quick]
+
+One process, one model, the rt_sentiment train split, the same batches (index lists from
+`lora_ablate.batches.train_index_batches`, so every arm trains on the same examples and
+the same non-pad token count) and four arms, interleaved per repeat (A B C D A B C D):
+
+  harness  `runner.prepare` + `train.fit`, exactly what `lora-ablate` runs (no evaluation)
+  plain    a hand-written PEFT loop: tokenizer(padding=True) per batch, AdamW, backward, step
+  trainer  `transformers.Trainer` on the same PEFT model and the same batches, in order
+  full     the plain loop with every parameter trainable (full fine-tuning)
+
+"seconds" is the training loop alone (fit / the loop / trainer.train()); "setup" is what
+comes before it (the harness's setup is `prepare`: data, tokenisation, model, PEFT). The
+matmul rate for MFU is measured in every repeat too, so it sees the same machine load.
+Peak memory comes from one fresh subprocess per arm on CPU (VmHWM), and from
+torch.cuda.max_memory_allocated on CUDA. Start-up (process start -> first step done) is
+measured in fresh subprocesses for MiniLM and SmolLM2. Never assert on these numbers.
+"""
+
+import argparse
+import contextlib
+import copy
+import gc
+import io
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = ("harness", "plain", "trainer", "full")
+STARTUP_MODELS = "minilm,smollm2"
+FLOPS_NOTE = (
+    "training FLOPs: full FT 6*N*T; LoRA 4*N*T + 6*N_train*T (forward + activation gradients through "
+    "the frozen base, weight gradients only for the trainable LoRA+head parameters); N = non-embedding "
+    "base parameters, N_train = trainable parameters, T = non-pad tokens (attention score FLOPs ignored). "
+    "MFU = training FLOPs / median seconds / median torch.mm rate (measured once per repeat, same load)"
+)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model",
+        default="minilm",
+        help="a model preset with a classification head (encoder)",
+    )
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=5,
+        help="untimed steps per arm, once, before the repeats",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every arm and child (default: 1 on CPU, torch's default on CUDA)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--startup-models",
+        default=STARTUP_MODELS,
+        help="comma list; empty to skip (--quick: skipped)",
+    )
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the per-arm memory subprocesses (CPU)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write every measurement here")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny_bert, few steps: < 60 s, for the test",
+    )
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # memory:ARM | startup:MODEL
+    args = p.parse_args(argv)
+    if args.quick:
+        args.model, args.steps, args.batch_size, args.max_length = "tiny_bert", 4, 8, 32
+        args.repeats = 2
+        args.startup_models = "" if args.startup_models == STARTUP_MODELS else args.startup_models
+        args.warmup_steps = min(args.warmup_steps, 2)
+    args.warmup_steps = min(args.warmup_steps, args.steps)
+    return args
+
+
+def overrides(args: argparse.Namespace, model: str, steps: int) -> list[str]:
+    return [
+        f"model={model}",
+        "task=rt_sentiment",
+        f"task.max_length={args.max_length}",
+        "targets=qv",
+        "budget=reference",
+        "logger=none",
+        f"seed={args.seed}",
+        f"train.max_steps={steps}",
+        f"train.batch_size={args.batch_size}",
+        "train.eval_every=0",
+        f"train.device={args.device}",
+    ]
+
+
+def compose(over: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from lora_ablate.config import register_configs, resource_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
+        return OmegaConf.to_object(hydra_compose(config_name="config", overrides=over))
+
+
+class Context:
+    """What every arm shares: config, resolved plan, device, data, tokenizer and batches."""
+
+    def __init__(self, args: argparse.Namespace, steps: int):
+        import torch
+
+        from lora_ablate.batches import train_index_batches
+        from lora_ablate.models import load_tokenizer
+        from lora_ablate.planning import resolve_run
+        from lora_ablate.runner import autocast_dtype, pick_device
+        from lora_ablate.tasks import load_task
+
+        self.args, self.steps = args, steps
+        self.cfg = compose(overrides(args, args.model, steps))
+        self.resolved = resolve_run(self.cfg)
+        if self.resolved.task_format != "head":
+            raise SystemExit(
+                f"--model {args.model} trains with label words; the plain arms need an encoder with a head"
+            )
+        self.device = pick_device(self.cfg.train.device)
+        self.amp = autocast_dtype(self.cfg.train.precision, self.device)
+        if self.device.type == "cuda":  # as runner.run does
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        data = load_task(self.cfg.task)
+        self.texts = [e.text for e in data.train]
+        self.labels = [e.label for e in data.train]
+        self.tokenizer = load_tokenizer(self.cfg.model, self.resolved.source)
+        self.ids = self.tokenizer(self.texts, truncation=True, max_length=args.max_length)["input_ids"]
+        stream = train_index_batches([len(i) for i in self.ids], args.batch_size, self.cfg.seed)
+        self.batches = [next(stream) for _ in range(steps)]
+        self.tokens = sum(len(self.ids[i]) for b in self.batches for i in b)
+        self.padded = sum(len(b) * max(len(self.ids[i]) for i in b) for b in self.batches)
+        arch = self.resolved.arch_map
+        self.lora_targets = [
+            arch["q"].split(".")[-1],
+            arch["v"].split(".")[-1],
+        ]  # BERT: query, value
+        self.head = list(self.resolved.plan.head_modules)
+
+
+def now(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class Clock:
+    """Wall and process CPU time of a stretch. With one thread on a shared machine CPU time is
+    the steadier measure: it leaves out the time other processes held the core."""
+
+    def __init__(self, device):
+        self.device, self.wall, self.cpu = device, now(device), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        wall, cpu = now(self.device), time.process_time()
+        out = (wall - self.wall, cpu - self.cpu)
+        self.wall, self.cpu = wall, cpu
+        return out
+
+
+def base_model(ctx: Context):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    num_labels = ctx.cfg.task.num_labels
+    torch.manual_seed(ctx.cfg.seed)
+    if ctx.resolved.source.name_or_path is None:  # inline config (tiny_bert): random weights
+        config = ctx.resolved.model_config.__class__.from_dict(ctx.resolved.model_config.to_dict())
+        config.num_labels = num_labels
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_pretrained(
+        ctx.resolved.source.name_or_path, num_labels=num_labels, dtype=torch.float32
+    )
+
+
+def peft_model(ctx: Context):
+    from peft import LoraConfig, get_peft_model
+
+    rank = ctx.cfg.budget.reference_rank
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=ctx.lora_targets,
+        modules_to_save=ctx.head,
+    )
+    return get_peft_model(base_model(ctx), lora)
+
+
+def param_counts(model) -> tuple[int, int]:
+    """(N: non-embedding base parameters, trainable parameters)."""
+    from torch import nn
+
+    embedding = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    base = sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if id(p) not in embedding and "lora_" not in name and "modules_to_save" not in name
+    )
+    return base, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def plain_loop(ctx: Context, model, lr: float) -> int:
+    """The hand-written loop every arm is compared with; returns the non-pad tokens seen."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    model.train()
+    tokens = 0
+    for indices in ctx.batches:
+        enc = ctx.tokenizer(
+            [ctx.texts[i] for i in indices],
+            padding=True,
+            truncation=True,
+            max_length=ctx.args.max_length,
+            return_tensors="pt",
+        )
+        tokens += int(enc["attention_mask"].sum())  # on the host: no device sync
+        enc = {k: v.to(ctx.device, non_blocking=True) for k, v in enc.items()}
+        labels = torch.tensor([ctx.labels[i] for i in indices], device=ctx.device)
+        with torch.autocast(ctx.device.type, dtype=ctx.amp, enabled=ctx.amp is not None):
+            loss = model(**enc, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return tokens
+
+
+def run_harness(ctx: Context) -> dict[str, Any]:
+    from lora_ablate.loggers import open_logger
+    from lora_ablate.runner import prepare
+    from lora_ablate.train import fit
+
+    clock = Clock(ctx.device)
+    session = prepare(ctx.cfg, ctx.resolved, ctx.device)
+    setup, _ = clock.lap()
+    logger = open_logger(
+        ctx.cfg.logger,
+        name="bench",
+        group=None,
+        job_type="bench",
+        config={},
+        run_dir=Path("."),
+    )
+    with contextlib.redirect_stderr(io.StringIO()):  # the tqdm bar still formats, just unseen
+        result = fit(
+            session,
+            ctx.cfg.train,
+            seed=ctx.cfg.seed,
+            head_names=ctx.resolved.plan.head_modules,
+            logger=logger,
+        )
+    seconds, cpu = clock.lap()
+    n, trainable = param_counts(session.model)
+    return {
+        "setup_s": setup,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "fit_seconds": result.train_seconds,
+        "steps": result.steps,
+        "tokens": result.train_tokens,
+        "n_base": n,
+        "n_train": trainable,
+        "lora": True,
+    }
+
+
+def run_plain(ctx: Context, full: bool = False) -> dict[str, Any]:
+    clock = Clock(ctx.device)
+    model = (base_model(ctx) if full else peft_model(ctx)).to(ctx.device)
+    setup, _ = clock.lap()
+    tokens = plain_loop(ctx, model, lr=2e-5 if full else ctx.cfg.train.lr)
+    seconds, cpu = clock.lap()
+    n, trainable = param_counts(model)
+    return {
+        "setup_s": setup,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "steps": len(ctx.batches),
+        "tokens": tokens,
+        "n_base": n,
+        "n_train": trainable,
+        "lora": not full,
+    }
+
+
+def run_trainer(ctx: Context) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as scratch:  # saves nothing, but wants one
+        return _train_with_trainer(ctx, scratch)
+
+
+def _train_with_trainer(ctx: Context, scratch: str) -> dict[str, Any]:
+    import dataclasses
+
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    clock = Clock(ctx.device)
+    model = peft_model(ctx)
+    rows = [{"input_ids": ctx.ids[i], "labels": ctx.labels[i]} for b in ctx.batches for i in b]  # batch order
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    options = {
+        "output_dir": scratch,
+        "max_steps": len(ctx.batches),
+        "per_device_train_batch_size": ctx.args.batch_size,
+        "learning_rate": ctx.cfg.train.lr,
+        "weight_decay": 0.0,
+        "warmup_steps": round(ctx.cfg.train.warmup_ratio * len(ctx.batches)),
+        "lr_scheduler_type": "linear",
+        "max_grad_norm": ctx.cfg.train.grad_clip,
+        "report_to": [],
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_steps": 10**9,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "seed": ctx.cfg.seed,
+        "bf16": ctx.amp is not None,
+        "use_cpu": ctx.device.type == "cpu",
+    }
+    # Same batches in the same order: sequential sampling of rows laid out batch by batch.
+    if "train_sampling_strategy" in fields:
+        options["train_sampling_strategy"] = "sequential"
+    if "group_by_length" in fields:
+        options["group_by_length"] = False
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *a, **k):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    pad = DataCollatorWithPadding(ctx.tokenizer)
+    seen = {"tokens": 0}
+
+    def collate(features):  # counts what it really trained on, to check it against the other arms
+        batch = pad(features)
+        seen["tokens"] += int(batch["attention_mask"].sum())
+        return batch
+
+    trainer = InOrder(
+        model=model,
+        args=TrainingArguments(**options),
+        train_dataset=rows,
+        data_collator=collate,
+    )
+    setup, _ = clock.lap()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its final metrics
+        out = trainer.train()
+    seconds, cpu = clock.lap()
+    n, trainable = param_counts(model)
+    return {
+        "setup_s": setup,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "trainer_runtime": out.metrics.get("train_runtime"),
+        "steps": out.global_step,
+        "tokens": seen["tokens"],
+        "n_base": n,
+        "n_train": trainable,
+        "lora": True,
+    }
+
+
+def run_arm(ctx: Context, arm: str, rss_peak: bool = False) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(ctx.args.threads)  # again: nothing an arm does may change it
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    if rss_peak:
+        before = reset_rss_peak()
+    result = {
+        "harness": run_harness,
+        "plain": run_plain,
+        "trainer": run_trainer,
+        "full": lambda c: run_plain(c, full=True),
+    }[arm](ctx)
+    if ctx.device.type == "cuda":
+        result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(ctx.device))
+    elif rss_peak:
+        result["rss_peak"] = {"baseline_rss_bytes": before, "peak_rss_bytes": rss_hwm()}
+    result["threads"] = torch.get_num_threads()
+    gc.collect()
+    return result
+
+
+def rss_hwm() -> int:
+    """Peak resident set size of this process (VmHWM), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_rss_peak() -> int:
+    """Set VmHWM to the current RSS (Linux >= 4.0); returns it. Approximate per-arm peaks
+    in one process: memory an earlier arm freed but the allocator kept is reused unseen."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return rss_hwm()
+
+
+def matmul_rate(device, seconds: float) -> float:
+    """FLOP/s of a large square matmul: fp32 2048 on CPU, bf16 8192 on CUDA."""
+    import torch
+
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    count, start = 0, now(device)
+    while True:
+        torch.mm(a, b)
+        count += 1
+        elapsed = now(device) - start
+        if elapsed >= seconds:
+            return 2 * n**3 * count / elapsed
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child_memory(args: argparse.Namespace, arm: str) -> None:
+    """One arm in a fresh process: peak RSS after the shared setup and at the end."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ctx = Context(args, args.steps)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so a child would report
+    # its parent's peak if that were higher.
+    before = rss_hwm()
+    result = run_arm(ctx, arm)
+    peak = rss_hwm()
+    print(
+        json.dumps(
+            {
+                "arm": arm,
+                "baseline_rss_bytes": before,
+                "peak_rss_bytes": peak,
+                "steps": result["steps"],
+            }
+        )
+    )
+
+
+def child_startup(args: argparse.Namespace, model: str) -> None:
+    """Process start -> first training step done, with the time of each stage."""
+    marks = {"main": time.time()}
+    import torch
+
+    marks["import torch"] = time.time()
+    torch.set_num_threads(args.threads or 1)
+    import transformers  # noqa: F401
+
+    marks["import transformers"] = time.time()
+    import peft  # noqa: F401
+
+    marks["import peft"] = time.time()
+    from lora_ablate import runner
+    from lora_ablate.loggers import NullLogger
+    from lora_ablate.planning import resolve_run
+    from lora_ablate.train import fit
+
+    marks["import lora_ablate.runner"] = time.time()
+    cfg = compose(overrides(args, model, 1))
+    marks["compose"] = time.time()
+    resolved = resolve_run(cfg)
+    marks["resolve_run"] = time.time()
+    session = runner.prepare(cfg, resolved, runner.pick_device(cfg.train.device))
+    marks["prepare"] = time.time()
+    with contextlib.redirect_stderr(io.StringIO()):
+        fit(
+            session,
+            cfg.train,
+            seed=cfg.seed,
+            head_names=resolved.plan.head_modules,
+            logger=NullLogger(),
+        )
+    marks["first step"] = time.time()
+    print(json.dumps(marks))
+
+
+def spawn_children(args: argparse.Namespace, whats: list[str], parallel: bool) -> list[tuple[dict[str, Any], float]]:
+    """Run `--child WHAT` processes, one after the other unless `parallel`."""
+    base = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--model",
+        args.model,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+    ]
+    env = os.environ | {"TQDM_DISABLE": "1"}
+    results = []
+    pending: list[tuple[str, subprocess.Popen, float]] = []
+
+    def finish(what, proc, started):
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"child {what} failed ({proc.returncode}):\n{err[-3000:]}")
+        results.append((json.loads(out.strip().splitlines()[-1]), started))
+
+    for what in whats:
+        started = time.time()
+        proc = subprocess.Popen(
+            base + ["--child", what],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        pending.append((what, proc, started))
+        if not parallel:
+            finish(*pending.pop())
+    for item in pending:
+        finish(*item)
+    return results
+
+
+def startup_stages(marks: dict[str, float], started: float) -> dict[str, float]:
+    stages, previous = {"interpreter start": marks["main"] - started}, marks["main"]
+    for name, t in marks.items():
+        if name != "main":
+            stages[name] = t - previous
+            previous = t
+    stages["total to first step done"] = marks["first step"] - started
+    return stages
+
+
+# --------------------------------------------------------------------------- report
+
+
+def flops(r: dict[str, Any]) -> float:
+    n, t = r["n_base"], r["tokens"]
+    return (4 * n + 6 * r["n_train"]) * t if r["lora"] else 6 * n * t
+
+
+def summarize(runs: list[dict[str, dict[str, Any]]], rates: list[float]) -> dict[str, dict[str, Any]]:
+    """Medians over repeats; ratios are paired within a repeat, then the median taken."""
+    med = statistics.median
+    out = {}
+    for arm in ARMS:
+        rs = [rep[arm] for rep in runs]
+        row = {
+            "steps": rs[0]["steps"],
+            "tokens": rs[0]["tokens"],
+            "setup_s": med(r["setup_s"] for r in rs),
+            "seconds": med(r["seconds"] for r in rs),
+            "cpu_s": med(r["cpu_s"] for r in rs),
+            "seconds_all": [r["seconds"] for r in rs],
+            "cpu_s_all": [r["cpu_s"] for r in rs],
+            "n_base": rs[0]["n_base"],
+            "n_train": rs[0]["n_train"],
+            "train_flops": flops(rs[0]),
+        }
+        row["tokens_per_s"] = med(r["tokens"] / r["seconds"] for r in rs)
+        row["examples_per_s"] = med(r["steps"] * r["batch"] / r["seconds"] for r in rs)
+        row["mfu"] = flops(rs[0]) / row["seconds"] / med(rates)  # medians of each: steadier than paired
+        if "peak_memory_bytes" in rs[0]:
+            row["peak_memory_bytes"] = max(r["peak_memory_bytes"] for r in rs)
+        out[arm] = row
+    for arm in ARMS:
+        for ref in ("plain", "trainer"):
+            for clock, key in (
+                ("seconds", f"speed_vs_{ref}"),
+                ("cpu_s", f"cpu_speed_vs_{ref}"),
+            ):
+                ratios = [rep[ref][clock] / rep[arm][clock] for rep in runs]  # same tokens: a speed ratio
+                out[arm][key] = med(ratios)
+                out[arm][f"{key}_range"] = [min(ratios), max(ratios)]
+    return out
+
+
+def print_report(args, summary, rates, memory, starts, tokens_check) -> None:
+    def mib(b):
+        return f"{b / 2**20:,.0f}" if b is not None else "-"
+
+    cpu = summary["device"] == "cpu"
+    print(
+        f"\nmodel={args.model} batch={args.batch_size} max_length={args.max_length} steps={args.steps} "
+        f"repeats={args.repeats} device={summary['device']} threads={args.threads} precision={summary['precision']}"
+    )
+    print(
+        f"tokens per arm: non-pad {tokens_check['tokens']:,}, padded {tokens_check['padded']:,} "
+        f"({tokens_check['tokens'] / tokens_check['padded']:.0%} real)"
+    )
+    head = (
+        f"{'arm':<8} {'steps':>5} {'tokens':>8} {'setup s':>8} {'seconds':>8} {'cpu s':>8} {'tokens/s':>9} "
+        f"{'ex/s':>7} {'peak MiB':>9} {'+MiB':>6} {'MFU':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for arm in ARMS:
+        r, m = summary["arms"][arm], memory.get(arm)
+        peak = r.get("peak_memory_bytes", m["peak_rss_bytes"] if m else None)
+        extra = m["peak_rss_bytes"] - m["baseline_rss_bytes"] if m else None
+        print(
+            f"{arm:<8} {r['steps']:>5} {r['tokens']:>8,} {r['setup_s']:>8.2f} {r['seconds']:>8.2f} "
+            f"{r['cpu_s'] if cpu else math.nan:>8.2f} {r['tokens_per_s']:>9,.0f} {r['examples_per_s']:>7.1f} "
+            f"{mib(peak):>9} {mib(extra):>6} {r['mfu']:>7.2%}"
+        )
+    print("\nspeed ratios (arm / reference; > 1: the arm is faster), paired within a repeat: median [min-max]")
+    head = f"{'arm':<8} {'vs plain, wall':>22} {'vs Trainer, wall':>22}" + (
+        f" {'vs plain, cpu':>22} {'vs Trainer, cpu':>22}" if cpu else ""
+    )
+    print(head)
+    print("-" * len(head))
+    keys = ["speed_vs_plain", "speed_vs_trainer"] + (["cpu_speed_vs_plain", "cpu_speed_vs_trainer"] if cpu else [])
+    for arm in ARMS:
+        r = summary["arms"][arm]
+        cells = [f"{r[k]:.3f} [{r[k + '_range'][0]:.3f}-{r[k + '_range'][1]:.3f}]" for k in keys]
+        print(f"{arm:<8} " + " ".join(f"{c:>22}" for c in cells))
+    h = summary["arms"]["harness"]
+    line = (
+        f"harness/plain = {h['speed_vs_plain']:.3f}x wall (target >= 0.97), harness/Trainer = "
+        f"{h['speed_vs_trainer']:.3f}x wall (target >= 1.3)"
+    )
+    if cpu:
+        line += f"; by CPU time {h['cpu_speed_vs_plain']:.3f}x and {h['cpu_speed_vs_trainer']:.3f}x"
+    print(line)
+    if summary.get("memory_ratio"):
+        print(f"memory LoRA (plain) / full FT: {summary['memory_ratio']:.3f} of peak ({summary['memory_basis']})")
+    print(
+        f"matmul rate: {statistics.median(rates) / 1e9:,.1f} GFLOP/s median "
+        f"[{min(rates) / 1e9:,.1f}-{max(rates) / 1e9:,.1f}] ({summary['matmul']})"
+    )
+    h, f = summary["arms"]["harness"], summary["arms"]["full"]
+    print(
+        f"N (non-embedding base params) = {h['n_base']:,}; trainable LoRA+head = {h['n_train']:,}; "
+        f"full FT trainable = {f['n_train']:,}"
+    )
+    print(FLOPS_NOTE)
+    for model, stages in starts.items():
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k != "total to first step done")
+        print(f"start-up {model}: {stages['total to first step done']:.2f} s to the first step done ({parts})")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.child and args.child.startswith("startup:"):  # before importing torch: that is part of start-up
+        child_startup(args, args.child.split(":", 1)[1])
+        return {}
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the weight-loading report, five times per repeat
+    # One thread on CPU by default: on a shared 2-core machine, OpenMP threads that wait on a
+    # busy core make a step 10-50x slower at random, which drowns every comparison.
+    args.threads = args.threads or (torch.get_num_threads() if torch.cuda.is_available() else 1)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child_memory(args, args.child.split(":", 1)[1])
+        return {}
+    ctx = Context(args, args.steps)
+    print(
+        f"{len(ctx.texts):,} training examples; running {args.repeats} repeats of {', '.join(ARMS)} "
+        f"(+ matmul), {args.steps} steps each",
+        flush=True,
+    )
+    if args.warmup_steps:  # untimed: first-use costs (kernels, allocator, lazy imports) out of the way
+        warm = copy.copy(ctx)
+        warm.steps, warm.batches = args.warmup_steps, ctx.batches[: args.warmup_steps]
+        warm.cfg = compose(overrides(args, args.model, args.warmup_steps))
+        for arm in ARMS:
+            run_arm(warm, arm)
+    mm_seconds = 0.5 if args.quick else 2.0
+    runs, rates = [], []
+    inprocess_memory = args.quick and ctx.device.type != "cuda" and not args.no_memory
+    for repeat in range(args.repeats):
+        rep = {}
+        for arm in ARMS:
+            rep[arm] = run_arm(ctx, arm, rss_peak=inprocess_memory) | {"batch": args.batch_size}
+            print(
+                f"  repeat {repeat + 1} {arm:<8} {rep[arm]['seconds']:7.2f} s",
+                flush=True,
+            )
+        rates.append(matmul_rate(ctx.device, mm_seconds))
+        runs.append(rep)
+    for rep in runs:
+        for arm in ARMS:
+            if rep[arm]["tokens"] != ctx.tokens or rep[arm]["steps"] != args.steps:
+                raise RuntimeError(
+                    f"{arm} trained {rep[arm]['steps']} steps / {rep[arm]['tokens']} tokens, "
+                    f"expected {args.steps} / {ctx.tokens}: the arms must see the same batches"
+                )
+    # Memory (CPU: a fresh process per arm) and start-up, after the timed part.
+    # --quick: approximate per-arm peaks in this process (VmHWM reset), to stay under a minute.
+    memory_arms = list(ARMS) if ctx.device.type != "cuda" and not args.no_memory and not inprocess_memory else []
+    models = [m for m in args.startup_models.split(",") if m]
+    children = spawn_children(
+        args,
+        [f"memory:{a}" for a in memory_arms] + [f"startup:{m}" for m in models],
+        False,
+    )
+    memory = {a: r for a, (r, _) in zip(memory_arms, children)}
+    if inprocess_memory:
+        memory = {
+            a: max(
+                (rep[a].pop("rss_peak") for rep in runs),
+                key=lambda m: m["peak_rss_bytes"],
+            )
+            for a in ARMS
+        }
+    starts = {m: startup_stages(r, t) for m, (r, t) in zip(models, children[len(memory_arms) :])}
+    summary: dict[str, Any] = {
+        "device": str(ctx.device),
+        "precision": "bf16 autocast" if ctx.amp is not None else "fp32",
+        "matmul": "bf16 8192x8192 torch.mm" if ctx.device.type == "cuda" else "fp32 2048x2048 torch.mm",
+        "arms": summarize(runs, rates),
+    }
+    if ctx.device.type == "cuda":
+        summary["memory_ratio"] = (
+            summary["arms"]["plain"]["peak_memory_bytes"] / summary["arms"]["full"]["peak_memory_bytes"]
+        )
+        summary["memory_basis"] = "torch.cuda.max_memory_allocated"
+    elif memory:
+        inc = {a: memory[a]["peak_rss_bytes"] - memory[a]["baseline_rss_bytes"] for a in ("plain", "full")}
+        summary["memory_ratio"] = memory["plain"]["peak_rss_bytes"] / memory["full"]["peak_rss_bytes"]
+        summary["memory_ratio_above_setup"] = inc["plain"] / inc["full"] if inc["full"] > 0 else None
+        how = "VmHWM per arm in this process (approximate)" if inprocess_memory else "VmHWM of a fresh process per arm"
+        above = f"{inc['plain'] / inc['full']:.3f}" if inc["full"] > 0 else "n/a"
+        summary["memory_basis"] = (
+            f"{how}; above the shared setup: {inc['plain'] / 2**20:,.0f} vs {inc['full'] / 2**20:,.0f} MiB = {above}"
+        )
+    tokens_check = {"tokens": ctx.tokens, "padded": ctx.padded}
+    print_report(args, summary, rates, memory, starts, tokens_check)
+    out = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "summary": summary,
+        "runs": runs,
+        "matmul_flops": rates,
+        "memory": memory,
+        "startup": starts,
+        "tokens": tokens_check,
+        "flops_formula": FLOPS_NOTE,
+        "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+    }
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
