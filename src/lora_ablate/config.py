@@ -81,7 +81,7 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 256
     grad_accum: int = 1
-    lr: float = 1e-2
+    lr: float = 3e-3
     head_lr: Optional[float] = None  # defaults to lr
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
