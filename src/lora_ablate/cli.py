@@ -14,17 +14,25 @@ from .config import RunConfig, register_configs, resource_dir
 from .errors import ConfigError
 
 
-def user_errors_reported(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Print a ConfigError as its one paragraph and exit 2; full traceback on HYDRA_FULL_ERROR=1."""
+def full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
+
+def exit_with(err: ConfigError) -> None:
+    """The error's one paragraph on stderr and exit status 2 (a traceback only when
+    HYDRA_FULL_ERROR=1 asks for one)."""
+    if full_error():
+        raise err
+    print(f"lora-ablate: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def user_errors_reported(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     def wrapped(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
         except ConfigError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"lora-ablate: error: {err}", file=sys.stderr)
-            sys.exit(2)
+            exit_with(err)
 
     wrapped.__name__ = task.__name__
     wrapped.__doc__ = task.__doc__
@@ -83,21 +91,17 @@ def main() -> None:
     from .overrides import check_overrides, command_line_overrides
 
     register_configs()
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     overrides = command_line_overrides(sys.argv[1:])
     try:
         if overrides is not None:
             check_overrides(overrides)
     except ConfigError as err:
-        if full_error:
-            raise
-        print(f"lora-ablate: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(err)
     app = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run_job)
     try:
         app()
     except KeyboardInterrupt:
-        if full_error:
+        if full_error():
             raise
         print(
             "lora-ablate: interrupted; the run in flight is recorded as failed. Run the same command "

@@ -1,0 +1,93 @@
+"""Running the `lora-ablate` console scripts from tests: environment, start and kill,
+and reading back the run records of a sweep. Shared by test_launchers and test_reliability."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+STATUSES = ("completed", "failed", "diverged")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The caller's environment (LORA_ABLATE_CACHE included, if set), offline, no wandb,
+    no HYDRA_FULL_ERROR unless asked for."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def console_script(name: str) -> list[str]:
+    """The installed console script next to this interpreter (the venv's bin/)."""
+    for candidate in (Path(sys.executable).with_name(name), shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return [str(candidate)]
+    entry = {"lora-ablate": "main", "lora-ablate-report": "report_main"}[name]
+    return [sys.executable, "-c", f"import sys; from lora_ablate.cli import {entry}; sys.exit({entry}())"]
+
+
+def start(args: list[str], cwd: Path, script: str = "lora-ablate", **env: str) -> subprocess.Popen:
+    """Start the console script in its own process group (so a test can signal all of it)."""
+    return subprocess.Popen(
+        [*console_script(script), *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@dataclass
+class Done:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def explain(self) -> str:
+        return f"lora-ablate {' '.join(self.args)} -> {self.returncode}\n--- stderr (tail) ---\n{self.stderr[-4000:]}"
+
+
+def run_cli(args: list[str], cwd: Path, script: str = "lora-ablate", timeout: float = 900, **env: str) -> Done:
+    proc = start(args, cwd, script, **env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"lora-ablate {' '.join(args)} did not finish in {timeout} s:\n{err[-4000:]}")
+    return Done(args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def records(sweep_dir: Path) -> dict[str, dict]:
+    """Every result.json below sweep_dir (report/ excluded), by run folder relative to
+    sweep_dir; each must be a whole JSON record (they are written atomically)."""
+    out = {}
+    for path in sorted(sweep_dir.rglob("result.json")):
+        rel = str(path.parent.relative_to(sweep_dir))
+        if rel.split(os.sep)[0] == "report":
+            continue
+        text = path.read_text()
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise AssertionError(f"{path} is not whole JSON ({err}): {text[:200]!r}") from None
+        assert record.get("status") in STATUSES, f"{path}: status {record.get('status')!r}"
+        out[rel] = record
+    return out
