@@ -10,6 +10,8 @@ from .config import BudgetConfig, LoraSettings
 from .errors import ConfigError
 from .targets import MATRICES, expand_matrices, layer_pattern, target_set_label
 
+MATRIX_ORDER = {matrix: index for index, matrix in enumerate(MATRICES)}  # canonical order within a layer
+
 
 @dataclass(frozen=True)
 class PlannedModule:
@@ -96,8 +98,7 @@ def find_slots(model: nn.Module, arch_map: dict[str, str], matrices: list[str], 
                 f"block, e.g. {_example_paths(model)})."
             )
         slots.extend(found)
-    order = {m: i for i, m in enumerate(MATRICES)}
-    return sorted(slots, key=lambda s: (s.layer, order[s.matrix], s.name))
+    return sorted(slots, key=lambda s: (s.layer, MATRIX_ORDER[s.matrix], s.name))
 
 
 def budget_target(budget: BudgetConfig, model: nn.Module, arch_map: dict[str, str], model_type: str) -> int | None:
@@ -141,8 +142,7 @@ def make_plan(
             raise ConfigError(f"lora.rank must be a positive integer, got {lora.rank}.")
         ranks = [lora.rank] * len(slots)
     else:
-        order = {m: i for i, m in enumerate(MATRICES)}
-        positions = [(s.layer, order[s.matrix]) for s in slots]
+        positions = [(s.layer, MATRIX_ORDER[s.matrix]) for s in slots]
         ranks = allocate_ranks([s.d_in + s.d_out for s in slots], target, positions)
     modules = [PlannedModule(s.name, s.matrix, s.layer, s.d_in, s.d_out, r) for s, r in zip(slots, ranks)]
     head_params = sum(p.numel() for name in head_modules for p in model.get_submodule(name).parameters())
