@@ -173,3 +173,23 @@ def test_cli_bad_input_is_one_paragraph_without_traceback(reviews, tmp_path):
     assert "max_steps" in result.stderr and "0" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / RECORD_NAME).exists()
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama"])
+def test_evaluation_does_not_depend_on_how_rows_are_batched(reviews, model):
+    """Padding and batch composition must not move a metric: one row per batch
+    (train.eval_batch_size=1) scores exactly like the default batches."""
+    from lora_ablate.runner import prepare
+    from lora_ablate.train import evaluate
+
+    cfg, _ = compose_run(local_overrides(reviews, model=model))
+    resolved = resolve_run(cfg)
+    session = prepare(cfg, resolved, torch.device("cpu"))
+    lengths = {len(item.input_ids) for item in session.test_items}
+    assert len(lengths) > 1, "the test needs rows of different lengths, or nothing is padded"
+    batched = evaluate(session, session.test_items, "test")
+    session.eval_batch_size = 1
+    one_by_one = evaluate(session, session.test_items, "test")
+    assert batched.keys() == one_by_one.keys()
+    for name, value in batched.items():
+        assert value == pytest.approx(one_by_one[name], abs=1e-5), name

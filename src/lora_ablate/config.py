@@ -79,7 +79,7 @@ class TrainConfig:
     max_steps: int = 200
     epochs: Optional[float] = None  # when set, overrides max_steps
     batch_size: int = 32
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # most rows per evaluation batch (padded tokens capped by device)
     grad_accum: int = 1
     lr: float = 3e-3
     head_lr: Optional[float] = None  # defaults to lr

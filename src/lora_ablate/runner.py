@@ -116,6 +116,7 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
         train_items=train_items,
         val_items=val_items,
         test_items=test_items,
+        eval_batch_size=cfg.train.eval_batch_size,
     )
 
 
