@@ -170,7 +170,7 @@ def _download(requirement: str, expected: str | None, source: bool, slug: str, m
         target = downloads / archive.name
         os.replace(archive, target)
         info = {"requirement": requirement, "source": source, "file": target.name}
-        _write_json_atomic(marker, info | {"sha256": actual, "size": target.stat().st_size})
+        write_json_atomic(marker, info | {"sha256": actual, "size": target.stat().st_size})
         return target
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -246,11 +246,12 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict[str, object]) -> None:
+def write_json_atomic(path: Path, data: dict[str, object], indent: int | None = 2) -> None:
+    """Write-then-rename: a reader never sees half a file, a killed writer leaves none."""
     fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
+            json.dump(data, handle, indent=indent, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared

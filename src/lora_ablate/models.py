@@ -2,6 +2,7 @@
 right head for the task format (classification head or label words)."""
 
 import copy
+import functools
 import os
 import shutil
 import tempfile
@@ -182,12 +183,17 @@ def converted_gguf(folder: Path, gguf_file: str) -> Path:
 def load_tokenizer(cfg: ModelConfig, source: ModelSource) -> PreTrainedTokenizerBase:
     if cfg.tokenizer == "bytes":
         return byte_tokenizer()
-    from transformers import AutoTokenizer
-
     name = cfg.tokenizer or source.name_or_path
     if name is None:
         raise ConfigError(f"model '{cfg.name}' is built from a config and needs model.tokenizer (e.g. bytes).")
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    return _pretrained_tokenizer(name, cfg.revision, cfg.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=2)  # a sweep's runs share one; SmolLM2's takes up to 2 s to load
+def _pretrained_tokenizer(name: str, revision: str | None, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # decoders often ship without one; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -12,8 +12,8 @@ import torch
 from peft import get_peft_model
 
 from .adapters import lora_config
-from .batches import Encoded, encode
 from .config import RunConfig
+from .encoded import encoded_splits
 from .errors import ConfigError
 from .loggers import open_logger
 from .models import load_model, load_tokenizer
@@ -21,9 +21,8 @@ from .planning import ResolvedRun
 from .provenance import config_hash, now_iso, provenance
 from .records import completed_record, write_record
 from .surgery import split_fused_projections
-from .tasks import load_task
 from .train import FitResult, Session, collate, evaluate, fit, forward
-from .validation import check_task_data, check_train_config
+from .validation import check_train_config
 
 log = logging.getLogger(__name__)
 # PEFT still calls this renamed transformers method; the warning is noise for our users.
@@ -81,22 +80,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Session:
     """Everything that can fail on user input happens here, before the first step."""
-    data = load_task(cfg.task)
-    check_task_data(data, cfg)
     tokenizer = load_tokenizer(cfg.model, resolved.source)
     task = cfg.task
-
-    def tokens(split: list) -> list[Encoded]:
-        return encode(
-            split,
-            tokenizer,
-            task_format=resolved.task_format,
-            max_length=task.max_length,
-            prompt=task.prompt,
-            label_words=task.label_words,
-        )
-
-    train_items, val_items, test_items = tokens(data.train), tokens(data.validation), tokens(data.test)
+    data = encoded_splits(task, tokenizer, resolved.task_format)
     torch.manual_seed(cfg.seed)  # head init and LoRA init follow the run seed
     base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
     split_fused_projections(base, resolved.model_config)
@@ -113,9 +99,9 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
         pad_id=tokenizer.pad_token_id,
         device=device,
         autocast_dtype=autocast_dtype(cfg.train.precision, device),
-        train_items=train_items,
-        val_items=val_items,
-        test_items=test_items,
+        train_items=data.train,
+        val_items=data.validation,
+        test_items=data.test,
         eval_batch_size=cfg.train.eval_batch_size,
     )
 

@@ -27,7 +27,7 @@ def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> None:
     """Everything a run would reject, short of loading weights; task data checked once per task config."""
     from .planning import resolve_run
     from .tasks import load_task
-    from .validation import check_task_data, check_train_config
+    from .validation import check_train_config
 
     run_cfg: RunConfig = OmegaConf.to_object(cell)
     check_train_config(run_cfg.train)
@@ -35,7 +35,7 @@ def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> None:
     task_key = OmegaConf.to_yaml(cell.task)
     if task_key not in task_checks:
         try:
-            check_task_data(load_task(run_cfg.task), run_cfg)
+            load_task(run_cfg.task)  # reads, checks and splits the data
             task_checks[task_key] = None
         except ConfigError as err:
             task_checks[task_key] = str(err)

