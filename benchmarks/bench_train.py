@@ -3,21 +3,26 @@
     .venv/bin/python benchmarks/bench_train.py [--model minilm] [--steps 30] [--batch-size 32]
         [--max-length 64] [--device auto] [--repeats 3] [--threads N] [--json OUT] [--quick]
 
-One process, one model, the rt_sentiment train split, the same batches (index lists from
-`lora_ablate.batches.train_index_batches`, so every arm trains on the same examples and
-the same non-pad token count) and four arms, interleaved per repeat (A B C D A B C D):
+One process, one model, the rt_sentiment train split and five arms, interleaved per repeat
+(A B C D E A B C D E). The first four train the same batches (index lists from
+`lora_ablate.batches.train_index_batches`, so the same examples and non-pad token count):
 
   harness  `runner.prepare` + `train.fit`, exactly what `lora-ablate` runs (no evaluation)
   plain    a hand-written PEFT loop: tokenizer(padding=True) per batch, AdamW, backward, step
   trainer  `transformers.Trainer` on the same PEFT model and the same batches, in order
   full     the plain loop with every parameter trainable (full fine-tuning)
 
+and the fifth, `trainer_default`, is Trainer as a user calls it: the same steps of the same
+batch size, but its own shuffled batches padded to their longest row, so the harness's
+length grouping counts. Ratios against it compare seconds for the same number of examples.
+
 "seconds" is the training loop alone (fit / the loop / trainer.train()); "setup" is what
 comes before it (the harness's setup is `prepare`: data, tokenisation, model, PEFT). The
 matmul rate for MFU is measured in every repeat too, so it sees the same machine load.
 Peak memory comes from one fresh subprocess per arm on CPU (VmHWM), and from
-torch.cuda.max_memory_allocated on CUDA. Start-up (process start -> first step done) is
-measured in fresh subprocesses for MiniLM and SmolLM2. Never assert on these numbers.
+torch.cuda.max_memory_allocated on CUDA. Start-up (process start -> the first step begins) is
+measured in fresh subprocesses for MiniLM and SmolLM2, and again for a second run in the
+same process, which is what every further cell of a sweep pays. Never assert on these numbers.
 """
 
 import argparse
@@ -38,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("harness", "plain", "trainer", "full")
+ARMS = ("harness", "plain", "trainer", "full", "trainer_default")
+SAME_BATCH_ARMS = ARMS[:4]  # trainer_default draws its own batches
 STARTUP_MODELS = "minilm,smollm2"
 FLOPS_NOTE = (
     "training FLOPs: full FT 6*N*T; LoRA 4*N*T + 6*N_train*T (forward + activation gradients through "
@@ -322,12 +328,15 @@ def run_plain(ctx: Context, full: bool = False) -> dict[str, Any]:
     }
 
 
-def run_trainer(ctx: Context) -> dict[str, Any]:
+def run_trainer(ctx: Context, same_batches: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as scratch:  # saves nothing, but wants one
-        return _train_with_trainer(ctx, scratch)
+        return _train_with_trainer(ctx, scratch, same_batches)
 
 
-def _train_with_trainer(ctx: Context, scratch: str) -> dict[str, Any]:
+def _train_with_trainer(ctx: Context, scratch: str, same_batches: bool) -> dict[str, Any]:
+    """same_batches: the harness's batches in order (loop against loop). Otherwise Trainer
+    as a user calls it: its shuffled sampler over the whole training split, padding to the
+    longest row of each batch (what the harness's length grouping is measured against)."""
     import dataclasses
 
     import torch
@@ -335,7 +344,8 @@ def _train_with_trainer(ctx: Context, scratch: str) -> dict[str, Any]:
 
     clock = Clock(ctx.device)
     model = peft_model(ctx)
-    rows = [{"input_ids": ctx.ids[i], "labels": ctx.labels[i]} for b in ctx.batches for i in b]  # batch order
+    order = [i for b in ctx.batches for i in b] if same_batches else range(len(ctx.ids))
+    rows = [{"input_ids": ctx.ids[i], "labels": ctx.labels[i]} for i in order]
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     options = {
         "output_dir": scratch,
@@ -356,25 +366,29 @@ def _train_with_trainer(ctx: Context, scratch: str) -> dict[str, Any]:
         "bf16": ctx.amp is not None,
         "use_cpu": ctx.device.type == "cpu",
     }
-    # Same batches in the same order: sequential sampling of rows laid out batch by batch.
-    if "train_sampling_strategy" in fields:
-        options["train_sampling_strategy"] = "sequential"
-    if "group_by_length" in fields:
-        options["group_by_length"] = False
+    trainer_class = Trainer
+    if same_batches:  # sequential sampling of rows laid out batch by batch
+        if "train_sampling_strategy" in fields:
+            options["train_sampling_strategy"] = "sequential"
+        if "group_by_length" in fields:
+            options["group_by_length"] = False
 
-    class InOrder(Trainer):
-        def _get_train_sampler(self, *a, **k):
-            return torch.utils.data.SequentialSampler(self.train_dataset)
+        class InOrder(Trainer):
+            def _get_train_sampler(self, *a, **k):
+                return torch.utils.data.SequentialSampler(self.train_dataset)
+
+        trainer_class = InOrder
 
     pad = DataCollatorWithPadding(ctx.tokenizer)
-    seen = {"tokens": 0}
+    seen = {"tokens": 0, "padded": 0}
 
     def collate(features):  # counts what it really trained on, to check it against the other arms
         batch = pad(features)
         seen["tokens"] += int(batch["attention_mask"].sum())
+        seen["padded"] += batch["attention_mask"].numel()
         return batch
 
-    trainer = InOrder(
+    trainer = trainer_class(
         model=model,
         args=TrainingArguments(**options),
         train_dataset=rows,
@@ -392,6 +406,7 @@ def _train_with_trainer(ctx: Context, scratch: str) -> dict[str, Any]:
         "trainer_runtime": out.metrics.get("train_runtime"),
         "steps": out.global_step,
         "tokens": seen["tokens"],
+        "padded_tokens": seen["padded"],
         "n_base": n,
         "n_train": trainable,
         "lora": True,
@@ -412,6 +427,7 @@ def run_arm(ctx: Context, arm: str, rss_peak: bool = False) -> dict[str, Any]:
         "plain": run_plain,
         "trainer": run_trainer,
         "full": lambda c: run_plain(c, full=True),
+        "trainer_default": lambda c: run_trainer(c, same_batches=False),
     }[arm](ctx)
     if ctx.device.type == "cuda":
         result["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(ctx.device))
@@ -484,7 +500,10 @@ def child_memory(args: argparse.Namespace, arm: str) -> None:
 
 
 def child_startup(args: argparse.Namespace, model: str) -> None:
-    """Process start -> first training step done, with the time of each stage."""
+    """Process start -> first training step, with the time of each stage; then the
+    same for a second run in the same process (another seed), which is what each further
+    cell of a sweep pays: Hydra's basic launcher runs them in one process, joblib's
+    workers are reused."""
     marks = {"main": time.time()}
     import torch
 
@@ -502,22 +521,22 @@ def child_startup(args: argparse.Namespace, model: str) -> None:
     from lora_ablate.train import fit
 
     marks["import lora_ablate.runner"] = time.time()
-    cfg = compose(overrides(args, model, 1))
-    marks["compose"] = time.time()
-    resolved = resolve_run(cfg)
-    marks["resolve_run"] = time.time()
-    session = runner.prepare(cfg, resolved, runner.pick_device(cfg.train.device))
-    marks["prepare"] = time.time()
-    with contextlib.redirect_stderr(io.StringIO()):
-        fit(
-            session,
-            cfg.train,
-            seed=cfg.seed,
-            head_names=resolved.plan.head_modules,
-            logger=NullLogger(),
-        )
-    marks["first step"] = time.time()
-    print(json.dumps(marks))
+
+    def first_step(seed: int, stages: dict[str, float]) -> None:
+        cfg = compose(overrides(argparse.Namespace(**vars(args) | {"seed": seed}), model, 1))
+        stages["compose"] = time.time()
+        resolved = resolve_run(cfg)
+        stages["resolve_run"] = time.time()
+        session = runner.prepare(cfg, resolved, runner.pick_device(cfg.train.device))
+        stages["prepare"] = time.time()
+        with contextlib.redirect_stderr(io.StringIO()):
+            fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=NullLogger())
+        stages["first step"] = time.time()
+
+    first_step(args.seed, marks)
+    next_run = {"main": time.time()}
+    first_step(args.seed + 1, next_run)
+    print(json.dumps({"cold": marks, "next_run": next_run}))
 
 
 def spawn_children(args: argparse.Namespace, whats: list[str], parallel: bool) -> list[tuple[dict[str, Any], float]]:
@@ -567,14 +586,20 @@ def spawn_children(args: argparse.Namespace, whats: list[str], parallel: bool) -
     return results
 
 
-def startup_stages(marks: dict[str, float], started: float) -> dict[str, float]:
-    stages, previous = {"interpreter start": marks["main"] - started}, marks["main"]
-    for name, t in marks.items():
-        if name != "main":
-            stages[name] = t - previous
-            previous = t
-    stages["total to first step done"] = marks["first step"] - started
-    return stages
+def startup_stages(marks: dict[str, dict[str, float]], started: float) -> dict[str, dict[str, float]]:
+    """Seconds per stage of the cold start (from process launch) and of the next run."""
+    result = {}
+    for run, origin in (("cold", started), ("next_run", marks["next_run"]["main"])):
+        run_marks = marks[run]
+        stages, previous = {"interpreter start": run_marks["main"] - origin} if run == "cold" else {}, run_marks["main"]
+        for name, t in run_marks.items():
+            if name != "main":
+                stages[name] = t - previous
+                previous = t
+        # Start-up ends where training begins; the first step itself is compute, shown apart.
+        stages["start-up"] = run_marks["prepare"] - origin
+        result[run] = stages
+    return result
 
 
 # --------------------------------------------------------------------------- report
@@ -603,6 +628,8 @@ def summarize(runs: list[dict[str, dict[str, Any]]], rates: list[float]) -> dict
             "n_train": rs[0]["n_train"],
             "train_flops": flops(rs[0]),
         }
+        if "padded_tokens" in rs[0]:
+            row["padded_tokens"] = rs[0]["padded_tokens"]
         row["tokens_per_s"] = med(r["tokens"] / r["seconds"] for r in rs)
         row["examples_per_s"] = med(r["steps"] * r["batch"] / r["seconds"] for r in rs)
         row["mfu"] = flops(rs[0]) / row["seconds"] / med(rates)  # medians of each: steadier than paired
@@ -610,12 +637,14 @@ def summarize(runs: list[dict[str, dict[str, Any]]], rates: list[float]) -> dict
             row["peak_memory_bytes"] = max(r["peak_memory_bytes"] for r in rs)
         out[arm] = row
     for arm in ARMS:
-        for ref in ("plain", "trainer"):
+        for ref in ("plain", "trainer", "trainer_default"):
             for clock, key in (
                 ("seconds", f"speed_vs_{ref}"),
                 ("cpu_s", f"cpu_speed_vs_{ref}"),
             ):
-                ratios = [rep[ref][clock] / rep[arm][clock] for rep in runs]  # same tokens: a speed ratio
+                # Same steps of the same batch size (and, but for trainer_default, the same
+                # batches): the inverse ratio of seconds is the ratio of speeds.
+                ratios = [rep[ref][clock] / rep[arm][clock] for rep in runs]
                 out[arm][key] = med(ratios)
                 out[arm][f"{key}_range"] = [min(ratios), max(ratios)]
     return out
@@ -631,11 +660,18 @@ def print_report(args, summary, rates, memory, starts, tokens_check) -> None:
         f"repeats={args.repeats} device={summary['device']} threads={args.threads} precision={summary['precision']}"
     )
     print(
-        f"tokens per arm: non-pad {tokens_check['tokens']:,}, padded {tokens_check['padded']:,} "
+        f"tokens per same-batch arm: non-pad {tokens_check['tokens']:,}, padded {tokens_check['padded']:,} "
         f"({tokens_check['tokens'] / tokens_check['padded']:.0%} real)"
     )
+    if "padded_tokens" in summary["arms"]["trainer_default"]:
+        d = summary["arms"]["trainer_default"]
+        print(
+            f"trainer_default (shuffled, padded per batch): non-pad {d['tokens']:,}, padded {d['padded_tokens']:,} "
+            f"({d['tokens'] / d['padded_tokens']:.0%} real)"
+        )
+    width = max(len(a) for a in ARMS)
     head = (
-        f"{'arm':<8} {'steps':>5} {'tokens':>8} {'setup s':>8} {'seconds':>8} {'cpu s':>8} {'tokens/s':>9} "
+        f"{'arm':<{width}} {'steps':>5} {'tokens':>8} {'setup s':>8} {'seconds':>8} {'cpu s':>8} {'tokens/s':>9} "
         f"{'ex/s':>7} {'peak MiB':>9} {'+MiB':>6} {'MFU':>7}"
     )
     print(head)
@@ -645,28 +681,34 @@ def print_report(args, summary, rates, memory, starts, tokens_check) -> None:
         peak = r.get("peak_memory_bytes", m["peak_rss_bytes"] if m else None)
         extra = m["peak_rss_bytes"] - m["baseline_rss_bytes"] if m else None
         print(
-            f"{arm:<8} {r['steps']:>5} {r['tokens']:>8,} {r['setup_s']:>8.2f} {r['seconds']:>8.2f} "
+            f"{arm:<{width}} {r['steps']:>5} {r['tokens']:>8,} {r['setup_s']:>8.2f} {r['seconds']:>8.2f} "
             f"{r['cpu_s'] if cpu else math.nan:>8.2f} {r['tokens_per_s']:>9,.0f} {r['examples_per_s']:>7.1f} "
             f"{mib(peak):>9} {mib(extra):>6} {r['mfu']:>7.2%}"
         )
-    print("\nspeed ratios (arm / reference; > 1: the arm is faster), paired within a repeat: median [min-max]")
-    head = f"{'arm':<8} {'vs plain, wall':>22} {'vs Trainer, wall':>22}" + (
-        f" {'vs plain, cpu':>22} {'vs Trainer, cpu':>22}" if cpu else ""
+    print(
+        "\nspeed ratios (arm / reference; > 1: the arm is faster), paired within a repeat: median [min-max]; "
+        "'Trainer' trains the same batches in order, 'Trainer default' shuffles and pads as Trainer does by default"
     )
-    print(head)
-    print("-" * len(head))
-    keys = ["speed_vs_plain", "speed_vs_trainer"] + (["cpu_speed_vs_plain", "cpu_speed_vs_trainer"] if cpu else [])
+    clocks = ["wall", "cpu"] if cpu else ["wall"]
+    refs = [("plain", "plain"), ("trainer", "Trainer"), ("trainer_default", "Trainer default")]
+    columns = [(f"{'cpu_' if c == 'cpu' else ''}speed_vs_{ref}", f"vs {label}, {c}") for c in clocks for ref, label in refs]
+    print(f"{'arm':<{width}} " + " ".join(f"{title:>24}" for _, title in columns))
+    print("-" * (width + 25 * len(columns)))
     for arm in ARMS:
         r = summary["arms"][arm]
-        cells = [f"{r[k]:.3f} [{r[k + '_range'][0]:.3f}-{r[k + '_range'][1]:.3f}]" for k in keys]
-        print(f"{arm:<8} " + " ".join(f"{c:>22}" for c in cells))
+        cells = [f"{r[k]:.3f} [{r[k + '_range'][0]:.3f}-{r[k + '_range'][1]:.3f}]" for k, _ in columns]
+        print(f"{arm:<{width}} " + " ".join(f"{c:>24}" for c in cells))
     h = summary["arms"]["harness"]
     line = (
-        f"harness/plain = {h['speed_vs_plain']:.3f}x wall (target >= 0.97), harness/Trainer = "
-        f"{h['speed_vs_trainer']:.3f}x wall (target >= 1.3)"
+        f"harness/plain = {h['speed_vs_plain']:.3f}x wall (target >= 0.97); harness/Trainer = "
+        f"{h['speed_vs_trainer']:.3f}x on the same batches, {h['speed_vs_trainer_default']:.3f}x against "
+        f"Trainer's default batching (target >= 1.3)"
     )
     if cpu:
-        line += f"; by CPU time {h['cpu_speed_vs_plain']:.3f}x and {h['cpu_speed_vs_trainer']:.3f}x"
+        line += (
+            f"; by CPU time {h['cpu_speed_vs_plain']:.3f}x, {h['cpu_speed_vs_trainer']:.3f}x and "
+            f"{h['cpu_speed_vs_trainer_default']:.3f}x"
+        )
     print(line)
     if summary.get("memory_ratio"):
         print(f"memory LoRA (plain) / full FT: {summary['memory_ratio']:.3f} of peak ({summary['memory_basis']})")
@@ -680,9 +722,14 @@ def print_report(args, summary, rates, memory, starts, tokens_check) -> None:
         f"full FT trainable = {f['n_train']:,}"
     )
     print(FLOPS_NOTE)
-    for model, stages in starts.items():
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k != "total to first step done")
-        print(f"start-up {model}: {stages['total to first step done']:.2f} s to the first step done ({parts})")
+    for model, runs in starts.items():
+        for run, what in (("cold", "a fresh process"), ("next_run", "the next run in the same process")):
+            stages = runs[run]
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k not in ("start-up", "first step"))
+            print(
+                f"start-up {model}, {what}: {stages['start-up']:.2f} s to the first step ({parts}); "
+                f"the first step itself {stages['first step']:.2f} s"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -727,7 +774,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rates.append(matmul_rate(ctx.device, mm_seconds))
         runs.append(rep)
     for rep in runs:
-        for arm in ARMS:
+        for arm in SAME_BATCH_ARMS:
             if rep[arm]["tokens"] != ctx.tokens or rep[arm]["steps"] != args.steps:
                 raise RuntimeError(
                     f"{arm} trained {rep[arm]['steps']} steps / {rep[arm]['tokens']} tokens, "

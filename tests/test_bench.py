@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("harness", "plain", "trainer", "full")
+ARMS = ("harness", "plain", "trainer", "full", "trainer_default")
+SAME_BATCH_ARMS = ("harness", "plain", "trainer", "full")
 
 
 @pytest.mark.slow
@@ -23,6 +24,8 @@ def test_quick_benchmark_reports_every_arm_with_finite_ratios(tmp_path):
             sys.executable,
             str(REPO / "benchmarks" / "bench_train.py"),
             "--quick",
+            "--startup-models",
+            "tiny_bert",
             "--json",
             str(out),
         ],
@@ -42,13 +45,16 @@ def test_quick_benchmark_reports_every_arm_with_finite_ratios(tmp_path):
     result = json.loads(out.read_text())
     arms = result["summary"]["arms"]
     assert set(arms) == set(ARMS)
-    tokens = {arms[a]["tokens"] for a in ARMS}
-    assert len(tokens) == 1 and tokens.pop() > 0, "every arm must train on the same tokens"
+    tokens = {arms[a]["tokens"] for a in SAME_BATCH_ARMS}
+    assert len(tokens) == 1 and tokens.pop() > 0, "the same-batch arms must train on the same tokens"
+    default = arms["trainer_default"]
+    assert 0 < default["tokens"] <= default["padded_tokens"]
     for arm in ARMS:
         row = arms[arm]
         for key in (
             "speed_vs_plain",
             "speed_vs_trainer",
+            "speed_vs_trainer_default",
             "tokens_per_s",
             "examples_per_s",
             "mfu",
@@ -56,5 +62,9 @@ def test_quick_benchmark_reports_every_arm_with_finite_ratios(tmp_path):
             assert math.isfinite(row[key]) and row[key] > 0, (arm, key, row[key])
         assert row["steps"] == result["args"]["steps"]
     assert arms["plain"]["n_train"] < arms["full"]["n_train"]
+    for run in ("cold", "next_run"):  # start-up stages of a fresh process and of a second run in it
+        stages = result["startup"]["tiny_bert"][run]
+        assert 0 < stages["prepare"] < stages["start-up"], stages
+    assert "import torch" in result["startup"]["tiny_bert"]["cold"]
     ratio = result["summary"]["memory_ratio"]
     assert math.isfinite(ratio) and ratio > 0
