@@ -135,6 +135,7 @@ BAD = {
     "single_class_train": Bad("task.path=oneclass.csv", (r"single class|one class", r"label"), ("task.train_size=16",)),
     "zero_steps": Bad("train.max_steps=0", (r"max_steps", r"positive")),
     "zero_batch_size": Bad("train.batch_size=0", (r"batch_size", r"positive")),
+    "negative_grad_clip": Bad("train.grad_clip=-1", (r"grad_clip", r">= 0")),
 }
 
 

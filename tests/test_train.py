@@ -193,3 +193,19 @@ def test_evaluation_does_not_depend_on_how_rows_are_batched(reviews, model):
     assert batched.keys() == one_by_one.keys()
     for name, value in batched.items():
         assert value == pytest.approx(one_by_one[name], abs=1e-5), name
+
+
+def test_grad_clip_zero_trains_without_clipping(reviews):
+    """train.grad_clip=0 means no clipping, not a zero gradient norm (which would
+    leave every LoRA B matrix at its zero initialisation)."""
+    from lora_ablate.loggers import NullLogger
+    from lora_ablate.runner import prepare
+    from lora_ablate.train import fit
+
+    cfg, _ = compose_run(local_overrides(reviews, steps=3) + ["train.grad_clip=0", "train.eval_every=0"])
+    resolved = resolve_run(cfg)
+    session = prepare(cfg, resolved, torch.device("cpu"))
+    lora_b = {n: p for n, p in session.model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(float(p.detach().abs().max()) == 0 for p in lora_b.values())
+    fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=NullLogger())
+    assert all(float(p.detach().abs().max()) > 0 for p in lora_b.values())

@@ -86,7 +86,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     schedule: str = "linear"  # linear | cosine | constant
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 0  # 0: only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs

@@ -145,7 +145,8 @@ def fit(
             (loss / cfg.grad_accum).backward()
             running_loss += loss.detach() / cfg.grad_accum
             result.train_tokens += batch.tokens
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        if cfg.grad_clip > 0:  # clip_grad_norm_ with 0 would zero every gradient
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

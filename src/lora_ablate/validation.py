@@ -20,5 +20,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.precision '{cfg.precision}' is not valid; use auto, fp32 or bf16.")
     if cfg.threads is not None and cfg.threads <= 0:
         raise ConfigError(f"train.threads must be a positive integer or null, got {cfg.threads}.")
+    if not cfg.grad_clip >= 0:  # also catches nan
+        raise ConfigError(f"train.grad_clip must be a maximum gradient norm >= 0 (0: no clipping), got {cfg.grad_clip}.")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}.")
