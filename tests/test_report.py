@@ -161,3 +161,19 @@ def test_cli_writes_the_report_and_prints_its_folder(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "report")
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert set(summary["metric"]) == {"test/loss"}
+
+
+def test_long_figure_title_stays_inside_a_single_panel_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from lora_ablate.plots import _grid
+
+    title = "Paired difference to qv over shared seeds, 95% t-interval (red: significant after Holm)"
+    fig, _ = _grid(1, title)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    assert "\n" in fig.get_suptitle()
+    box = fig._suptitle.get_window_extent(renderer)  # matplotlib has no public getter for the Text
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
+    assert box.y1 <= fig.bbox.height
+    axes_top = max(ax.get_window_extent(renderer).y1 for ax in fig.axes)
+    assert box.y0 > axes_top, "the title must not run into the panels"

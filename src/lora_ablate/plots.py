@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from lora_ablate.records import shared_file_mode
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable
 BASELINE_COLOR = "black"
+TITLE_LINE_INCHES = 0.2  # height of one more line of the 11 pt figure title
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
@@ -65,8 +67,12 @@ def _grid(n: int, title: str, legend_width: float = 0.0) -> tuple[Figure, list[A
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
     panel_w, panel_h, gap_w, gap_h = 3.6, 2.5, 1.1, 1.6  # inches
-    left, right, top, bottom = 0.9, 0.3 + legend_width, 1.0, 0.9
+    left, right, bottom = 0.9, 0.3 + legend_width, 0.9
     width = left + right + ncols * panel_w + (ncols - 1) * gap_w
+    # A long title over a single panel would run off both edges: wrap it to the figure
+    # (about 12 characters an inch at 11 pt) and make room for the extra lines.
+    title = textwrap.fill(title, width=max(20, int(width * 12)))
+    top = 1.0 + TITLE_LINE_INCHES * title.count("\n")
     height = top + bottom + nrows * panel_h + (nrows - 1) * gap_h
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height,
