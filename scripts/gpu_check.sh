@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with a CUDA GPU (a few minutes): the `gpu` tests, the
-# surgery/plan tests on CUDA's torch, and a short training benchmark in bf16.
+# surgery/plan tests on CUDA's torch, and short training and split benchmarks in bf16.
 # Where hydra/omegaconf/wandb are missing (e.g. a lent GPU box), install the wheels in .whl/ first:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
 set -uo pipefail
@@ -14,5 +14,6 @@ python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py 2>&1 | tee "$O
 python3 -m pytest -q -p no:cacheprovider tests/test_surgery.py tests/test_budget.py 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.log" || status=1
 if [ -f benchmarks/bench_train.py ]; then
   timeout 300 python3 benchmarks/bench_train.py --model "${BENCH_MODEL:-tiny_bert}" --steps 30 --device cuda --repeats 2 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || status=1
+  timeout 120 python3 benchmarks/bench_split.py --device cuda --n-layer 4 --steps 20 --json "$OUT/bench-split.json" 2>&1 | tee "$OUT/bench-split.log" || status=1
 fi
 exit $status
