@@ -636,7 +636,7 @@ def test_ctrl_c_stops_cleanly_and_records_the_run_as_failed(mode, data_dir, tmp_
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         kill_group(proc)
-        pytest.fail("the command did not stop within 120 s of Ctrl-C")
+        pytest.fail(f"the command did not stop within 120 s of Ctrl-C; its stderr ends:\n{''.join(chunks)[-3000:]}")
     time.sleep(0.2)  # the reader thread drains the pipe
     stderr = "".join(chunks)
     assert proc.returncode != 0, stderr[-3000:]

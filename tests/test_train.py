@@ -209,3 +209,27 @@ def test_grad_clip_zero_trains_without_clipping(reviews):
     assert lora_b and all(float(p.detach().abs().max()) == 0 for p in lora_b.values())
     fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=NullLogger())
     assert all(float(p.detach().abs().max()) > 0 for p in lora_b.values())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped interrupt
+def test_ctrl_c_swallowed_by_a_finaliser_still_stops_training():
+    """A KeyboardInterrupt raised inside a __del__ is printed and dropped by Python; the
+    training loop's checkpoint must still stop at the next step."""
+    import gc
+    import signal
+
+    from lora_ablate.train import interrupt_checkpoint
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs here, inside the finaliser
+                pass
+
+    with interrupt_checkpoint() as stop_if_interrupted:
+        stop_if_interrupted()  # nothing received yet
+        SignalledWhileCollected()  # collected at once: the interrupt is raised and dropped in __del__
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            stop_if_interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1,8 +1,11 @@
 """The training loop and evaluation: plain PyTorch, top to bottom."""
 
 import math
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -117,6 +120,34 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, head_names: Sequence[str]
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)  # one kernel, not a loop
 
 
+@contextmanager
+def interrupt_checkpoint() -> Iterator[Callable[[], None]]:
+    """Ctrl-C while training: Python raises KeyboardInterrupt wherever the main thread is,
+    and one raised inside a finaliser (a __del__, a weakref callback) is printed and
+    dropped, which would leave training running. The signal is also noted here, and the
+    check this yields raises it again at the next step."""
+    received = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    # Only where Python's own handler is in place: a worker that ignores SIGINT keeps doing so.
+    if threading.current_thread() is not threading.main_thread() or previous is not signal.default_int_handler:
+        yield lambda: None
+        return
+
+    def note_and_raise(signum, frame):
+        received.set()
+        raise KeyboardInterrupt
+
+    def check() -> None:
+        if received.is_set():
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note_and_raise)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def fit(
     session: Session,
     cfg: TrainConfig,
@@ -138,36 +169,38 @@ def fit(
     model.train()
     bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
     start = time.perf_counter()
-    for step in range(1, steps + 1):
-        for _ in range(cfg.grad_accum):
-            batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
-            loss, _ = forward(session, batch)
-            (loss / cfg.grad_accum).backward()
-            running_loss += loss.detach() / cfg.grad_accum
-            result.train_tokens += batch.tokens
-        if cfg.grad_clip > 0:  # clip_grad_norm_ with 0 would zero every gradient
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.steps = step
-        if step % LOG_EVERY == 0 or step == steps:
-            last_loss = running_loss.item() / (step % LOG_EVERY or LOG_EVERY)  # one host sync per LOG_EVERY steps
-            running_loss.zero_()
-            if not math.isfinite(last_loss):
-                result.diverged_at = step
-                break
-            elapsed = result.train_seconds + time.perf_counter() - start  # evaluation time excluded
-            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{result.train_tokens / max(elapsed, 1e-9):,.0f}")
-            logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
-        bar.update(1)
-        if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
-            result.train_seconds += _synchronized_elapsed(session.device, start)
-            point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
-            point.update(evaluate(session, session.val_items, "val"))
-            result.history.append(point)
-            logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
-            start = time.perf_counter()
+    with interrupt_checkpoint() as stop_if_interrupted:
+        for step in range(1, steps + 1):
+            stop_if_interrupted()
+            for _ in range(cfg.grad_accum):
+                batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
+                loss, _ = forward(session, batch)
+                (loss / cfg.grad_accum).backward()
+                running_loss += loss.detach() / cfg.grad_accum
+                result.train_tokens += batch.tokens
+            if cfg.grad_clip > 0:  # clip_grad_norm_ with 0 would zero every gradient
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.steps = step
+            if step % LOG_EVERY == 0 or step == steps:
+                last_loss = running_loss.item() / (step % LOG_EVERY or LOG_EVERY)  # one host sync per LOG_EVERY steps
+                running_loss.zero_()
+                if not math.isfinite(last_loss):
+                    result.diverged_at = step
+                    break
+                elapsed = result.train_seconds + time.perf_counter() - start  # evaluation time excluded
+                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{result.train_tokens / max(elapsed, 1e-9):,.0f}")
+                logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
+            bar.update(1)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
+                result.train_seconds += _synchronized_elapsed(session.device, start)
+                point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
+                point.update(evaluate(session, session.val_items, "val"))
+                result.history.append(point)
+                logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
+                start = time.perf_counter()
     bar.close()
     result.train_seconds += _synchronized_elapsed(session.device, start)
     return result
