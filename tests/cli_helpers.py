@@ -34,7 +34,8 @@ def console_script(name: str) -> list[str]:
 
 
 def start(args: list[str], cwd: Path, script: str = "lora-ablate", **env: str) -> subprocess.Popen:
-    """Start the console script in its own process group (so a test can signal all of it)."""
+    """Start the console script in its own process group (so a test can signal all of it),
+    interruptible as from a terminal."""
     return subprocess.Popen(
         [*console_script(script), *args],
         cwd=cwd,
@@ -43,7 +44,16 @@ def start(args: list[str], cwd: Path, script: str = "lora-ablate", **env: str) -
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_ctrl_c,
     )
+
+
+def _default_ctrl_c() -> None:
+    """Run in the child before exec: SIGINT back to its default. A background job of a
+    non-interactive shell (`bash .ci/run &`) starts with SIGINT ignored and its children
+    inherit that, so Python never installs its KeyboardInterrupt handler and a Ctrl-C test
+    would send a signal nobody hears."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass
