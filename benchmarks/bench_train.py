@@ -591,7 +591,8 @@ def startup_stages(marks: dict[str, dict[str, float]], started: float) -> dict[s
     result = {}
     for run, origin in (("cold", started), ("next_run", marks["next_run"]["main"])):
         run_marks = marks[run]
-        stages, previous = {"interpreter start": run_marks["main"] - origin} if run == "cold" else {}, run_marks["main"]
+        stages = {"interpreter start": run_marks["main"] - origin} if run == "cold" else {}
+        previous = run_marks["main"]
         for name, t in run_marks.items():
             if name != "main":
                 stages[name] = t - previous

@@ -9,6 +9,7 @@ definition, the task format and the code that reads, splits and encodes.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -106,20 +107,15 @@ def _tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str | None:
     return hashlib.sha256(definition.encode()).hexdigest()
 
 
-_code_digest: str | None = None
-
-
+@functools.cache
 def _code_identity() -> str:
     """The source of the modules that turn files into token ids: change one, and every
     cached split is made again."""
-    global _code_digest
-    if _code_digest is None:
-        digest = hashlib.sha256()
-        for module in (tasks, splits, batches):
-            digest.update(Path(module.__file__).read_bytes())
-        digest.update(Path(__file__).read_bytes())
-        _code_digest = digest.hexdigest()
-    return _code_digest
+    digest = hashlib.sha256()
+    for module in (tasks, splits, batches):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
 
 
 # --- on disk -------------------------------------------------------------------------
