@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_records import write_fake_sweep  # noqa: E402
 
-from lora_ablate.aggregate import runs_frame, summarize  # noqa: E402
+from lora_ablate.report.aggregate import runs_frame, summarize  # noqa: E402
 from lora_ablate.records import find_records  # noqa: E402
-from lora_ablate.report import write_report  # noqa: E402
+from lora_ablate.report.render import write_report  # noqa: E402
 
 TASKS = ("rt_sentiment", "amazon_sentiment", "bbc_topics")
 TARGET_SETS = ("q", "k", "v", "o", "qk", "qv", "qkv", "qkvo", "ffn", "qkv_ffn", "all")

@@ -1,4 +1,4 @@
-"""Does splitting fused projections (`lora_ablate.surgery.split_fused_projections`) cost throughput?
+"""Does splitting fused projections (`lora_ablate.model.surgery.split_fused_projections`) cost throughput?
 
     .venv/bin/python benchmarks/bench_split.py [--n-layer 2] [--steps 10] [--batch-size 16]
         [--seq-len 64] [--device auto] [--repeats 3] [--threads N] [--json OUT] [--quick]
@@ -78,7 +78,7 @@ def base_model(args: argparse.Namespace, split: bool):
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from lora_ablate.surgery import split_fused_projections
+    from lora_ablate.model.surgery import split_fused_projections
 
     config = GPT2Config(
         n_layer=args.n_layer,

@@ -5,7 +5,7 @@
 
 One process, one model, the rt_sentiment train split and five arms, interleaved per repeat
 (A B C D E A B C D E). The first four train the same batches (index lists from
-`lora_ablate.batches.train_index_batches`, so the same examples and non-pad token count):
+`lora_ablate.run.batches.train_index_batches`, so the same examples and non-pad token count):
 
   harness  `runner.prepare` + `train.fit`, exactly what `lora-ablate` runs (no evaluation)
   plain    a hand-written PEFT loop: tokenizer(padding=True) per batch, AdamW, backward, step
@@ -130,7 +130,7 @@ def compose(over: list[str]):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from lora_ablate.config import register_configs, resource_dir
+    from lora_ablate.config.schema import register_configs, resource_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):
@@ -143,11 +143,11 @@ class Context:
     def __init__(self, args: argparse.Namespace, steps: int):
         import torch
 
-        from lora_ablate.batches import train_index_batches
-        from lora_ablate.models import load_tokenizer
-        from lora_ablate.planning import resolve_run
-        from lora_ablate.runner import autocast_dtype, pick_device
-        from lora_ablate.tasks import load_task
+        from lora_ablate.run.batches import train_index_batches
+        from lora_ablate.model.loading import load_tokenizer
+        from lora_ablate.plan.resolve import resolve_run
+        from lora_ablate.run.runner import autocast_dtype, pick_device
+        from lora_ablate.data.tasks import load_task
 
         self.args, self.steps = args, steps
         self.cfg = compose(overrides(args, args.model, steps))
@@ -271,9 +271,9 @@ def plain_loop(ctx: Context, model, lr: float) -> int:
 
 
 def run_harness(ctx: Context) -> dict[str, Any]:
-    from lora_ablate.loggers import open_logger
-    from lora_ablate.runner import prepare
-    from lora_ablate.train import fit
+    from lora_ablate.run.loggers import open_logger
+    from lora_ablate.run.runner import prepare
+    from lora_ablate.run.loop import fit
 
     clock = Clock(ctx.device)
     session = prepare(ctx.cfg, ctx.resolved, ctx.device)
@@ -515,12 +515,12 @@ def child_startup(args: argparse.Namespace, model: str) -> None:
     import peft  # noqa: F401
 
     marks["import peft"] = time.time()
-    from lora_ablate import runner
-    from lora_ablate.loggers import NullLogger
-    from lora_ablate.planning import resolve_run
-    from lora_ablate.train import fit
+    from lora_ablate.run import runner
+    from lora_ablate.run.loggers import NullLogger
+    from lora_ablate.plan.resolve import resolve_run
+    from lora_ablate.run.loop import fit
 
-    marks["import lora_ablate.runner"] = time.time()
+    marks["import lora_ablate.run.runner"] = time.time()
 
     def first_step(seed: int, stages: dict[str, float]) -> None:
         cfg = compose(overrides(argparse.Namespace(**vars(args) | {"seed": seed}), model, 1))

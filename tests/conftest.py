@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lora_ablate.config import RunConfig, register_configs
+from lora_ablate.config.schema import RunConfig, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -41,8 +41,8 @@ def compose_run(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
 
 
 def resolve(overrides: list[str] | tuple[str, ...] = ()):
-    """compose + lora_ablate.planning.resolve_run (meta-device skeleton, no weights)."""
-    from lora_ablate.planning import resolve_run
+    """compose + lora_ablate.plan.resolve.resolve_run (meta-device skeleton, no weights)."""
+    from lora_ablate.plan.resolve import resolve_run
 
     return resolve_run(compose_run(overrides))
 
@@ -318,7 +318,7 @@ class PlanCache:
     def get(self, overrides: tuple[str, ...], option: str | None = None):
         """The plan for `overrides` (+ `targets=<option>`), or the ConfigError it raised."""
         from lora_ablate.errors import ConfigError
-        from lora_ablate.planning import resolve_run
+        from lora_ablate.plan.resolve import resolve_run
 
         key = (overrides, option)
         if key not in self._plans:
@@ -351,7 +351,7 @@ def real_model(resolved, num_labels: int, seed: int = 0):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from lora_ablate.surgery import split_fused_projections
+    from lora_ablate.model.surgery import split_fused_projections
 
     config = copy.deepcopy(resolved.model_config)
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from lora_ablate.aggregate import (check_baseline, holm, missing_cells, rank_string,
+from lora_ablate.report.aggregate import (check_baseline, holm, missing_cells, rank_string,
                                    resolve_metrics, runs_frame, summarize)
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import find_records

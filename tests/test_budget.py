@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import ARCHS, arch_overrides, mentions, plan_for
-from lora_ablate.budget import allocate_ranks
-from lora_ablate.config import BudgetConfig, LoraSettings
+from lora_ablate.plan.budget import allocate_ranks
+from lora_ablate.config.schema import BudgetConfig, LoraSettings
 from lora_ablate.errors import ConfigError
-from lora_ablate.plan import make_plan
+from lora_ablate.plan.layout import make_plan
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lora_ablate import encoded, tasks
-from lora_ablate.batches import encode
-from lora_ablate.config import TaskConfig
-from lora_ablate.models import byte_tokenizer
+from lora_ablate.data import encoded
+
+from lora_ablate.data import tasks
+from lora_ablate.run.batches import encode
+from lora_ablate.config.schema import TaskConfig
+from lora_ablate.model.loading import byte_tokenizer
 
 
 @pytest.fixture(autouse=True)

@@ -17,9 +17,9 @@ from conftest import (
     roberta_param_counts,
     save_config,
 )
-from lora_ablate.adapters import lora_config
+from lora_ablate.plan.adapters import lora_config
 from lora_ablate.errors import ConfigError
-from lora_ablate.planning import resolve_run
+from lora_ablate.plan.resolve import resolve_run
 
 ROBERTA_QV_R8 = 294_912  # 12 layers × (q + v) × r=8 × (768 + 768)
 

@@ -236,7 +236,7 @@ import json, os, sys, traceback
 cases, parallel = json.load(open(sys.argv[1])), int(sys.argv[2])
 import lora_ablate.cli as cli                      # the console script's module
 import torch, transformers, peft                   # noqa: F401  the training stack, once
-import lora_ablate.runner, lora_ablate.sweeper     # noqa: F401
+import lora_ablate.run.runner, lora_ablate.config.sweeper     # noqa: F401
 
 def child(case):
     os.chdir(case["cwd"])

@@ -11,8 +11,8 @@ import pytest
 from fake_records import write_fake_sweep, write_json
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.plots import write_atomic
-from lora_ablate.report import main, write_report
+from lora_ablate.report.plots import write_atomic
+from lora_ablate.report.render import main, write_report
 
 FILES = ("runs.csv", "summary.csv", "summary.md", "summary.tex", "table5.csv", "missing.csv",
          "report.md", "report.html")
@@ -166,7 +166,7 @@ def test_cli_writes_the_report_and_prints_its_folder(tmp_path, capsys):
 def test_long_figure_title_stays_inside_a_single_panel_figure():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from lora_ablate.plots import _grid
+    from lora_ablate.report.plots import _grid
 
     title = "Paired difference to qv over shared seeds, 95% t-interval (red: significant after Holm)"
     fig, _ = _grid(1, title)

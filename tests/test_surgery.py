@@ -11,9 +11,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from conftest import compose_run
-from lora_ablate.adapters import lora_config
-from lora_ablate.planning import resolve_run
-from lora_ablate.surgery import split_fused_projections
+from lora_ablate.plan.adapters import lora_config
+from lora_ablate.plan.resolve import resolve_run
+from lora_ablate.model.surgery import split_fused_projections
 
 HIDDEN, HEADS, LAYERS, VOCAB = 64, 4, 2, 260
 HEAD_DIM = HIDDEN // HEADS

@@ -13,7 +13,7 @@ from conftest import (
     save_config,
 )
 from lora_ablate.errors import ConfigError
-from lora_ablate.planning import resolve_run
+from lora_ablate.plan.resolve import resolve_run
 
 
 def _structure_plan(plan_cache, arch_dirs, key, option):

@@ -17,11 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from lora_ablate import splits, tasks
-from lora_ablate.config import TaskConfig
+from lora_ablate.data import splits
+
+from lora_ablate.data import tasks
+from lora_ablate.config.schema import TaskConfig
 from lora_ablate.errors import ConfigError
-from lora_ablate.splits import allocate, deduplicate, normalised
-from lora_ablate.tasks import Example, check_task_config, load_task, split_examples
+from lora_ablate.data.splits import allocate, deduplicate, normalised
+from lora_ablate.data.tasks import Example, check_task_config, load_task, split_examples
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -124,7 +126,7 @@ def test_split_order_is_shuffled_not_grouped_by_label() -> None:
 
 def test_split_ignores_python_hash_seed() -> None:
     code = (
-        "from lora_ablate.tasks import Example, split_examples;"
+        "from lora_ablate.data.tasks import Example, split_examples;"
         "ex=[Example(f'text {i % 97} {i}', i % 3) for i in range(600)];"
         "print([[e.text for e in s] for s in split_examples(ex, train_size=None, val_size=50, test_size=100, data_seed=5)])"
     )
@@ -461,7 +463,7 @@ def test_preset_composes_under_the_schema_with_overrides(preset: str, tmp_path: 
     under a minimal primary config so that other config groups play no part."""
     from hydra import compose, initialize_config_dir
 
-    from lora_ablate.config import register_configs
+    from lora_ablate.config.schema import register_configs
 
     shutil.copytree(CONF / "task", tmp_path / "task")
     (tmp_path / "config.yaml").write_text("defaults:\n  - lora_ablate_schema\n  - task: rt_sentiment\n  - _self_\n")

@@ -13,11 +13,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lora_ablate.config import RunConfig, register_configs
+from lora_ablate.config.schema import RunConfig, register_configs
 from lora_ablate.errors import ConfigError
-from lora_ablate.planning import resolve_run
+from lora_ablate.plan.resolve import resolve_run
 from lora_ablate.records import RECORD_NAME
-from lora_ablate.runner import identity, run
+from lora_ablate.run.runner import identity, run
 
 REPO = Path(__file__).resolve().parents[1]
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "funny", "sharp"]
@@ -179,8 +179,8 @@ def test_cli_bad_input_is_one_paragraph_without_traceback(reviews, tmp_path):
 def test_evaluation_does_not_depend_on_how_rows_are_batched(reviews, model):
     """Padding and batch composition must not move a metric: one row per batch
     (train.eval_batch_size=1) scores exactly like the default batches."""
-    from lora_ablate.runner import prepare
-    from lora_ablate.train import evaluate
+    from lora_ablate.run.runner import prepare
+    from lora_ablate.run.loop import evaluate
 
     cfg, _ = compose_run(local_overrides(reviews, model=model))
     resolved = resolve_run(cfg)
@@ -198,9 +198,9 @@ def test_evaluation_does_not_depend_on_how_rows_are_batched(reviews, model):
 def test_grad_clip_zero_trains_without_clipping(reviews):
     """train.grad_clip=0 means no clipping, not a zero gradient norm (which would
     leave every LoRA B matrix at its zero initialisation)."""
-    from lora_ablate.loggers import NullLogger
-    from lora_ablate.runner import prepare
-    from lora_ablate.train import fit
+    from lora_ablate.run.loggers import NullLogger
+    from lora_ablate.run.runner import prepare
+    from lora_ablate.run.loop import fit
 
     cfg, _ = compose_run(local_overrides(reviews, steps=3) + ["train.grad_clip=0", "train.eval_every=0"])
     resolved = resolve_run(cfg)
@@ -218,7 +218,7 @@ def test_ctrl_c_swallowed_by_a_finaliser_still_stops_training():
     import gc
     import signal
 
-    from lora_ablate.train import interrupt_checkpoint
+    from lora_ablate.run.loop import interrupt_checkpoint
 
     class SignalledWhileCollected:
         def __del__(self):

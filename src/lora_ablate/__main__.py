@@ -1,3 +1,3 @@
-from .cli import main
+from lora_ablate.cli import main
 
 main()

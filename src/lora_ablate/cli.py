@@ -10,8 +10,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import RunConfig, register_configs, resource_dir
-from .errors import ConfigError
+from lora_ablate.config.schema import RunConfig, register_configs, resource_dir
+from lora_ablate.errors import ConfigError
 
 
 def full_error() -> bool:
@@ -41,7 +41,7 @@ def user_errors_reported(task: Callable[[DictConfig], Any]) -> Callable[[DictCon
 
 @user_errors_reported
 def run_job(cfg: DictConfig) -> dict[str, Any] | None:
-    from .planning import resolve_run
+    from lora_ablate.plan.resolve import resolve_run
 
     run_cfg: RunConfig = OmegaConf.to_object(cfg)
     resolved = resolve_run(run_cfg)
@@ -50,7 +50,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     from hydra.core.hydra_config import HydraConfig
 
-    from .runner import JobSlot, identity, run  # training stack: not needed for dry runs
+    from lora_ablate.run.runner import JobSlot, identity, run  # training stack: not needed for dry runs
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -88,7 +88,7 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    from .overrides import check_overrides, command_line_overrides
+    from lora_ablate.config.overrides import check_overrides, command_line_overrides
 
     register_configs()
     overrides = command_line_overrides(sys.argv[1:])
@@ -112,6 +112,6 @@ def main() -> None:
 
 
 def report_main() -> None:
-    from .report import main as report_cli
+    from lora_ablate.report.render import main as report_cli
 
     sys.exit(report_cli())

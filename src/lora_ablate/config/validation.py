@@ -1,7 +1,7 @@
 """Checks of user input that need no training: each raises ConfigError with one paragraph."""
 
-from .config import TrainConfig
-from .errors import ConfigError
+from lora_ablate.config.schema import TrainConfig
+from lora_ablate.errors import ConfigError
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -11,18 +11,18 @@ from typing import Any
 import torch
 from peft import get_peft_model
 
-from .adapters import lora_config
-from .config import RunConfig
-from .encoded import encoded_splits
-from .errors import ConfigError
-from .loggers import open_logger
-from .models import load_model, load_tokenizer
-from .planning import ResolvedRun
-from .provenance import config_hash, now_iso, provenance
-from .records import completed_record, write_record
-from .surgery import split_fused_projections
-from .train import FitResult, Session, collate, evaluate, fit, forward
-from .validation import check_train_config
+from lora_ablate.plan.adapters import lora_config
+from lora_ablate.config.schema import RunConfig
+from lora_ablate.data.encoded import encoded_splits
+from lora_ablate.errors import ConfigError
+from lora_ablate.run.loggers import open_logger
+from lora_ablate.model.loading import load_model, load_tokenizer
+from lora_ablate.plan.resolve import ResolvedRun
+from lora_ablate.run.provenance import config_hash, now_iso, provenance
+from lora_ablate.records import completed_record, write_record
+from lora_ablate.model.surgery import split_fused_projections
+from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
+from lora_ablate.config.validation import check_train_config
 
 log = logging.getLogger(__name__)
 # PEFT still calls this renamed transformers method; the warning is noise for our users.

@@ -9,7 +9,7 @@ sizes), and those +1s are spread evenly over layers and matrices.
 from collections import defaultdict
 from collections.abc import Sequence
 
-from .errors import ConfigError
+from lora_ablate.errors import ConfigError
 
 
 def allocate_ranks(

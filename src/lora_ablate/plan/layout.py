@@ -5,10 +5,10 @@ from typing import Any
 
 from torch import nn
 
-from .budget import allocate_ranks
-from .config import BudgetConfig, LoraSettings
-from .errors import ConfigError
-from .targets import MATRICES, expand_matrices, layer_pattern, target_set_label
+from lora_ablate.plan.budget import allocate_ranks
+from lora_ablate.config.schema import BudgetConfig, LoraSettings
+from lora_ablate.errors import ConfigError
+from lora_ablate.model.architectures import MATRICES, expand_matrices, layer_pattern, target_set_label
 
 MATRIX_ORDER = {matrix: index for index, matrix in enumerate(MATRICES)}  # canonical order within a layer
 

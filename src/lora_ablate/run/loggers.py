@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import LoggerConfig
-from .errors import ConfigError
+from lora_ablate.config.schema import LoggerConfig
+from lora_ablate.errors import ConfigError
 
 
 class Logger(Protocol):

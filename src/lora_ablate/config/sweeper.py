@@ -17,17 +17,17 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import RunConfig
-from .errors import ConfigError
+from lora_ablate.config.schema import RunConfig
+from lora_ablate.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> None:
     """Everything a run would reject, short of loading weights; task data checked once per task config."""
-    from .planning import resolve_run
-    from .tasks import load_task
-    from .validation import check_train_config
+    from lora_ablate.plan.resolve import resolve_run
+    from lora_ablate.data.tasks import load_task
+    from lora_ablate.config.validation import check_train_config
 
     run_cfg: RunConfig = OmegaConf.to_object(cell)
     check_train_config(run_cfg.train)

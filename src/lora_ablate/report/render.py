@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from lora_ablate.aggregate import (GROUP, check_baseline, curves_frame, distinct,
+from lora_ablate.report.aggregate import (GROUP, check_baseline, curves_frame, distinct,
                                    missing_cells, resolve_metrics, runs_frame, summarize,
                                    sweep_config, target_order)
 from lora_ablate.errors import ConfigError
-from lora_ablate.plots import drawing_figures, write_atomic
+from lora_ablate.report.plots import drawing_figures, write_atomic
 from lora_ablate.records import LoadedRecord, find_records
 
 LIST_LIMIT = 200  # rows of failed runs / missing cells shown inline; the CSVs have them all

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .errors import ConfigError
-from .tasks import Example
+from lora_ablate.errors import ConfigError
+from lora_ablate.data.tasks import Example
 
 
 @dataclass(frozen=True)

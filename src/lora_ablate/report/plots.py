@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lora_ablate.aggregate import GROUP, is_higher_better, target_order
+from lora_ablate.report.aggregate import GROUP, is_higher_better, target_order
 from lora_ablate.records import shared_file_mode
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable

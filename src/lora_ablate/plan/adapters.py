@@ -5,8 +5,8 @@ from collections import Counter
 
 from peft import LoraConfig
 
-from .config import LoraSettings
-from .plan import Plan
+from lora_ablate.config.schema import LoraSettings
+from lora_ablate.plan.layout import Plan
 
 
 def module_alpha(rank: int, lora: LoraSettings) -> float:

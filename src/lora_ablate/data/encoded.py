@@ -20,10 +20,14 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from . import batches, splits, tasks
-from .assets import cache_root, write_json_atomic
-from .batches import Encoded, encode
-from .config import TaskConfig
+from lora_ablate.run import batches
+
+from lora_ablate.data import splits
+
+from lora_ablate.data import tasks
+from lora_ablate.data.assets import cache_root, write_json_atomic
+from lora_ablate.run.batches import Encoded, encode
+from lora_ablate.config.schema import TaskConfig
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")

@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
-from .config import RunConfig
-from .models import ModelSource, build_skeleton, head_module_names, load_config, resolve_format, resolve_source
-from .plan import Plan, make_plan
-from .surgery import split_fused_projections
-from .targets import architecture_map
-from .tasks import check_task_config
+from lora_ablate.config.schema import RunConfig
+from lora_ablate.model.loading import ModelSource, build_skeleton, head_module_names, load_config, resolve_format, resolve_source
+from lora_ablate.plan.layout import Plan, make_plan
+from lora_ablate.model.surgery import split_fused_projections
+from lora_ablate.model.architectures import architecture_map
+from lora_ablate.data.tasks import check_task_config
 
 
 @dataclass(frozen=True)

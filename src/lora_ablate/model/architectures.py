@@ -8,7 +8,7 @@ name is `<...>.<layer index>.<path of M>`, which also yields its layer.
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from .errors import ConfigError
+from lora_ablate.errors import ConfigError
 
 MATRICES = ("q", "k", "v", "o", "ffn_gate", "ffn_up", "ffn_down")
 FFN_MATRICES = ("ffn_gate", "ffn_up", "ffn_down")

@@ -16,8 +16,8 @@ class ReportCallback(Callback):
         self.metric = metric
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from .errors import ConfigError
-        from .report import write_report
+        from lora_ablate.errors import ConfigError
+        from lora_ablate.report.render import write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

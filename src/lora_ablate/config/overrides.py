@@ -7,8 +7,8 @@ import difflib
 import typing
 from pathlib import Path
 
-from .config import RunConfig, resource_dir
-from .errors import ConfigError
+from lora_ablate.config.schema import RunConfig, resource_dir
+from lora_ablate.errors import ConfigError
 
 GROUPS = ("model", "task", "targets", "budget", "train", "logger", "sweep")
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

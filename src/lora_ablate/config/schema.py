@@ -119,8 +119,9 @@ class RunConfig:
 
 def resource_dir(name: str) -> Path:
     """conf/ and sweeps/ sit at the repo root in a checkout and inside the package in a wheel."""
-    packaged = Path(__file__).parent / name
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / name
+    return packaged if packaged.is_dir() else package.parents[1] / name
 
 
 def register_configs() -> None:

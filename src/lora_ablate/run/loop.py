@@ -14,10 +14,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
-from .config import TrainConfig
-from .loggers import Logger
-from .metrics import classification_metrics
+from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
+from lora_ablate.config.schema import TrainConfig
+from lora_ablate.run.loggers import Logger
+from lora_ablate.run.metrics import classification_metrics
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
 # Padded tokens per evaluation batch. On CPU small batches stay in cache: MiniLM evaluates

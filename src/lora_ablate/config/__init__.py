@@ -1,0 +1,1 @@
+"""Configuration: the typed schema behind conf/, override checks, the sweeper and Hydra callbacks."""

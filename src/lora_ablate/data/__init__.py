@@ -1,0 +1,1 @@
+"""Data: packaged assets (fetched and verified), tasks, deterministic splits, the tokenised-split cache."""

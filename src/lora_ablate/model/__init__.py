@@ -1,0 +1,1 @@
+"""Models: the architecture registry (logical matrices per model_type), loading, and fused-projection surgery."""

@@ -1,0 +1,1 @@
+"""Reports: records aggregated into tables, figures and HTML/Markdown. Imports no torch."""
