@@ -146,7 +146,7 @@ class Context:
         from lora_ablate.run.batches import train_index_batches
         from lora_ablate.model.loading import load_tokenizer
         from lora_ablate.plan.resolve import resolve_run
-        from lora_ablate.run.runner import autocast_dtype, pick_device
+        from lora_ablate.run.session import autocast_dtype, pick_device
         from lora_ablate.data.tasks import load_task
 
         self.args, self.steps = args, steps
@@ -272,7 +272,7 @@ def plain_loop(ctx: Context, model, lr: float) -> int:
 
 def run_harness(ctx: Context) -> dict[str, Any]:
     from lora_ablate.run.loggers import open_logger
-    from lora_ablate.run.runner import prepare
+    from lora_ablate.run.session import prepare
     from lora_ablate.run.loop import fit
 
     clock = Clock(ctx.device)
@@ -515,7 +515,7 @@ def child_startup(args: argparse.Namespace, model: str) -> None:
     import peft  # noqa: F401
 
     marks["import peft"] = time.time()
-    from lora_ablate.run import runner
+    from lora_ablate.run import session as session_module
     from lora_ablate.run.loggers import NullLogger
     from lora_ablate.plan.resolve import resolve_run
     from lora_ablate.run.loop import fit
@@ -527,7 +527,7 @@ def child_startup(args: argparse.Namespace, model: str) -> None:
         stages["compose"] = time.time()
         resolved = resolve_run(cfg)
         stages["resolve_run"] = time.time()
-        session = runner.prepare(cfg, resolved, runner.pick_device(cfg.train.device))
+        session = session_module.prepare(cfg, resolved, session_module.pick_device(cfg.train.device))
         stages["prepare"] = time.time()
         with contextlib.redirect_stderr(io.StringIO()):
             fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=NullLogger())

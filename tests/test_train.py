@@ -179,7 +179,7 @@ def test_cli_bad_input_is_one_paragraph_without_traceback(reviews, tmp_path):
 def test_evaluation_does_not_depend_on_how_rows_are_batched(reviews, model):
     """Padding and batch composition must not move a metric: one row per batch
     (train.eval_batch_size=1) scores exactly like the default batches."""
-    from lora_ablate.run.runner import prepare
+    from lora_ablate.run.session import prepare
     from lora_ablate.run.loop import evaluate
 
     cfg, _ = compose_run(local_overrides(reviews, model=model))
@@ -199,7 +199,7 @@ def test_grad_clip_zero_trains_without_clipping(reviews):
     """train.grad_clip=0 means no clipping, not a zero gradient norm (which would
     leave every LoRA B matrix at its zero initialisation)."""
     from lora_ablate.run.loggers import NullLogger
-    from lora_ablate.run.runner import prepare
+    from lora_ablate.run.session import prepare
     from lora_ablate.run.loop import fit
 
     cfg, _ = compose_run(local_overrides(reviews, steps=3) + ["train.grad_clip=0", "train.eval_every=0"])

@@ -2,26 +2,20 @@
 
 import logging
 import os
-import resource
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import get_peft_model
 
-from lora_ablate.plan.adapters import lora_config
 from lora_ablate.config.schema import RunConfig
-from lora_ablate.data.encoded import encoded_splits
-from lora_ablate.errors import ConfigError
 from lora_ablate.run.loggers import open_logger
-from lora_ablate.model.loading import load_model, load_tokenizer
 from lora_ablate.plan.resolve import ResolvedRun
 from lora_ablate.run.provenance import config_hash, now_iso, provenance
 from lora_ablate.records import completed_record, write_record
-from lora_ablate.model.surgery import split_fused_projections
 from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
+from lora_ablate.run.session import peak_memory_bytes, pick_device, prepare, reset_peak_memory
 from lora_ablate.config.validation import check_train_config
 
 log = logging.getLogger(__name__)
@@ -57,55 +51,6 @@ def identity(
     return RunIdentity(run_id, run_dir, config, config_hash(config), variant)
 
 
-def pick_device(requested: str, job_index: int = 0) -> torch.device:
-    """`auto`: CUDA when present, spreading parallel jobs of a sweep over the GPUs."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", job_index % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"train.device '{requested}' is not valid; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={requested} but CUDA is not available here; use train.device=auto or cpu.")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Session:
-    """Everything that can fail on user input happens here, before the first step."""
-    tokenizer = load_tokenizer(cfg.model, resolved.source)
-    task = cfg.task
-    data = encoded_splits(task, tokenizer, resolved.task_format)
-    torch.manual_seed(cfg.seed)  # head init and LoRA init follow the run seed
-    base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
-    split_fused_projections(base, resolved.model_config)
-    model = get_peft_model(base, lora_config(resolved.plan, cfg.lora))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    expected = resolved.plan.lora_params + resolved.plan.head_params
-    if trainable != expected:  # PEFT must have built exactly the plan
-        raise RuntimeError(f"PEFT made {trainable} trainable parameters, the plan {expected}")
-    model.to(device)
-    return Session(
-        model=model,
-        task_format=resolved.task_format,
-        num_labels=task.num_labels,
-        pad_id=tokenizer.pad_token_id,
-        device=device,
-        autocast_dtype=autocast_dtype(cfg.train.precision, device),
-        train_items=data.train,
-        val_items=data.validation,
-        test_items=data.test,
-        eval_batch_size=cfg.train.eval_batch_size,
-    )
-
-
 @torch.no_grad()
 def merge_difference(session: Session) -> float:
     """Largest |merged - unmerged| output on a test batch: merging must change nothing."""
@@ -116,29 +61,6 @@ def merge_difference(session: Session) -> float:
     _, merged = forward(session, batch)
     session.model.unmerge_adapter()
     return float((merged - unmerged).abs().max())
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: reset VmHWM, so a sweep's earlier runs in this process do not count
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated, or the process's peak resident memory since the reset."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss survives fork+exec
 
 
 def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity, job: JobSlot | None = None) -> dict[str, Any]:
