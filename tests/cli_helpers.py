@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-STATUSES = ("completed", "failed", "diverged")
+STATUSES = ("completed", "failed", "diverged", "interrupted")
 
 
 def cli_env(**extra: str) -> dict[str, str]:

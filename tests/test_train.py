@@ -17,7 +17,8 @@ from lora_ablate.config.schema import RunConfig, register_configs
 from lora_ablate.errors import ConfigError
 from lora_ablate.plan.resolve import resolve_run
 from lora_ablate.records import RECORD_NAME
-from lora_ablate.run.runner import identity, run
+from lora_ablate.records import read_record
+from lora_ablate.run.runner import train
 
 REPO = Path(__file__).resolve().parents[1]
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "funny", "sharp"]
@@ -65,9 +66,8 @@ def local_overrides(data: Path, model: str = "tiny_bert", steps: int = 6) -> lis
 
 
 def train_once(overrides: list[str], run_dir: Path) -> dict:
-    run_cfg, container = compose_run(overrides)
-    resolved = resolve_run(run_cfg)
-    run(run_cfg, resolved, identity(run_cfg, container, run_dir, resolved.plan.target_set))
+    run_cfg, _ = compose_run(overrides)
+    train(run_cfg, run_dir=run_dir, overrides=overrides)
     return json.loads((run_dir / RECORD_NAME).read_text())
 
 
@@ -103,6 +103,13 @@ def test_completed_run_is_skipped_when_config_unchanged(reviews, tmp_path):
     changed = train_once(local_overrides(reviews, steps=3), tmp_path)
     assert changed["config_hash"] != record["config_hash"]
     assert changed["cost"]["steps"] == 3
+    # The first completed record was moved aside, not overwritten, and still reads back.
+    aside = read_record(tmp_path / f"result.{record['config_hash']}.json").record
+    assert aside is not None and aside.status == "completed" and aside.metrics == record["metrics"]
+    # Going back to the first config finds that record and trains nothing.
+    stamp = (tmp_path / RECORD_NAME).stat().st_mtime_ns
+    back = train_once(local_overrides(reviews, steps=2), tmp_path)
+    assert (tmp_path / RECORD_NAME).stat().st_mtime_ns == stamp and back["cost"]["steps"] == 3
 
 
 def test_different_seeds_differ(reviews, tmp_path):
@@ -190,9 +197,12 @@ def test_evaluation_does_not_depend_on_how_rows_are_batched(reviews, model):
     batched = evaluate(session, session.test_items, "test")
     session.eval_batch_size = 1
     one_by_one = evaluate(session, session.test_items, "test")
-    assert batched.keys() == one_by_one.keys()
-    for name, value in batched.items():
-        assert value == pytest.approx(one_by_one[name], abs=1e-5), name
+    assert batched.metrics.keys() == one_by_one.metrics.keys()
+    for name, value in batched.metrics.items():
+        assert value == pytest.approx(one_by_one.metrics[name], abs=1e-5), name
+    # Predictions come back in the items' order, whatever the batches' order was.
+    assert batched.predicted == one_by_one.predicted
+    assert batched.labels == [item.label for item in session.test_items]
 
 
 def test_grad_clip_zero_trains_without_clipping(reviews):
@@ -233,3 +243,45 @@ def test_ctrl_c_swallowed_by_a_finaliser_still_stops_training():
         with pytest.raises(KeyboardInterrupt):
             stop_if_interrupted()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_records_the_run_as_interrupted_and_a_rerun_finishes_it(reviews, tmp_path, monkeypatch):
+    """SIGTERM mid-training (a kill, a SLURM time limit) leaves a record that says
+    interrupted; the same command again trains the cell to completion."""
+    import signal
+
+    from lora_ablate.run import runner
+    from lora_ablate.run.interrupts import Interrupted
+    from lora_ablate.run.loggers import NullLogger
+
+    class TerminatedAtFirstLog(NullLogger):
+        def log(self, values, step):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    overrides = local_overrides(reviews, steps=20)
+    monkeypatch.setattr(runner, "open_logger", lambda cfg, **info: TerminatedAtFirstLog())
+    with pytest.raises(Interrupted):
+        train_once(overrides, tmp_path)
+    stopped = json.loads((tmp_path / RECORD_NAME).read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"]["type"] == "Interrupted"
+    assert 0 < stopped["cost"]["steps"] < 20
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+    monkeypatch.undo()
+    finished = train_once(overrides, tmp_path)
+    assert finished["status"] == "completed" and finished["cost"]["steps"] == 20
+
+
+def test_a_second_process_on_the_same_cell_is_turned_away(reviews, tmp_path):
+    """Two processes training one cell into one folder: the second says who holds it."""
+    from lora_ablate.run.interrupts import RunLock
+
+    cfg, _ = compose_run(local_overrides(reviews, steps=2))
+    with RunLock(tmp_path, "held"):
+        code = ("import sys; sys.path.insert(0, 'tests'); from test_train import *; "
+                f"cfg, _ = compose_run(local_overrides(Path({str(reviews)!r}), steps=2)); "
+                f"train(cfg, run_dir=Path({str(tmp_path)!r}))")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "RunLocked" in proc.stderr and "being trained right now" in proc.stderr
+    assert f"pid {os.getpid()}" in proc.stderr
+    assert not (tmp_path / RECORD_NAME).exists()
+    assert train(cfg, run_dir=tmp_path).status == "completed"  # the lock is gone with its holder

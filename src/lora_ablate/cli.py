@@ -1,6 +1,7 @@
 """Thin command-line entry points: Hydra composes the config, plain functions do the work."""
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lora_ablate.config.schema import RunConfig, register_configs, resource_dir
 from lora_ablate.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def full_error() -> bool:
@@ -50,31 +53,21 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     from hydra.core.hydra_config import HydraConfig
 
-    from lora_ablate.run.runner import JobSlot, identity, run  # training stack: not needed for dry runs
+    from lora_ablate.run.runner import JobSlot, train  # training stack: not needed for dry runs
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
     job = JobSlot(index=hydra_cfg.job.get("num") or 0, parallel_jobs=_parallel_jobs(hydra_cfg))
-    variant = run_variant(list(hydra_cfg.overrides.task))
-    return run(run_cfg, resolved, identity(run_cfg, config, run_dir, resolved.plan.target_set, variant), job)
+    record = train(run_cfg, run_dir=Path(hydra_cfg.runtime.output_dir),
+                   overrides=list(hydra_cfg.overrides.task), job=job, resolved=resolved)
+    if record.status != "completed":  # a sweep goes on; a single run exits non-zero
+        message = f"run {record.run_id} ended {record.status}: {record.error.message if record.error else ''}"
+        from hydra.types import RunMode
 
-
-# Overrides that the labels already hold, or that change how a run is observed, not what it computes.
-LABEL_KEYS = ("model", "task", "targets", "targets.matrices", "budget", "budget.scale", "seed", "sweep")
-OBSERVING_KEYS = ("logger", "dry_run", "save_adapter", "train.device", "train.threads", "sweep_name")
-
-
-def run_variant(overrides: list[str]) -> str:
-    """The command-line overrides that set this run apart beyond its labels, e.g.
-    'train.lr=0.001': runs that differ only there are different cells of a report."""
-    kept = []
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra") or key in LABEL_KEYS or key in OBSERVING_KEYS:
-            continue
-        kept.append(override.lstrip("+"))
-    return ",".join(sorted(kept))
+        if hydra_cfg.mode == RunMode.RUN:
+            print(f"lora-ablate: {message} (record: {hydra_cfg.runtime.output_dir})", file=sys.stderr)
+            sys.exit(1)
+        log.error(message)
+    return record.metrics
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -98,17 +91,19 @@ def main() -> None:
     except ConfigError as err:
         exit_with(err)
     app = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run_job)
+    from lora_ablate.run.interrupts import Interrupted
+
     try:
         app()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as err:
         if full_error():
             raise
         print(
-            "lora-ablate: interrupted; the run in flight is recorded as failed. Run the same command "
-            "again to finish the sweep (completed runs are skipped).",
+            "lora-ablate: interrupted; the run in flight is recorded as interrupted. Run the same "
+            "command again to finish it (completed runs are skipped).",
             file=sys.stderr,
         )
-        sys.exit(130)
+        sys.exit(128 + getattr(err, "signum", 2))
 
 
 def report_main() -> None:

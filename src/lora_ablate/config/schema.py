@@ -127,6 +127,12 @@ def resource_dir(name: str) -> Path:
 def register_configs() -> None:
     """Put in Hydra's config store what conf/config.yaml relies on: the schema, our
     sweeper, and each sweeps/NAME.yaml as option NAME of group `sweep` (`+sweep=NAME`)."""
+    from lora_ablate.identity import run_dirname
+
+    # A sweep cell's folder: its identifying overrides made safe (see identity.run_dirname).
+    OmegaConf.register_new_resolver(
+        "lora_ablate_run_dir", lambda overrides: run_dirname([str(o) for o in overrides]), replace=True
+    )
     store = ConfigStore.instance()
     store.store(name="lora_ablate_schema", node=RunConfig)
     store.store(

@@ -84,7 +84,7 @@ def _row(item: LoadedRecord, prefix: str) -> dict[str, Any]:
     if item.record is None:
         return {"path": path, "status": "corrupt", "error": item.problem}
     try:
-        return {"path": path, **_record_row(item.record)}
+        return {"path": path, **_record_row(item.record.to_dict())}
     except (AttributeError, TypeError, ValueError) as err:  # valid JSON, wrong shape
         return {"path": path, "status": "corrupt", "error": f"malformed record ({err})"}
 
@@ -418,7 +418,7 @@ def sweep_config(records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dic
 
 def _configured_metric(loaded: list[LoadedRecord], index: pd.Index) -> str | None:
     for i in index:
-        record = loaded[i].record or {}
+        record = loaded[i].record.to_dict() if loaded[i].record else {}
         name = ((record.get("config") or {}).get("task") or {}).get("metric")
         if name:
             return name if name.startswith("test/") else f"test/{name}"
@@ -458,7 +458,7 @@ def curves_frame(loaded: list[LoadedRecord], runs: pd.DataFrame,
         if not name:
             continue
         key = "val/" + name.split("/", 1)[-1]
-        for point in (loaded[i].record or {}).get("history") or ():
+        for point in (loaded[i].record.history if loaded[i].record else ()):
             value, step = point.get(key), point.get("step")
             if value is not None and step is not None:
                 index.append(i)

@@ -10,7 +10,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,27 +25,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lora_ablate.report.aggregate import GROUP, is_higher_better, target_order
-from lora_ablate.records import shared_file_mode
+from lora_ablate.files import write_atomic
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable
 BASELINE_COLOR = "black"
 TITLE_LINE_INCHES = 0.2  # height of one more line of the 11 pt figure title
-
-
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write by temp file + rename in the same folder, so a concurrent reader sees the old
-    file or the new one, never half of one. (Shared with report.py.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, shared_file_mode())  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _save(fig: Figure, folder: Path, stem: str) -> list[Path]:

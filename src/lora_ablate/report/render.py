@@ -299,7 +299,7 @@ def report_blocks(sweep_dir: Path, loaded: list[LoadedRecord], runs: pd.DataFram
                   summary: pd.DataFrame, missing: pd.DataFrame, figures: Iterable[Path],
                   metrics: dict[str, str], baseline: str, confidence: float) -> list[tuple]:
     """The report as blocks, shared by report.md and report.html."""
-    records = [loaded[i].record for i in runs.index[runs["status"].ne("corrupt")]]
+    records = [loaded[i].record.to_dict() for i in runs.index[runs["status"].ne("corrupt")]]
     notes = [*runs.attrs.get("notes", []), *summary.attrs.get("notes", [])]
     return [
         ("h", 1, f"LoRA target-set ablation: {sweep_dir.name}"),

@@ -83,23 +83,37 @@ def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
     return loss, token_lp.sum(-1)
 
 
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # "<prefix>/<name>", finite values only
+    predicted: list[int]  # class ids in the order of the items
+    labels: list[int]
+
+
 @torch.no_grad()
-def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> dict[str, float]:
+def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> Evaluation:
     was_training = session.model.training
     session.model.eval()
-    scores, labels = [], []
+    scores, labels, order = [], [], []
     max_tokens = EVAL_MAX_TOKENS.get(session.device.type, EVAL_MAX_TOKENS["cuda"])
     for indices in eval_index_batches(items, max_tokens, max_rows=session.eval_batch_size):
         batch = collate(session, [items[i] for i in indices], all_answers=True)
         _, score = forward(session, batch)
         scores.append(score.view(len(indices), -1) if session.task_format == "label_words" else score)
         labels.append(batch.labels)
+        order.extend(indices)
     session.model.train(was_training)
     all_scores, all_labels = torch.cat(scores), torch.cat(labels)
-    metrics = classification_metrics(all_scores.argmax(-1), all_labels, session.num_labels)
+    predicted = all_scores.argmax(-1)
+    metrics = classification_metrics(predicted, all_labels, session.num_labels)
     metrics["loss"] = float(F.cross_entropy(all_scores, all_labels))
+    in_order = torch.empty_like(predicted)  # batches were sorted by length: undo that
+    in_order[torch.tensor(order, device=predicted.device)] = predicted
+    gold = torch.empty_like(all_labels)
+    gold[torch.tensor(order, device=all_labels.device)] = all_labels
     # A diverged model has no loss: leave the key out rather than record NaN.
-    return {f"{prefix}/{name}": value for name, value in metrics.items() if math.isfinite(value)}
+    finite = {f"{prefix}/{name}": value for name, value in metrics.items() if math.isfinite(value)}
+    return Evaluation(finite, in_order.tolist(), gold.tolist())
 
 
 def total_steps(cfg: TrainConfig, train_size: int) -> int:
@@ -155,14 +169,17 @@ def fit(
     seed: int,
     head_names: Sequence[str],
     logger: Logger,
+    result: FitResult | None = None,
 ) -> FitResult:
+    """Train for the configured steps. `result` is filled in as training goes, so a caller
+    that is interrupted still knows how far it got."""
     steps = total_steps(cfg, len(session.train_items))
     model = session.model
     optimizer = make_optimizer(model, cfg, head_names)
     schedule = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
     scheduler = get_scheduler(schedule, optimizer, round(cfg.warmup_ratio * steps), steps)
     stream = train_index_batches([len(i.input_ids) for i in session.train_items], cfg.batch_size, seed)
-    result = FitResult()
+    result = FitResult() if result is None else result
     running_loss = torch.zeros((), device=session.device)
     last_loss: float | None = None
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -197,7 +214,7 @@ def fit(
             if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
                 result.train_seconds += _synchronized_elapsed(session.device, start)
                 point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
-                point.update(evaluate(session, session.val_items, "val"))
+                point.update(evaluate(session, session.val_items, "val").metrics)
                 result.history.append(point)
                 logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
                 start = time.perf_counter()

@@ -1,7 +1,5 @@
-"""Where a result came from: versions, commit, machine, time, and the config's hash."""
+"""Where a result came from: versions, commit, machine and time."""
 
-import hashlib
-import json
 import platform
 import socket
 import subprocess
@@ -14,15 +12,6 @@ from typing import Any
 import torch
 
 PACKAGES = ("lora-ablate", "torch", "transformers", "peft", "hydra-core", "omegaconf", "safetensors", "tokenizers")
-# Config keys that change how a run is observed, not what it computes.
-UNHASHED_KEYS = ("logger", "dry_run", "save_adapter", "sweep_name")
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    relevant = {k: v for k, v in config.items() if k not in UNHASHED_KEYS}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -1,22 +1,33 @@
-"""One run, end to end: data, model, adapter, training, evaluation, record."""
+"""One run, end to end: `train(cfg) -> RunRecord`, called alike by the CLI, the tests and
+the benchmark. Data, model, adapter, training, evaluation, and a record written for every
+run that started (completed, failed, diverged or interrupted), atomically, never over a
+completed one."""
 
 import logging
+import math
 import os
+import shutil
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
-from lora_ablate.config.schema import RunConfig
-from lora_ablate.run.loggers import open_logger
-from lora_ablate.plan.resolve import ResolvedRun
-from lora_ablate.run.provenance import config_hash, now_iso, provenance
-from lora_ablate.records import completed_record, write_record
-from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
-from lora_ablate.run.session import peak_memory_bytes, pick_device, prepare, reset_peak_memory
+from lora_ablate.config.schema import ModelConfig, RunConfig
 from lora_ablate.config.validation import check_train_config
+from lora_ablate.data.tasks import data_identity
+from lora_ablate.errors import ConfigError
+from lora_ablate.identity import RunKey, run_key
+from lora_ablate.plan.resolve import ResolvedRun, resolve_run
+from lora_ablate.records import Cost, RunError, RunRecord, SplitPredictions, completed_record, write_record
+from lora_ablate.run.interrupts import Interrupted, RunLock, terminate_as_interrupt
+from lora_ablate.run.loggers import NullLogger, open_logger
+from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
+from lora_ablate.run.provenance import now_iso, provenance
+from lora_ablate.run.session import peak_memory_bytes, pick_device, prepare, reset_peak_memory
 
 log = logging.getLogger(__name__)
 # PEFT still calls this renamed transformers method; the warning is noise for our users.
@@ -31,24 +42,160 @@ class JobSlot:
     parallel_jobs: int = 1
 
 
-@dataclass(frozen=True)
-class RunIdentity:
-    run_id: str
-    run_dir: Path
-    config: dict[str, Any]  # resolved, as recorded
-    config_hash: str
-    variant: str = ""  # overrides beyond the labels that set the run apart
+@dataclass
+class Outcome:
+    """What training and evaluation produced, filled in as far as the run got."""
+
+    status: str = "failed"
+    fit: FitResult = field(default_factory=FitResult)
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] | None = None
+    predictions: dict[str, SplitPredictions] = field(default_factory=dict)
+    collapsed: bool = False
+    merge_max_abs_diff: float | None = None
+    eval_seconds: float | None = None
+    error: RunError | None = None
 
 
-def identity(
-    cfg: RunConfig, config: dict[str, Any], run_dir: Path, plan_label: str, variant: str = ""
-) -> RunIdentity:
-    scale = f"x{cfg.budget.scale:g}" if cfg.budget.scale != 1 else ""
-    run_id = (
-        f"model={cfg.model.name},task={cfg.task.name},targets={plan_label},"
-        f"budget={cfg.budget.kind}{scale},seed={cfg.seed}" + (f",{variant}" if variant else "")
+def train(cfg: RunConfig, *, run_dir: Path, overrides: list[str] | tuple[str, ...] = (),
+          job: JobSlot | None = None, resolved: ResolvedRun | None = None) -> RunRecord:
+    """Train one cell into `run_dir`, or return its completed record when one of the same
+    config exists there. Raises what stopped the run after writing its record."""
+    check_train_config(cfg.train)
+    resolved = resolved or resolve_run(cfg)
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    key = run_key(config, resolved.plan.target_set, list(overrides))
+    run_dir = Path(run_dir)
+    done = completed_record(run_dir, key.config_hash)
+    if done is not None:
+        log.info("skipping %s: a completed record of the same config is in %s", key.run_id, run_dir)
+        return done
+    with RunLock(run_dir, key.run_id):
+        done = completed_record(run_dir, key.config_hash)  # another process may just have finished it
+        if done is not None:
+            return done
+        return _train_locked(cfg, resolved, config, key, run_dir, job or JobSlot())
+
+
+def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: RunKey,
+                  run_dir: Path, job: JobSlot) -> RunRecord:
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // job.parallel_jobs)
+    torch.set_num_threads(threads)  # parallel jobs must not oversubscribe the cores
+    device = pick_device(cfg.train.device, job.index)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    reset_peak_memory(device)
+    started_at = now_iso()
+    outcome, session, logger = Outcome(), None, NullLogger()
+    bad_input = False
+    try:
+        with terminate_as_interrupt():
+            logger = open_logger(cfg.logger, name=key.run_id, group=cfg.sweep_name,
+                                 job_type=resolved.plan.target_set, config=config, run_dir=run_dir,
+                                 plan=resolved.plan.to_dict())
+            session = prepare(cfg, resolved, device)
+            _train_and_evaluate(cfg, resolved, session, outcome, logger)
+            if cfg.save_adapter and outcome.status == "completed":
+                save_adapter(session, run_dir / "adapter")
+    except ConfigError:  # bad user input, found before training: reported, not recorded
+        bad_input = True
+        raise
+    except BaseException as err:  # a record of every run that started
+        interrupted = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
+        outcome.status = "interrupted" if interrupted else "failed"
+        outcome.error = RunError(type(err).__name__, str(err) or repr(err))
+        raise
+    finally:
+        if not bad_input:
+            record = _record(cfg, resolved, config, key, outcome, session, device, started_at)
+            write_record(run_dir, record)
+            logger.finish(record)
+    return record
+
+
+def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session, outcome: Outcome,
+                        logger: Any) -> None:
+    fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger, result=outcome.fit)
+    outcome.history = outcome.fit.history
+    if outcome.fit.diverged_at is not None:
+        outcome.status = "diverged"
+        outcome.error = RunError("Diverged", f"loss became NaN or inf by step {outcome.fit.diverged_at}")
+        return
+    started = time.perf_counter()
+    val = evaluate(session, session.val_items, "val")
+    test = evaluate(session, session.test_items, "test")
+    outcome.eval_seconds = time.perf_counter() - started
+    outcome.metrics = val.metrics | test.metrics
+    outcome.predictions = {"val": SplitPredictions(val.predicted, val.labels),
+                           "test": SplitPredictions(test.predicted, test.labels)}
+    outcome.history = outcome.fit.history + [{"step": outcome.fit.steps} | val.metrics]
+    outcome.best = _best(outcome.fit.history, outcome.metrics, outcome.fit.steps, cfg.task.metric)
+    outcome.collapsed = is_collapsed(outcome.predictions["val"])
+    outcome.merge_max_abs_diff = merge_difference(session)
+    outcome.status = "completed"
+
+
+def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: RunKey, outcome: Outcome,
+            session: Session | None, device: torch.device, started_at: str) -> RunRecord:
+    fit_result = outcome.fit
+    cost = Cost(
+        train_seconds=fit_result.train_seconds, steps=fit_result.steps, train_tokens=fit_result.train_tokens,
+        tokens_per_second=fit_result.train_tokens / fit_result.train_seconds if fit_result.train_seconds else None,
+        eval_seconds=outcome.eval_seconds, peak_memory_bytes=peak_memory_bytes(device), device=str(device),
+        precision=session_precision(session),
     )
-    return RunIdentity(run_id, run_dir, config, config_hash(config), variant)
+    return RunRecord(
+        status=outcome.status, run_id=key.run_id, labels=key.labels, config=config,
+        config_hash=key.config_hash, plan=resolved.plan.to_dict(), metrics=outcome.metrics,
+        history=outcome.history, best=outcome.best, predictions=outcome.predictions,
+        collapsed=outcome.collapsed, cost=cost, provenance=provenance(device, started_at),
+        identity={"model": model_identity(cfg.model, resolved), "data": data_identity(cfg.task)},
+        error=outcome.error, merge_max_abs_diff=outcome.merge_max_abs_diff,
+    )
+
+
+def session_precision(session: Session | None) -> str | None:
+    if session is None:
+        return None
+    precision = getattr(session, "precision", None)
+    if precision:
+        return precision
+    return "bf16" if session.autocast_dtype == torch.bfloat16 else "fp32"
+
+
+def model_identity(model: ModelConfig, resolved: ResolvedRun) -> dict[str, Any]:
+    """Which weights a run started from: the package and its checksum, the hub id and the
+    commit it resolved to, a local folder, or a random initialisation from a config."""
+    if model.package:
+        return {"package": model.package, "sha256": model.package_sha256, "file": model.gguf_file}
+    if model.config is not None:
+        return {"random_init": True, "model_type": resolved.model_config.model_type}
+    return {"name_or_path": model.name_or_path, "revision": model.revision,
+            "commit": getattr(resolved.model_config, "_commit_hash", None), "file": model.gguf_file}
+
+
+def is_collapsed(val: SplitPredictions) -> bool:
+    """Completed at chance: validation accuracy no better than always predicting the
+    majority class (within two binomial standard errors of the majority share)."""
+    n = len(val.labels)
+    if n == 0:
+        return False
+    majority = max(val.labels.count(c) for c in set(val.labels)) / n
+    accuracy = sum(val.correct) / n
+    return accuracy <= majority + 2 * math.sqrt(majority * (1 - majority) / n)
+
+
+def save_adapter(session: Session, folder: Path) -> None:
+    """PEFT's safetensors adapter, written to a temporary folder and renamed into place."""
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+    session.model.save_pretrained(tmp, safe_serialization=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @torch.no_grad()
@@ -63,92 +210,9 @@ def merge_difference(session: Session) -> float:
     return float((merged - unmerged).abs().max())
 
 
-def run(cfg: RunConfig, resolved: ResolvedRun, ident: RunIdentity, job: JobSlot | None = None) -> dict[str, Any]:
-    """Train one cell, or return its metrics when a completed record of the same config exists."""
-    done = completed_record(ident.run_dir, ident.config_hash)
-    if done is not None:
-        log.info("skipping %s: completed record with the same config exists", ident.run_id)
-        return done["metrics"]
-    check_train_config(cfg.train)
-    job = job or JobSlot()
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // job.parallel_jobs)
-    torch.set_num_threads(threads)  # parallel jobs must not oversubscribe the cores
-    device = pick_device(cfg.train.device, job.index)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    reset_peak_memory(device)
-    started_at = now_iso()
-    session = prepare(cfg, resolved, device)
-    plan = resolved.plan
-    record: dict[str, Any] = {
-        "run_id": ident.run_id,
-        "labels": {
-            "model": cfg.model.name,
-            "task": cfg.task.name,
-            "target_set": plan.target_set,
-            "budget": cfg.budget.kind,
-            "budget_scale": cfg.budget.scale,
-            "variant": ident.variant,
-            "seed": cfg.seed,
-        },
-        "config": ident.config,
-        "config_hash": ident.config_hash,
-        "plan": plan.to_dict(),
-        "metrics": {},
-        "history": [],
-        "error": None,
-    }
-    logger = open_logger(
-        cfg.logger,
-        name=ident.run_id,
-        group=cfg.sweep_name,
-        job_type=plan.target_set,
-        config=ident.config,
-        run_dir=ident.run_dir,
-    )
-    result = FitResult()
-    try:
-        result = fit(session, cfg.train, seed=cfg.seed, head_names=plan.head_modules, logger=logger)
-        record["history"] = result.history
-        if result.diverged_at is not None:
-            record["status"] = "diverged"
-            record["error"] = {"type": "Diverged", "message": f"loss became NaN or inf by step {result.diverged_at}"}
-        else:
-            record["metrics"] = _final_metrics(session)
-            final_val = {k: v for k, v in record["metrics"].items() if k.startswith("val/")}
-            record["history"] = result.history + [{"step": result.steps} | final_val]
-            record["best"] = _best(result.history, record["metrics"], result.steps, cfg.task.metric)
-            record["merge_max_abs_diff"] = merge_difference(session)
-            record["status"] = "completed"
-            if cfg.save_adapter:
-                session.model.save_pretrained(ident.run_dir / "adapter", safe_serialization=True)
-    except BaseException as err:  # a record of every run that started, also on Ctrl-C
-        record["status"] = "failed"
-        record["error"] = {"type": type(err).__name__, "message": str(err) or repr(err)}
-        raise
-    finally:
-        record["cost"] = {
-            "train_seconds": result.train_seconds,
-            "steps": result.steps,
-            "train_tokens": result.train_tokens,
-            "tokens_per_second": result.train_tokens / result.train_seconds if result.train_seconds else None,
-            "peak_memory_bytes": peak_memory_bytes(device),
-            "device": str(device),
-            "precision": "bf16" if session.autocast_dtype == torch.bfloat16 else "fp32",
-        }
-        record["provenance"] = provenance(device, started_at)
-        write_record(ident.run_dir, record)
-        logger.finish(record["metrics"])
-    return record["metrics"]
-
-
-def _final_metrics(session: Session) -> dict[str, float]:
-    return evaluate(session, session.val_items, "val") | evaluate(session, session.test_items, "test")
-
-
 def _best(history: list[dict[str, float]], final: dict[str, float], steps: int, metric: str) -> dict[str, float]:
     key = f"val/{metric}"
     points = [p for p in history if key in p] + [{"step": steps, key: final[key]}]
     best = max(points, key=lambda p: p[key])
     return {"step": best["step"], key: best[key]}
+

@@ -1,0 +1,44 @@
+"""The one way this package writes a file that others read: write-then-rename, with the
+mode a plain open() would have given (so collaborators on a shared cache or sweep folder
+can read it), never a half-written file under the final name."""
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def shared_file_mode() -> int:
+    """0o666 less the process umask: the mode a plain open() would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def shared_dir_mode() -> int:
+    """0o777 less the process umask: the mode a plain mkdir would have given."""
+    return shared_file_mode() | (0o111 & ~_umask())
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def write_atomic(path: Path, data: bytes | str, *, fsync: bool = True) -> Path:
+    """Write `data` to `path` by a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, shared_file_mode())  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
