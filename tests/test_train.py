@@ -285,3 +285,37 @@ def test_a_second_process_on_the_same_cell_is_turned_away(reviews, tmp_path):
     assert f"pid {os.getpid()}" in proc.stderr
     assert not (tmp_path / RECORD_NAME).exists()
     assert train(cfg, run_dir=tmp_path).status == "completed"  # the lock is gone with its holder
+
+
+def test_submitit_preemption_leaves_an_interrupted_record(reviews, tmp_path, monkeypatch):
+    """Under submitit, SIGTERM is bypassed and SIGUSR2 requeues the job and calls
+    sys.exit(-1) (submitit's JobEnvironment); the run in flight is recorded as interrupted,
+    so the requeued job trains it again."""
+    import signal
+    import sys as _sys
+
+    from lora_ablate.run import runner
+    from lora_ablate.run.loggers import NullLogger
+
+    requeued = []
+
+    def submitit_usr2(signum, frame):  # what submitit's checkpoint_and_try_requeue ends with
+        requeued.append(signum)
+        _sys.exit(-1)
+
+    previous = {s: signal.signal(s, h) for s, h in
+                [(signal.SIGTERM, lambda s, f: None), (signal.SIGUSR2, submitit_usr2)]}
+    try:
+        class PreemptedAtFirstLog(NullLogger):
+            def log(self, values, step):
+                os.kill(os.getpid(), signal.SIGTERM)  # bypassed: training goes on
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+        monkeypatch.setattr(runner, "open_logger", lambda cfg, **info: PreemptedAtFirstLog())
+        with pytest.raises(SystemExit):
+            train_once(local_overrides(reviews, steps=20), tmp_path)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    record = json.loads((tmp_path / RECORD_NAME).read_text())
+    assert requeued and record["status"] == "interrupted" and record["error"]["type"] == "SystemExit"

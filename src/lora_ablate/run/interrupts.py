@@ -26,13 +26,15 @@ class Interrupted(BaseException):
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises Interrupted in the main thread. Outside the main
-    thread (or where SIGTERM is ignored on purpose) nothing changes."""
+    """While inside, SIGTERM raises Interrupted in the main thread. Only where SIGTERM has
+    its default action: under submitit, whose job process bypasses SIGTERM and handles
+    preemption and time-outs with SIGUSR2 (requeue, then SystemExit), nothing changes, and
+    that SystemExit is what the runner records as interrupted."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
+    if previous is not signal.SIG_DFL:
         yield
         return
 
