@@ -88,6 +88,14 @@ def check_pinned(requirement: object, sha256: object, setting: str = "model.pack
     """The digest (lower case) for a requirement that names exactly one file: `name==version`
     and a sha256. Anything pip would resolve more freely (URLs, `git+`, options, extras,
     markers, ranges) is refused before pip runs, so only a checked archive is ever used."""
+    text = check_requirement(requirement, setting)
+    if sha256 is None or (isinstance(sha256, str) and not sha256.strip()):
+        raise ConfigError(_no_digest(text, setting))
+    return _checked_digest(str(sha256), text)
+
+
+def check_requirement(requirement: object, setting: str = "model.package") -> str:
+    """`requirement` stripped, if it is `name==version`; else a ConfigError."""
     text = requirement.strip() if isinstance(requirement, str) else ""
     match = PINNED.fullmatch(text)
     if match is None or not _is_exact_version(match.group(2)):
@@ -97,13 +105,41 @@ def check_pinned(requirement: object, sha256: object, setting: str = "model.pack
             "(-...), extras, markers and version ranges are refused so that only a file checked against "
             f"{setting}_sha256 is ever fetched."
         )
-    if sha256 is None or (isinstance(sha256, str) and not sha256.strip()):
-        raise ConfigError(
-            f"{setting}={text!r} has no {setting}_sha256; every fetched package is checked against a pinned "
-            f"sha256 before pip reads it. Compute it once with `pip download --no-deps --only-binary :all: "
-            f"'{text}' -d /tmp/pkg && sha256sum /tmp/pkg/*` and set {setting}_sha256=<that digest>."
-        )
-    return _checked_digest(str(sha256), text)
+    return text
+
+
+def _no_digest(text: str, setting: str) -> str:
+    return f"{setting}={text!r} has no {setting}_sha256. " + _how_to_pin(text, setting)
+
+
+def _how_to_pin(text: str, setting: str) -> str:
+    return (
+        "Every fetched package is checked against a pinned sha256 before pip reads it: compute it once "
+        f"with `pip download --no-deps --only-binary :all: '{text}' -d /tmp/pkg && sha256sum /tmp/pkg/*` "
+        f"and set {setting}_sha256=<that digest>."
+    )
+
+
+def package_override_problem(value: str) -> str | None:
+    """What is wrong with a command-line `model.package=VALUE`, found before Hydra parses
+    it: a loose requirement, or a pinned one left unquoted (Hydra cannot parse the '=' of
+    '==' in a value, and would answer with a grammar error)."""
+    text = value.strip()
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    inner = text[1:-1].strip() if quoted else text
+    if inner == "null":
+        return None
+    try:
+        check_requirement(inner)
+    except ConfigError as err:
+        return str(err)
+    if quoted:
+        return None
+    return (
+        f"model.package={inner} must be quoted for Hydra, which reads the '=' of '==' in a value as a syntax "
+        f"error: write \"model.package='{inner}'\" model.package_sha256=<digest>. "
+        + _how_to_pin(inner, "model.package")
+    )
 
 
 def _is_exact_version(version: str) -> bool:
