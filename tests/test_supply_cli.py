@@ -5,7 +5,6 @@ work before any data is read."""
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_cli
 
 CASES = {

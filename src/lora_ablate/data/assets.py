@@ -314,7 +314,7 @@ def _pip_download(requirement: str, expected: str, scratch: Path, source: bool) 
         _clear(dest)
     result = _run_pip(_pip_args(requirements, dest, source, []))
     if result.returncode != 0:
-        if got := re.search(r"DO NOT MATCH THE HASHES.*?Got\s+([0-9a-f]{64})", result.stderr or "", re.S):
+        if got := re.search(r"DO NOT MATCH THE HASHES.*?Got\s+([0-9a-f]{64})", result.stderr or "", re.DOTALL):
             raise ConfigError(_mismatch(requirement, "pip's download", got.group(1), expected))
         flag = "--no-binary :all:" if source else "--only-binary :all:"
         needs = " An sdist's metadata is read with the setuptools installed here (no build isolation): install setuptools if pip says it is missing." if source else ""
