@@ -15,14 +15,10 @@ def shared_file_mode() -> int:
 
 
 def shared_dir_mode() -> int:
-    """0o777 less the process umask: the mode a plain mkdir would have given."""
-    return shared_file_mode() | (0o111 & ~_umask())
-
-
-def _umask() -> int:
+    """0o777 less the process umask: the mode a plain mkdir() would have given."""
     umask = os.umask(0)
     os.umask(umask)
-    return umask
+    return 0o777 & ~umask
 
 
 def write_atomic(path: Path, data: bytes | str, *, fsync: bool = True) -> Path:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.records import shared_file_mode
+from lora_ablate.files import shared_dir_mode, write_atomic
 
 CACHE_ENV = "LORA_ABLATE_CACHE"
 PIP_TIMEOUT_S = 1800  # a 90 MB wheel on a slow link, but never hang forever
@@ -222,11 +222,6 @@ def built_folder(parent: Path, name: str, key: str) -> Iterator[Path]:
         raise
 
 
-def shared_dir_mode() -> int:
-    """0o777 less the umask: the mode a plain mkdir() would have given."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 # --- downloading -------------------------------------------------------------------
@@ -380,18 +375,8 @@ def _sha256_of(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, object], indent: int | None = 2) -> None:
-    """Write-then-rename: a reader never sees half a file, a killed writer leaves none."""
-    fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=indent, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, shared_file_mode())  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write-then-rename (files.write_atomic): a reader never sees half a file."""
+    write_atomic(path, json.dumps(data, indent=indent, sort_keys=True))
 
 
 def _write_file(path: Path, text: str) -> None:
