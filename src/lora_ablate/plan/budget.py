@@ -21,7 +21,7 @@ layers, so that is the matrix. With a single matrix there is nothing to balance 
 total is simply the closest any base/base+1 allocation can reach.
 """
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from fractions import Fraction
 from math import ceil, floor, gcd
@@ -56,10 +56,8 @@ def allocate_ranks(
     slack = 0.01 * budget if several_matrices else None
     counts = fair_counts([size for _, size in order], [len(kinds[k]) for k in order], remainder, slack)
     ranks = [base] * len(sizes)
-    load: Counter[int] = Counter()  # +1s per layer so far, shared by all kinds
-    for kind, count in zip(order, counts):
-        for index in _spread(kinds[kind], count, positions, load):
-            ranks[index] += 1
+    for index in _place([kinds[kind] for kind in order], counts, positions):
+        ranks[index] += 1
     return ranks
 
 
@@ -140,24 +138,35 @@ def _nearest_total(bits: int, target: int, unit: int) -> int:
     return above
 
 
-def _spread(members: list[int], count: int, positions: Sequence[tuple[int, int]], load: Counter[int]) -> list[int]:
-    """`count` of one kind's `members`, aimed at evenly spaced depths; a layer already
-    holding fewer +1s (from any kind) wins, so per-layer totals stay within one of each
-    other when every kind sits on every layer."""
-    by_layer: dict[int, list[int]] = defaultdict(list)
-    for index in sorted(members, key=lambda i: positions[i]):
-        by_layer[positions[index][0]].append(index)
-    layers = sorted(by_layer)
-    used: Counter[int] = Counter()
-    chosen = []
-    for k in range(count):
-        aim = (2 * k + 1) * len(layers) / (2 * count) - 0.5  # evenly spaced, in layer-list index
-        pick = min(
-            (i for i, layer in enumerate(layers) if used[layer] < len(by_layer[layer])),
-            key=lambda i: (load[layers[i]], used[layers[i]], abs(i - aim), i),
-        )
-        layer = layers[pick]
-        chosen.append(by_layer[layer][used[layer]])
-        used[layer] += 1
-        load[layer] += 1
+def _place(groups: list[list[int]], counts: list[int], positions: Sequence[tuple[int, int]]) -> list[int]:
+    """Which modules get the +1s: `counts[g]` of group g's modules. Every +1 has an ideal
+    depth, (k + 0.5) / counts[g] for the k-th of its kind; all of them, in order of that
+    depth, fill the layers bottom to top, each layer taking its share (per-layer totals
+    differ by at most one) and no kind twice where it has one module. A +1 its kind cannot
+    take on a layer waits for the next one; one left at the top takes the first free module."""
+    layers = sorted({layer for layer, _ in positions})
+    free: list[dict[int, list[int]]] = []
+    for members in groups:
+        by_layer: dict[int, list[int]] = defaultdict(list)
+        for index in sorted(members, key=lambda i: positions[i]):
+            by_layer[positions[index][0]].append(index)
+        free.append(by_layer)
+    queue = [g for _, g in sorted(((k + 0.5) / c, g) for g, c in enumerate(counts) for k in range(c))]
+    total, chosen = len(queue), []
+    for n, layer in enumerate(layers):
+        quota = (n + 1) * total // len(layers) - n * total // len(layers)
+        waiting = []
+        for position, g in enumerate(queue):
+            if quota == 0:
+                waiting.extend(queue[position:])
+                break
+            if free[g].get(layer):
+                chosen.append(free[g][layer].pop(0))
+                quota -= 1
+            else:
+                waiting.append(g)
+        queue = waiting
+    for g in queue:
+        layer = next(layer for layer in layers if free[g].get(layer))
+        chosen.append(free[g][layer].pop(0))
     return chosen
