@@ -55,6 +55,9 @@ class TaskConfig:
 @dataclass
 class TargetsConfig:
     matrices: List[str] = MISSING  # logical matrices, e.g. [q, v] or [q, k, v, ffn]
+    # Which layers: all | bottom | middle | top (thirds) | an index | a list | a range "0-3".
+    # Typed Any so that one key takes a name, an int or a list (see plan/layers.py).
+    layers: Any = "all"
 
 
 @dataclass

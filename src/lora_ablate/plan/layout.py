@@ -6,6 +6,7 @@ from typing import Any
 from torch import nn
 
 from lora_ablate.plan.budget import allocate_ranks
+from lora_ablate.plan.layers import select_layers
 from lora_ablate.config.schema import BudgetConfig, LoraSettings
 from lora_ablate.errors import ConfigError
 from lora_ablate.model.architectures import MATRICES, expand_matrices, layer_pattern, target_set_label
@@ -38,7 +39,10 @@ class Plan:
     head_modules: list[str]
     head_params: int
     base_params: int
+    layers: list[int] = field(default_factory=list)  # the adapted layers (targets.layers)
+    layer_count: int = 0  # layers the model has
     warnings: list[str] = field(default_factory=list)
+    memory_estimate: dict[str, Any] | None = None
 
     @property
     def lora_params(self) -> int:
@@ -63,13 +67,33 @@ class Plan:
                 "deviation": self.deviation,
             },
             "ranks": ranks,
+            "layers": list(self.layers),
+            "layer_count": self.layer_count,
+            "matrices": self.matrix_summary(),
             "modules": [asdict(m) | {"params": m.params} for m in self.modules],
             "lora_params": self.lora_params,
             "head_modules": list(self.head_modules),
             "head_params": self.head_params,
             "base_params": self.base_params,
             "warnings": list(self.warnings),
-        }
+        } | ({"memory_estimate": dict(self.memory_estimate)} if self.memory_estimate is not None else {})
+
+    def matrix_summary(self) -> dict[str, dict[str, Any]]:
+        """Per matrix kind: modules, rank range and the share of its modules that got the
+        +1 (0 when every module has the same rank)."""
+        mixed = len({m.rank for m in self.modules}) > 1
+        top = max((m.rank for m in self.modules), default=0)
+        out = {}
+        for matrix in self.matrices:
+            ranks = [m.rank for m in self.modules if m.matrix == matrix]
+            plus = sum(r == top for r in ranks) if mixed else 0
+            out[matrix] = {
+                "modules": len(ranks),
+                "rank_min": min(ranks),
+                "rank_max": max(ranks),
+                "plus_one_share": plus / len(ranks),
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -132,10 +156,20 @@ def make_plan(
     budget: BudgetConfig,
     lora: LoraSettings,
     head_modules: list[str],
+    layers: Any = "all",
 ) -> Plan:
-    """Resolve targets and budget on a model whose fused projections are already split."""
+    """Resolve targets, layers and budget on a model whose fused projections are already
+    split. The budget is the same whatever `layers` selects: fewer layers, higher ranks."""
     matrices = expand_matrices(requested, arch_map, model_type)
     slots = find_slots(model, arch_map, matrices, model_type)
+    layer_count = 1 + max(s.layer for s in slots)
+    selected = select_layers(layers, layer_count)
+    slots = [s for s in slots if s.layer in set(selected)]
+    if not slots:
+        raise ConfigError(
+            f"targets.layers={layers!r} selects layers {selected}, which hold none of the matrices "
+            f"{', '.join(matrices)}; pick layers in 0..{layer_count - 1} that have them."
+        )
     target = budget_target(budget, model, arch_map, model_type)
     if target is None:
         if lora.rank <= 0:
@@ -157,6 +191,8 @@ def make_plan(
         head_modules=head_modules,
         head_params=head_params,
         base_params=base_params,
+        layers=sorted({s.layer for s in slots}),
+        layer_count=layer_count,
         warnings=_rank_warnings(modules),
     )
 

@@ -1,16 +1,18 @@
 """From a run config to its plan, with no weights: the dry run, and the check every
 sweep cell passes before anything trains."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transformers import PretrainedConfig
 
 from lora_ablate.config.schema import RunConfig
 from lora_ablate.model.loading import ModelSource, build_skeleton, head_module_names, load_config, resolve_format, resolve_source
 from lora_ablate.plan.layout import Plan, make_plan
+from lora_ablate.plan.memory import Shape, estimate_memory, resolved_precision
 from lora_ablate.model.surgery import split_fused_projections
 from lora_ablate.model.architectures import architecture_map
 from lora_ablate.data.tasks import check_task_config
+from lora_ablate.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,5 +40,26 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
         budget=cfg.budget,
         lora=cfg.lora,
         head_modules=head_module_names(skeleton, task_format),
+        layers=cfg.targets.layers,
     )
+    plan = replace(plan, memory_estimate=plan_memory(cfg, model_config, task_format, arch_map, plan))
     return ResolvedRun(source, model_config, task_format, arch_map, plan)
+
+
+def plan_memory(cfg: RunConfig, model_config: PretrainedConfig, task_format: str, arch_map: dict[str, str], plan: Plan) -> dict:
+    """The plan's memory estimate at this run's batch size, sequence length and precision."""
+    precision = resolved_precision(cfg.train.precision)
+    if precision not in ("bf16", "fp32"):
+        raise ConfigError(f"train.precision '{cfg.train.precision}' is not valid; use auto, fp32 or bf16.")
+    estimate = estimate_memory(
+        Shape.of(model_config, gated="ffn_gate" in arch_map),
+        base_params=plan.base_params,
+        lora_params=plan.lora_params,
+        head_params=plan.head_params,
+        batch_size=cfg.train.batch_size,
+        seq_len=cfg.task.max_length,
+        precision=precision,
+        label_words=task_format == "label_words",
+        num_labels=cfg.task.num_labels,
+    )
+    return estimate.to_dict()
