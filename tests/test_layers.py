@@ -3,7 +3,7 @@ over the selected modules only; bad values are ConfigErrors naming the value and
 
 import pytest
 
-from conftest import ARCHS, arch_overrides, compose_run, mentions, plan_for, run_cli
+from conftest import ARCHS, arch_overrides, compose_run, plan_for, run_cli
 from lora_ablate.errors import ConfigError
 from lora_ablate.plan.layers import band_layers
 

@@ -238,7 +238,7 @@ def layers_label(layers: Any) -> str:
     if layers in (None, "all"):
         return "all"
     if isinstance(layers, (list, tuple)):
-        return "-".join(str(x) for x in layers)
+        return "[" + ",".join(str(x) for x in layers) + "]"
     return str(layers)
 
 
