@@ -1,14 +1,19 @@
-"""Logical matrices and target sets, and where each matrix lives in each architecture.
+"""The architecture registry: for each supported `model_type`, one `Architecture` says
+where each logical matrix lives, whether the model is an encoder (classification head) or
+a decoder (label words), and how its fused projections are split. Plus the logical
+matrices and target sets themselves.
 
-An architecture map gives, for each matrix, the module path *inside one block*
+An architecture's matrix map gives, for each matrix, the module path *inside one block*
 (after `surgery` has split fused projections). A module adapts matrix M when its full
 name is `<...>.<layer index>.<path of M>`, which also yields its layer.
 """
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from lora_ablate.errors import ConfigError
+from lora_ablate.model.surgery import SplitRules, gpt2_rules, gpt_neox_rules, phi3_rules
 
 MATRICES = ("q", "k", "v", "o", "ffn_gate", "ffn_up", "ffn_down")
 FFN_MATRICES = ("ffn_gate", "ffn_up", "ffn_down")
@@ -47,7 +52,7 @@ _BERT = {
     "ffn_down": "output.dense",
 }
 
-ARCHITECTURES: dict[str, dict[str, str]] = {
+_MAPS: dict[str, dict[str, str]] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
@@ -103,6 +108,21 @@ ARCHITECTURES: dict[str, dict[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Architecture:
+    matrices: Mapping[str, str]  # matrix -> module path inside one block, after splitting
+    encoder: bool  # bidirectional encoder: a classification head; else a decoder: label words
+    split: Callable[..., SplitRules] | None = None  # the surgery rules for its fused projections
+
+
+_ENCODERS = {"bert", "roberta", "xlm-roberta", "electra", "deberta-v2"}
+_SPLITS = {"gpt2": gpt2_rules, "gpt_neox": gpt_neox_rules, "phi3": phi3_rules}
+ARCHITECTURES: dict[str, Architecture] = {
+    model_type: Architecture(matrices, model_type in _ENCODERS, _SPLITS.get(model_type))
+    for model_type, matrices in _MAPS.items()
+}
+
+
 def architecture_map(model_type: str, user_map: Mapping[str, str] | None = None) -> dict[str, str]:
     """The matrix -> in-block module path map for `model_type`; a user map wins."""
     if user_map is not None and not isinstance(user_map, Mapping):
@@ -126,7 +146,7 @@ def architecture_map(model_type: str, user_map: Mapping[str, str] | None = None)
             "e.g. model.matrix_map='{q: attn.q_proj, k: attn.k_proj, v: attn.v_proj, o: attn.o_proj}' "
             "(module paths inside one block)."
         )
-    return dict(ARCHITECTURES[model_type])
+    return dict(ARCHITECTURES[model_type].matrices)
 
 
 def expand_matrices(requested: Sequence[str], arch_map: Mapping[str, str], model_type: str) -> list[str]:

@@ -23,9 +23,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from lora_ablate.config.schema import ModelConfig
 from lora_ablate.errors import ConfigError
+from lora_ablate.model.architectures import ARCHITECTURES
 
-# Encoders that transformers also lists under causal LM (e.g. BertLMHeadModel): still encoders here.
-ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert", "albert", "mpnet"})
 HEAD_NAMES = ("classifier", "score")  # what transformers names sequence-classification heads
 FORMATS = ("head", "label_words")
 log = logging.getLogger(__name__)
@@ -41,7 +40,12 @@ class ModelSource:
 
 
 def is_encoder(config: PretrainedConfig) -> bool:
-    return config.model_type in ENCODER_TYPES or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    """The registry says; an unregistered type is a decoder when transformers has a causal
+    LM for it (BERT-likes with an LM head are registered as encoders)."""
+    architecture = ARCHITECTURES.get(config.model_type)
+    if architecture is not None:
+        return architecture.encoder
+    return config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 def resolve_format(requested: str, config: PretrainedConfig) -> str:

@@ -14,6 +14,10 @@ from torch import nn
 from transformers import PretrainedConfig
 
 
+# In-block module path of a fused projection -> function building its replacement.
+SplitRules = dict[str, Callable[[nn.Module], nn.Module]]
+
+
 class SplitProjection(nn.Module):
     """Stands in for a fused projection; returns the fused layout from separate parts.
 
@@ -83,7 +87,7 @@ def _head_dim(config: PretrainedConfig) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def _gpt2_rules(config: PretrainedConfig) -> dict[str, Callable[[nn.Module], nn.Module]]:
+def gpt2_rules(config: PretrainedConfig) -> SplitRules:
     d = config.hidden_size
     return {
         "attn.c_attn": lambda m: _split_rows(m, ("q", "k", "v"), (d, d, d)),
@@ -93,12 +97,12 @@ def _gpt2_rules(config: PretrainedConfig) -> dict[str, Callable[[nn.Module], nn.
     }
 
 
-def _gpt_neox_rules(config: PretrainedConfig) -> dict[str, Callable[[nn.Module], nn.Module]]:
+def gpt_neox_rules(config: PretrainedConfig) -> SplitRules:
     heads = config.num_attention_heads
     return {"attention.query_key_value": lambda m: _split_interleaved(m, ("q", "k", "v"), heads)}
 
 
-def _phi3_rules(config: PretrainedConfig) -> dict[str, Callable[[nn.Module], nn.Module]]:
+def phi3_rules(config: PretrainedConfig) -> SplitRules:
     head_dim = _head_dim(config)
     q_size = config.num_attention_heads * head_dim
     kv_size = (config.num_key_value_heads or config.num_attention_heads) * head_dim
@@ -109,17 +113,12 @@ def _phi3_rules(config: PretrainedConfig) -> dict[str, Callable[[nn.Module], nn.
     }
 
 
-# model_type -> rules: in-block module path -> function building its replacement.
-SPLIT_RULES: dict[str, Callable[[PretrainedConfig], dict[str, Callable[[nn.Module], nn.Module]]]] = {
-    "gpt2": _gpt2_rules,
-    "gpt_neox": _gpt_neox_rules,
-    "phi3": _phi3_rules,
-}
-
-
 def split_fused_projections(model: nn.Module, config: PretrainedConfig) -> list[str]:
     """Replace the fused projections of `model` in place; return the replaced names."""
-    make_rules = SPLIT_RULES.get(config.model_type)
+    from lora_ablate.model.architectures import ARCHITECTURES  # the registry names the rules
+
+    architecture = ARCHITECTURES.get(config.model_type)
+    make_rules = architecture.split if architecture else None
     if make_rules is None:
         return []
     rules = make_rules(config)
