@@ -319,3 +319,40 @@ def test_submitit_preemption_leaves_an_interrupted_record(reviews, tmp_path, mon
             signal.signal(sig, handler)
     record = json.loads((tmp_path / RECORD_NAME).read_text())
     assert requeued and record["status"] == "interrupted" and record["error"]["type"] == "SystemExit"
+
+
+def test_a_logger_that_fails_to_start_still_leaves_a_record(reviews, tmp_path, monkeypatch):
+    """wandb.init raising (no network, bad entity) ends the run as failed, with a record."""
+    import wandb
+
+    def refuse(**kwargs):
+        raise RuntimeError("wandb could not start (simulated)")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_once(local_overrides(reviews, steps=2) + ["logger=wandb"], tmp_path)
+    record = json.loads((tmp_path / RECORD_NAME).read_text())
+    assert record["status"] == "failed" and "simulated" in record["error"]["message"]
+
+
+def test_wandb_gets_the_plan_and_a_failed_exit_code_for_a_diverged_run(reviews, tmp_path, monkeypatch):
+    import wandb
+
+    calls = {}
+
+    class FakeRun:
+        summary: dict = {}
+
+        def log(self, values, step=None):
+            calls.setdefault("logged", []).append(values)
+
+        def finish(self, exit_code=0):
+            calls["exit_code"] = exit_code
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun())
+    record = train_once(local_overrides(reviews, steps=10) + ["logger=wandb", "train.lr=1e30",
+                                                              "train.grad_clip=0"], tmp_path)
+    assert record["status"] == "diverged" and calls["exit_code"] == 1
+    plan_table = calls["logged"][0]["plan"]
+    assert len(plan_table.data) == len(record["plan"]["modules"])
+    assert FakeRun.summary["lora_params"] == record["plan"]["lora_params"]
