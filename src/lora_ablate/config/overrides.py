@@ -140,7 +140,7 @@ def _option_problem(group: str, o: Any, groups: Groups) -> str | None:
 def _values(o: Any, group: bool = False) -> list[Any]:
     """The values an override sets: one (for a group, a list selects several options), or
     each of a sweep's (none for glob, which matches only what exists, and interval)."""
-    if o.is_delete():
+    if o.is_delete() or o.value_type is not None and o.value_type.name == "GLOB_CHOICE_SWEEP":
         return []
     if o.is_choice_sweep() or o.is_range_sweep():
         return list(o.sweep_iterator())
