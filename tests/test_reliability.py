@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import Done, cli_env, console_script, kill_group, records, run_cli, start
+from cli_helpers import Done, cli_env, kill_group, records, run_cli, start
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -450,8 +450,7 @@ class Background:
         self.args, self.out = args, out
         self.began = time.monotonic()
         with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
-            self.proc = subprocess.Popen([*console_script("lora-ablate"), *args], cwd=cwd, env=cli_env(),
-                                         stdout=stdout, stderr=stderr, start_new_session=True)
+            self.proc = start(args, cwd, stdout=stdout, stderr=stderr)
         self.wall: float | None = None
         self.killed = False
         if kill_when is not None:
