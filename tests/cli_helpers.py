@@ -1,5 +1,6 @@
-"""Running the `lora-ablate` console scripts from tests: environment, start and kill,
-and reading back the run records of a sweep. Shared by test_launchers and test_reliability."""
+"""The one way tests start the command line: the `lora-ablate` (or `lora-ablate-report`)
+console script in its own process group, offline, with no wandb; plus killing it and
+reading back the run records of a sweep."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,15 +35,18 @@ def console_script(name: str) -> list[str]:
     return [sys.executable, "-c", f"import sys; from lora_ablate.cli import {entry}; sys.exit({entry}())"]
 
 
-def start(args: list[str], cwd: Path, script: str = "lora-ablate", **env: str) -> subprocess.Popen:
+def start(args: list[str], cwd: Path, script: str = "lora-ablate", *, stdout: Any = subprocess.PIPE,
+          stderr: Any = subprocess.PIPE, **env: str) -> subprocess.Popen:
     """Start the console script in its own process group (so a test can signal all of it),
-    interruptible as from a terminal."""
+    interruptible as from a terminal. stdout/stderr: pipes, or open files (a long command
+    that writes a lot would stall on a full pipe nobody reads)."""
+    Path(cwd).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [*console_script(script), *args],
         cwd=cwd,
         env=cli_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
         text=True,
         start_new_session=True,
         preexec_fn=_default_ctrl_c,
@@ -66,9 +71,18 @@ class Done:
     def explain(self) -> str:
         return f"lora-ablate {' '.join(self.args)} -> {self.returncode}\n--- stderr (tail) ---\n{self.stderr[-4000:]}"
 
+    def plan(self) -> dict:
+        """The plan a dry run printed on stdout."""
+        assert self.returncode == 0, self.explain()
+        return json.loads(self.stdout)
+
 
 def run_cli(args: list[str], cwd: Path, script: str = "lora-ablate", timeout: float = 900, **env: str) -> Done:
-    proc = start(args, cwd, script, **env)
+    return finish(start(args, cwd, script, **env), args, timeout)
+
+
+def finish(proc: subprocess.Popen, args: list[str], timeout: float = 900) -> Done:
+    """Wait for a command started with `start` (pipes) and collect what it printed."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import ARCHS, arch_overrides, mentions, plan_for
+from helpers import ARCHS, arch_overrides, mentions, plan_for
 from lora_ablate.plan.budget import allocate_ranks
 from lora_ablate.config.schema import BudgetConfig, LoraSettings
 from lora_ablate.errors import ConfigError

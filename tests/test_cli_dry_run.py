@@ -1,30 +1,33 @@
 """The real command line, end to end: `lora-ablate ... dry_run=true` prints the plan as
-JSON; bad input exits non-zero with a message naming the bad value and no traceback.
+JSON; bad input exits 2 with one `lora-ablate: error:` paragraph naming the bad value and
+no traceback; `-m` sweeps (glob, ad-hoc folders, sweep files) plan every cell and write
+their manifest; `--help` describes the tool.
 
-The subprocesses start right after collection (see conftest.CLI_RUNS) and run alongside
-the in-process tests; each test here only reads its result."""
+Every command starts at once in the module fixture (through cli_helpers) and runs
+alongside the others; each test only reads its result."""
 
-import sys
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from conftest import (
+from cli_helpers import Done, finish, start
+from helpers import (
     ARCHS,
-    CLI_RUNS,
-    CliResult,
     arch_overrides,
     compose_run,
-    finish_cli,
+    expected_matrices,
     plan_for,
     roberta_param_counts,
     save_config,
-    start_cli,
 )
 from lora_ablate.errors import ConfigError
+from lora_ablate.identity import run_dirname
 
 FALCON = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, vocab_size=260)
 FALCON_MAP = "model.matrix_map={o: self_attention.dense, ffn_up: mlp.dense_h_to_4h, ffn_down: mlp.dense_4h_to_h}"
+GLOB_Q = ["q", "qk", "qkv", "qkv_ffn", "qkvo", "qv"]  # the targets options that match q*, by hand
 
 
 def _cases(workdir: Path) -> dict[str, list[str]]:
@@ -37,31 +40,31 @@ def _cases(workdir: Path) -> dict[str, list[str]]:
         "unknown_model_type": [*arch_overrides(falcon), "dry_run=true"],
         "matrix_map": [*arch_overrides(falcon, FALCON_MAP, "targets.matrices=[o,ffn]", "budget=params",
                                        "budget.params=20000"), "dry_run=true"],
+        "negative_steps": ["train.max_steps=-5", "dry_run=true"],
+        "lr_not_a_number": ["train.lr=abc"],
+        "misspelled_schedule": ["train.schedule=cosin"],
+        "glob_sweep": ["-m", "targets=glob(q*)", f"model.name_or_path={roberta}", "model=custom", "dry_run=true"],
+        "adhoc_sweep": ["-m", "seed=0,1", f"model.name_or_path={roberta}", "model=custom", "dry_run=true"],
+        "sweep_file": ["sweep=smoke", "hydra.sweeper.params.seed=0", f"model.name_or_path={roberta}", "model=custom",
+                       "dry_run=true"],
+        "help": ["--help"],
     }
 
 
-def start_cli_runs(workdir: Path) -> dict:
-    """Called once after collection: write the config folders, start every CLI case."""
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """One project folder: the config folders, and every command's outputs/."""
+    root = tmp_path_factory.mktemp("cli")
     arch = ARCHS["roberta_base"]
-    save_config(workdir / "roberta_base", arch.model_type, **arch.config)
-    save_config(workdir / "falcon", "falcon", **FALCON)
-    started = {}
-    for name, overrides in _cases(workdir).items():
-        if name == "roberta_qkvo":  # the console script itself, once
-            script = Path(sys.executable).with_name("lora-ablate")
-            proc = start_cli(overrides, workdir / name, command=[str(script)] if script.exists() else None)
-        else:
-            proc = start_cli(overrides, workdir / name)
-        started[name] = (proc, overrides)
-    return started
+    save_config(root / "roberta_base", arch.model_type, **arch.config)
+    save_config(root / "falcon", "falcon", **FALCON)
+    return root
 
 
 @pytest.fixture(scope="module")
-def cli_runs(request, tmp_path_factory) -> dict[str, CliResult]:
-    started = request.config.stash.get(CLI_RUNS, None)
-    if started is None:  # e.g. the hook did not run: start them now
-        started = start_cli_runs(tmp_path_factory.mktemp("cli"))
-    return {name: finish_cli(proc, overrides, timeout=300) for name, (proc, overrides) in started.items()}
+def cli_runs(workdir) -> dict[str, Done]:
+    started = {name: (start(args, workdir), args) for name, args in _cases(workdir).items()}
+    return {name: finish(proc, args, timeout=600) for name, (proc, args) in started.items()}
 
 
 def test_dry_run_prints_the_plan_as_json(cli_runs):
@@ -84,6 +87,102 @@ def test_dry_run_prints_the_plan_as_json(cli_runs):
         (layer, m) for layer in range(arch.layers) for m in "qkvo")
     base, head = roberta_param_counts(arch, compose_run([]).task.num_labels)
     assert (plan["base_params"], plan["head_params"]) == (base, head)
+
+
+def error_lines(result: Done) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("lora-ablate: error:")]
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("negative_steps", ("train.max_steps", "-5", "positive")),
+    ("lr_not_a_number", ("train.lr", "abc", "a number")),
+    ("misspelled_schedule", ("train.schedule", "cosin", "did you mean 'cosine'", "linear, cosine, constant")),
+])
+def test_bad_value_exits_2_with_one_error_paragraph(cli_runs, case, needles):
+    result = cli_runs[case]
+    assert result.returncode == 2, result.explain()
+    assert len(error_lines(result)) == 1 and result.stderr.strip() == error_lines(result)[0], result.explain()
+    for needle in needles:
+        assert needle in result.stderr, result.explain()
+    assert not result.stdout.strip()
+
+
+def sweep_dirs(workdir: Path) -> list[Path]:
+    return sorted(p.parent for p in (workdir / "outputs" / "sweeps").rglob("manifest.json"))
+
+
+def manifest_of(workdir: Path, args: list[str]) -> tuple[Path, dict]:
+    """The sweep folder and manifest whose command-line overrides are `args` (less -m)."""
+    for folder in sweep_dirs(workdir):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest["overrides"] == [a for a in args if a != "-m"]:
+            return folder, manifest
+    raise AssertionError(f"no manifest for {args} among {sweep_dirs(workdir)}")
+
+
+def plans(result: Done) -> list[dict]:
+    """The JSON plans a dry-run sweep printed, one per cell."""
+    assert result.returncode == 0, result.explain()
+    decoder, text, out = json.JSONDecoder(), result.stdout, []
+    for match in re.finditer(r"^\{", text, re.MULTILINE):
+        out.append(decoder.raw_decode(text[match.start():])[0])
+    return out
+
+
+def test_glob_sweep_plans_every_matching_target_set(cli_runs, workdir):
+    result = cli_runs["glob_sweep"]
+    found = plans(result)
+    roberta = ARCHS["roberta_base"]
+    assert sorted(sorted(p["targets"]) for p in found) == sorted(
+        sorted(expected_matrices(roberta, t)) for t in GLOB_Q), result.stdout[:2000]
+    assert "ERROR" not in result.stderr and "Traceback" not in result.stderr, result.explain()
+    folder, manifest = manifest_of(workdir, _cases(workdir)["glob_sweep"])
+    assert folder.parent.name == "adhoc" and re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(_\d+)?", folder.name)
+    assert manifest["sweep_name"] is None
+    cells = manifest["cells"]
+    assert sorted(c["overrides"][0] for c in cells) == [f"targets={t}" for t in GLOB_Q]
+    for cell in cells:  # named as hydra.sweep.subdir names the folder Hydra made
+        assert cell["run_dir"] == run_dirname(cell["overrides"]) and (folder / cell["run_dir"]).is_dir(), cell
+    assert not (folder / "report").exists()
+
+
+def test_two_adhoc_sweeps_get_two_folders(cli_runs, workdir):
+    for name in ("glob_sweep", "adhoc_sweep"):
+        assert cli_runs[name].returncode == 0, cli_runs[name].explain()
+    first, _ = manifest_of(workdir, _cases(workdir)["glob_sweep"])
+    second, manifest = manifest_of(workdir, _cases(workdir)["adhoc_sweep"])
+    assert first != second and first.parent == second.parent == workdir / "outputs" / "sweeps" / "adhoc"
+    assert len(plans(cli_runs["adhoc_sweep"])) == len(manifest["cells"]) == 2
+
+
+def test_sweep_file_without_plus_runs_the_sweep(cli_runs, workdir):
+    """`sweep=smoke` (no +): the file's grid (2 target sets; seeds cut to 0) in outputs/sweeps/smoke."""
+    result = cli_runs["sweep_file"]
+    found = plans(result)
+    roberta = ARCHS["roberta_base"]
+    assert sorted(sorted(p["targets"]) for p in found) == sorted(
+        sorted(expected_matrices(roberta, t)) for t in ("qv", "qkv_ffn")), result.explain()
+    manifest = json.loads((workdir / "outputs" / "sweeps" / "smoke" / "manifest.json").read_text())
+    assert manifest["sweep_name"] == "smoke" and len(manifest["cells"]) == 2
+
+
+def test_help_describes_the_tool_its_groups_and_examples(cli_runs):
+    result = cli_runs["help"]
+    assert result.returncode == 0, result.explain()
+    text = result.stdout
+    assert "powered by Hydra" not in text
+    assert "budget-matched LoRA" in text
+    repo = Path(__file__).resolve().parents[1]
+    for group in ("model", "task", "targets", "budget", "logger"):
+        options = sorted(p.stem for p in (repo / "conf" / group).glob("*.yaml"))
+        assert re.search(rf"^{group}: {re.escape(', '.join(options))}$", text, re.MULTILINE), (group, text)
+    sweeps = sorted(p.stem for p in (repo / "sweeps").glob("*.yaml"))
+    assert re.search(rf"^sweep: {re.escape(', '.join(sweeps))}$", text, re.MULTILINE), text
+    examples = [line.strip() for line in text.splitlines() if line.strip().startswith(("lora-ablate ", "lora-ablate-report "))]
+    assert any(" -m " in e or "sweep=" in e for e in examples) and any("dry_run" not in e and "-m" not in e
+                                                                         and "sweep=" not in e and "report" not in e
+                                                                         for e in examples)
+    assert any(e.startswith("lora-ablate-report ") for e in examples), examples
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import math
 import pytest
 from peft import get_peft_model
 
-from conftest import (
+from helpers import (
     ARCHS,
     TARGET_OPTIONS,
     arch_overrides,

@@ -1,21 +1,18 @@
 """The embedded models on real data (slow: minutes on a 2-core CPU)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from cli_helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def lora_ablate(*overrides: str, run_dir: Path) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    command = [sys.executable, "-m", "lora_ablate", *overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=run_dir.parent, timeout=1800)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli([*overrides, f"hydra.run.dir={run_dir}"], run_dir.parent, timeout=1800)
+    assert result.returncode == 0, result.explain()
     return json.loads((run_dir / "result.json").read_text())
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import Done, cli_env, console_script, kill_group, records, run_cli, start
+from cli_helpers import Done, cli_env, kill_group, records, run_cli, start
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -136,6 +136,9 @@ BAD = {
     "zero_steps": Bad("train.max_steps=0", (r"max_steps", r"positive")),
     "zero_batch_size": Bad("train.batch_size=0", (r"batch_size", r"positive")),
     "negative_grad_clip": Bad("train.grad_clip=-1", (r"grad_clip", r">= 0")),
+    "misspelled_schedule": Bad("train.schedule=cosin", (r"\bcosin\b", r"did you mean 'cosine'")),
+    "lr_not_a_number": Bad("train.lr=abc", (r"\babc\b", r"a number")),
+    "negative_steps": Bad("train.max_steps=-5", (r"max_steps", r"-5", r"positive")),
 }
 
 
@@ -321,8 +324,10 @@ def rejection_problems(done: Done, out: Path, needles: tuple[str, ...] = ()) -> 
     it must exit non-zero before training with one paragraph, no traceback, naming the
     bad value and what is valid (the needles)."""
     message, problems = done.stderr.strip(), []
-    if done.returncode == 0:
-        problems.append("exit status 0")
+    if done.returncode != 2:
+        problems.append(f"exit status {done.returncode}, not 2 (a user error)")
+    if len(re.findall(r"^lora-ablate: error:", message, re.MULTILINE)) != 1:
+        problems.append("not exactly one 'lora-ablate: error:' line")
     if "Traceback" in done.stderr:
         problems.append("a traceback on stderr")
     if not message:
@@ -450,8 +455,7 @@ class Background:
         self.args, self.out = args, out
         self.began = time.monotonic()
         with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
-            self.proc = subprocess.Popen([*console_script("lora-ablate"), *args], cwd=cwd, env=cli_env(),
-                                         stdout=stdout, stderr=stderr, start_new_session=True)
+            self.proc = start(args, cwd, stdout=stdout, stderr=stderr)
         self.wall: float | None = None
         self.killed = False
         if kill_when is not None:

@@ -10,7 +10,7 @@ from peft import get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import compose_run
+from helpers import compose_run
 from lora_ablate.plan.adapters import lora_config
 from lora_ablate.plan.resolve import resolve_run
 from lora_ablate.model.surgery import split_fused_projections

@@ -3,7 +3,7 @@ the right shapes; and clear errors for names that do not exist."""
 
 import pytest
 
-from conftest import (
+from helpers import (
     ARCHS,
     TARGET_OPTIONS,
     arch_overrides,

@@ -168,14 +168,9 @@ def test_wandb_offline_run_writes_its_directory(reviews, tmp_path, monkeypatch):
 
 
 def test_cli_bad_input_is_one_paragraph_without_traceback(reviews, tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    result = subprocess.run(
-        [sys.executable, "-m", "lora_ablate", *local_overrides(reviews), "train.max_steps=0", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    from cli_helpers import run_cli
+
+    result = run_cli([*local_overrides(reviews), "train.max_steps=0", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert result.returncode != 0
     assert "max_steps" in result.stderr and "0" in result.stderr
     assert "Traceback" not in result.stderr

@@ -81,13 +81,12 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    from lora_ablate.config.overrides import check_overrides, command_line_overrides
+    from lora_ablate.config.overrides import check_overrides, normalise_sweep_selection, read_command_line
 
     register_configs()
-    overrides = command_line_overrides(sys.argv[1:])
+    sys.argv = [sys.argv[0], *normalise_sweep_selection(sys.argv[1:])]  # Hydra reads sys.argv
     try:
-        if overrides is not None:
-            check_overrides(overrides)
+        check_overrides(read_command_line(sys.argv[1:]))
     except ConfigError as err:
         exit_with(err)
     app = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run_job)

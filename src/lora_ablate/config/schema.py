@@ -1,12 +1,111 @@
 """Typed schemas behind the YAML in conf/: Hydra merges every option onto these, so a
-misspelled key or a wrong type is rejected before anything runs."""
+misspelled key, a wrong type or an unknown choice is rejected before anything runs.
 
+Closed choices are Enums (OmegaConf checks them while composing); ranges are checked in
+`__post_init__`, which runs when OmegaConf.to_object builds the dataclasses, so single
+runs, dry runs and every cell of a sweep are checked by the same code, once."""
+
+import difflib
+import math
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from lora_ablate.errors import ConfigError
+
+# StrEnum members equal their names, so code compares them with plain strings
+# (cfg.train.schedule == "cosine") and records hold the plain name.
+
+
+class BudgetKind(StrEnum):
+    reference = "reference"
+    params = "params"
+    none = "none"
+
+
+class TaskSource(StrEnum):
+    vader = "vader"
+    bbc = "bbc"
+    local = "local"
+    hub = "hub"
+
+
+class TaskFormat(StrEnum):
+    auto = "auto"
+    head = "head"
+    label_words = "label_words"
+
+
+class Schedule(StrEnum):
+    linear = "linear"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class LoggerKind(StrEnum):
+    none = "none"
+    wandb = "wandb"
+
+
+class LoggerMode(StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+def close_match(word: str, options: list[str]) -> str:
+    """' (did you mean 'x'?)' for the closest option, or ''."""
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def choice_problem(key: str, value: Any, enum: type[Enum]) -> str | None:
+    """Why `value` is not a member of `enum`, as one sentence; None when it is."""
+    names = [m.name for m in enum]
+    if isinstance(value, enum) or value in names:
+        return None
+    return f"{key}={value!r} is not valid{close_match(value, names)}; valid values are {', '.join(names)}."
+
+
+class _Checks:
+    """Problems found in one config section, raised together as one paragraph."""
+
+    def __init__(self, section: str):
+        self.section, self.problems = section, []
+
+    def choice(self, obj: Any, name: str, enum: type[Enum]) -> None:
+        value = getattr(obj, name)
+        problem = choice_problem(f"{self.section}.{name}", value, enum)
+        if problem:
+            self.problems.append(problem)
+        else:
+            setattr(obj, name, enum[value.name if isinstance(value, Enum) else value])
+
+    def positive(self, obj: Any, name: str, *, optional: bool = False, what: str = "a positive number") -> None:
+        value = getattr(obj, name)
+        if value is None and optional:
+            return
+        if value is None or not value > 0 or (isinstance(value, float) and math.isinf(value)):
+            self.problems.append(f"{self.section}.{name} must be {what}{' or null' if optional else ''}, got {value}.")
+
+    def require(self, ok: bool, problem: str) -> None:
+        if not ok:
+            self.problems.append(problem)
+
+    def raise_any(self) -> None:
+        if self.problems:
+            raise ConfigError(" ".join(self.problems))
 
 
 @dataclass
@@ -30,7 +129,7 @@ class ModelConfig:
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    source: str = MISSING  # vader | bbc | local | hub
+    source: TaskSource = MISSING
     subset: Optional[str] = None  # vader: which corpus of the archive
     path: Optional[str] = None  # local: CSV or JSONL file
     encoding: str = "utf-8"  # local: the file's text encoding (a UTF-8 BOM is dropped)
@@ -47,9 +146,21 @@ class TaskConfig:
     test_size: int = 2000
     data_seed: int = 1234  # fixed across run seeds so every run sees the same test set
     max_length: int = 64
-    format: str = "auto"  # auto | head | label_words
+    format: TaskFormat = TaskFormat.auto
     prompt: str = "{text}\nAnswer:"
     label_words: Optional[List[str]] = None
+
+    def __post_init__(self) -> None:
+        checks = _Checks("task")
+        checks.choice(self, "source", TaskSource)
+        checks.choice(self, "format", TaskFormat)
+        checks.require(self.num_labels >= 2, f"task.num_labels={self.num_labels} is not valid; a classification "
+                                              "task has at least 2 labels.")
+        checks.positive(self, "train_size", optional=True, what="a positive number of examples")
+        checks.positive(self, "val_size", what="a positive number of examples")
+        checks.positive(self, "test_size", what="a positive number of examples")
+        checks.positive(self, "max_length", what="a positive number of tokens")
+        checks.raise_any()
 
 
 @dataclass
@@ -62,11 +173,22 @@ class TargetsConfig:
 
 @dataclass
 class BudgetConfig:
-    kind: str = "reference"  # reference | params | none
+    kind: BudgetKind = BudgetKind.reference
     reference_matrices: List[str] = field(default_factory=lambda: ["q", "v"])
     reference_rank: int = 8
     params: Optional[int] = None
     scale: float = 1.0  # multiplies the target (budget_scan sweeps 0.25 .. 4)
+
+    def __post_init__(self) -> None:
+        checks = _Checks("budget")
+        checks.choice(self, "kind", BudgetKind)
+        checks.positive(self, "reference_rank", what="a positive integer")
+        checks.positive(self, "scale")
+        if self.kind == BudgetKind.params:
+            checks.positive(self, "params", what="a positive number of trainable LoRA parameters (budget=params needs it)")
+        else:
+            checks.positive(self, "params", optional=True, what="a positive number of trainable LoRA parameters")
+        checks.raise_any()
 
 
 @dataclass
@@ -76,6 +198,14 @@ class LoraSettings:
     use_rslora: bool = False
     rslora_alpha: float = 16.0  # rsLoRA scales by alpha / sqrt(rank)
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = _Checks("lora")
+        checks.positive(self, "rank", what="a positive integer")
+        checks.positive(self, "alpha_over_rank")
+        checks.positive(self, "rslora_alpha")
+        checks.require(0 <= self.dropout < 1, f"lora.dropout must be in [0, 1), got {self.dropout}.")
+        checks.raise_any()
 
 
 @dataclass
@@ -89,21 +219,60 @@ class TrainConfig:
     head_lr: Optional[float] = None  # defaults to lr
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
-    schedule: str = "linear"  # linear | cosine | constant
+    schedule: Schedule = Schedule.linear
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 0  # 0: only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
+    precision: Precision = Precision.auto  # auto: bf16 where the device multiplies it natively
+
+    def __post_init__(self) -> None:
+        checks = _Checks("train")
+        checks.choice(self, "schedule", Schedule)
+        checks.choice(self, "precision", Precision)
+        for name in ("batch_size", "eval_batch_size", "grad_accum"):
+            checks.positive(self, name, what="a positive integer")
+        if self.epochs is None:
+            checks.positive(self, "max_steps", what="a positive integer (or set train.epochs)")
+        checks.positive(self, "epochs", optional=True)
+        checks.positive(self, "lr")
+        checks.positive(self, "head_lr", optional=True, what="a positive number (null: train.lr)")
+        checks.positive(self, "threads", optional=True, what="a positive integer")
+        checks.require(self.grad_clip >= 0, f"train.grad_clip must be a maximum gradient norm >= 0 (0: no "
+                                            f"clipping), got {self.grad_clip}.")  # also catches nan
+        checks.require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        checks.require(self.eval_every >= 0, f"train.eval_every must be >= 0 (0: only at the end), got {self.eval_every}.")
+        checks.raise_any()
 
 
 @dataclass
 class LoggerConfig:
-    kind: str = "none"  # none | wandb
+    kind: LoggerKind = LoggerKind.none
     project: str = "lora-ablate"
     entity: Optional[str] = None
-    mode: str = "offline"  # offline | online | disabled
+    mode: LoggerMode = LoggerMode.offline
     tags: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        checks = _Checks("logger")
+        checks.choice(self, "kind", LoggerKind)
+        checks.choice(self, "mode", LoggerMode)
+        checks.raise_any()
+
+
+@dataclass
+class ReportConfig:
+    """How a sweep's closing report compares its runs (also lora-ablate-report's options)."""
+
+    baseline: Optional[str] = None  # target set compared against; None: qv if present, else the first
+    metric: Optional[str] = None  # e.g. test/accuracy; None: each task's configured metric
+    tune: List[str] = field(default_factory=list)  # keys tuned on validation per target set, e.g. [train.lr]
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        checks = _Checks("report")
+        checks.require(0 < self.confidence < 1, f"report.confidence must be between 0 and 1 (e.g. 0.95), got {self.confidence}.")
+        checks.raise_any()
 
 
 @dataclass
@@ -119,6 +288,7 @@ class RunConfig:
     dry_run: bool = False
     save_adapter: bool = False
     sweep_name: Optional[str] = None  # set by sweep files; groups runs in reports and wandb
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def resource_dir(name: str) -> Path:
@@ -128,11 +298,19 @@ def resource_dir(name: str) -> Path:
     return packaged if packaged.is_dir() else package.parents[1] / name
 
 
+def sweep_dirname(sweep_name: Optional[str]) -> str:
+    """A sweep's folder under outputs/sweeps/: its name, or for an ad-hoc `-m` sweep
+    adhoc/<time it started> (so two ad-hoc sweeps never share a folder)."""
+    return sweep_name or f"adhoc/{datetime.now():%Y-%m-%d_%H-%M-%S}"
+
+
 def register_configs() -> None:
     """Put in Hydra's config store what conf/config.yaml relies on: the schema, our
-    sweeper, and each sweeps/NAME.yaml as option NAME of group `sweep` (`+sweep=NAME`)."""
+    sweeper, and each sweeps/NAME.yaml as option NAME of group `sweep` (`sweep=NAME`)."""
     from lora_ablate.identity import run_dirname
 
+    # Cached per config like Hydra's ${now:}; the sweeper also pins the result once.
+    OmegaConf.register_new_resolver("lora_ablate_sweep_dir", sweep_dirname, replace=True, use_cache=True)
     # A sweep cell's folder: its identifying overrides made safe (see identity.run_dirname).
     OmegaConf.register_new_resolver(
         "lora_ablate_run_dir", lambda overrides: run_dirname([str(o) for o in overrides]), replace=True

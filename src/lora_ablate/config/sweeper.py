@@ -1,11 +1,14 @@
 """Hydra's basic sweeper (same grid syntax, `hydra.sweeper.params`), plus: every cell is
-planned and its data checked before the first one trains, and a failed cell is recorded
-without stopping the others."""
+planned and its data checked before the first one trains, the sweep folder is fixed once
+(workers never re-evaluate a timestamp) with a manifest of its cells, and a failed cell is
+recorded without stopping the others."""
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,8 @@ def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> None:
     """Everything a run would reject, short of loading weights; task data checked once per task config."""
     from lora_ablate.plan.resolve import resolve_run
     from lora_ablate.data.tasks import load_task
-    from lora_ablate.config.validation import check_train_config
 
-    run_cfg: RunConfig = OmegaConf.to_object(cell)
-    check_train_config(run_cfg.train)
+    run_cfg: RunConfig = OmegaConf.to_object(cell)  # the schema's checks (__post_init__)
     resolve_run(run_cfg)
     task_key = OmegaConf.to_yaml(cell.task)
     if task_key not in task_checks:
@@ -79,6 +80,22 @@ class ValidatingSweeper(Sweeper):
             print("lora-ablate: error: " + message + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
             sys.exit(2)
 
+    def _pin_sweep_dir(self) -> Path:
+        """Resolve hydra.sweep.dir once and hand every job the literal folder (as a Hydra
+        override, since each job's config is composed again, maybe in another process)."""
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        hydra_overrides = list(self.config.hydra.overrides.hydra)
+        chosen = self.config.get("sweep_name") or any(o.startswith("hydra.sweep.dir=") for o in hydra_overrides)
+        if not chosen:  # ad-hoc: a second sweep started in the same second gets its own folder
+            base, n = sweep_dir, 2
+            while sweep_dir.exists():
+                sweep_dir, n = base.with_name(f"{base.name}_{n}"), n + 1
+        quoted = str(sweep_dir).replace("'", "\\'")
+        with read_write(self.config), open_dict(self.config):
+            self.config.hydra.sweep.dir = str(sweep_dir)
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+        return sweep_dir
+
     def sweep(self, arguments: list[str]) -> Any:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -86,9 +103,11 @@ class ValidatingSweeper(Sweeper):
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(params)
         batches = BasicSweeper.split_arguments(parsed, self.max_batch_size)
         self._check_all_cells(batches)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir = self._pin_sweep_dir()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        write_manifest(sweep_dir, self.config.get("sweep_name"), list(self.config.hydra.overrides.task),
+                       [cell for batch in batches for cell in batch])
         returns: list[Sequence[JobReturn]] = []
         job_index = 0
         for batch in batches:
@@ -99,3 +118,27 @@ class ValidatingSweeper(Sweeper):
             job_index += len(batch)
             returns.append(results)
         return returns
+
+
+def write_manifest(sweep_dir: Path, sweep_name: str | None, overrides: list[str], cells: list[list[str]]) -> Path:
+    """SWEEP_DIR/manifest.json: the sweep's command-line overrides and every cell with its
+    run folder (named as hydra.sweep.subdir names it). A rerun adds its cells to those
+    already listed."""
+    from lora_ablate.files import write_atomic
+    from lora_ablate.identity import run_dirname
+
+    path = Path(sweep_dir) / "manifest.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    listed = {c["run_dir"]: c for c in previous.get("cells", []) if isinstance(c, dict) and "run_dir" in c}
+    for cell in cells:
+        listed.setdefault(run_dirname(list(cell)), {"overrides": list(cell), "run_dir": run_dirname(list(cell))})
+    manifest = {
+        "sweep_name": sweep_name,
+        "created": previous.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "overrides": overrides,
+        "cells": list(listed.values()),  # first listed first
+    }
+    return write_atomic(path, json.dumps(manifest, indent=2) + "\n")

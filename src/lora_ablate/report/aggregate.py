@@ -230,7 +230,7 @@ def check_baseline(runs: pd.DataFrame, baseline: str) -> None:
         raise ConfigError(
             f"The baseline target set {baseline!r} does not occur in this sweep, so there is "
             f"nothing to compare against. Target sets present: {names}. Pass one of them "
-            f"with --baseline (or baseline=...)."
+            f"with --baseline (or report.baseline=... on the lora-ablate command line)."
         )
 
 

@@ -1,0 +1,186 @@
+"""The typed schema, the override check and the sweep's manifest and report settings,
+in process (no subprocess): what the command line relies on before anything runs."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import compose_run
+from lora_ablate.config.callbacks import ReportCallback
+from lora_ablate.config.overrides import CommandLine, check_overrides, read_command_line
+from lora_ablate.config.schema import (BudgetConfig, LoggerConfig, LoraSettings, ReportConfig, Schedule,
+                                       TaskConfig, TrainConfig, sweep_dirname)
+from lora_ablate.config.sweeper import write_manifest
+from lora_ablate.errors import ConfigError
+from lora_ablate.identity import run_dirname
+
+
+def problem(*overrides: str) -> str | None:
+    try:
+        check_overrides(CommandLine(list(overrides)))
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+# --- the schema --------------------------------------------------------------------
+
+
+def test_closed_choices_compose_to_enums_that_equal_their_names():
+    cfg = compose_run(["train.schedule=cosine", "train.precision=bf16", "budget=params", "budget.params=1000"])
+    assert cfg.train.schedule is Schedule.cosine and cfg.train.schedule == "cosine" and f"{cfg.train.schedule}" == "cosine"
+    assert cfg.train.precision == "bf16" and cfg.budget.kind == "params" and cfg.logger.kind == "none"
+    assert cfg.report == ReportConfig(baseline=None, metric=None, tune=[], confidence=0.95)
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert json.loads(json.dumps(plain))["train"]["schedule"] == "cosine"
+
+
+@pytest.mark.parametrize("make, needles", [
+    (lambda: TrainConfig(schedule="cosin"), ("train.schedule='cosin'", "did you mean 'cosine'", "linear, cosine, constant")),
+    (lambda: TrainConfig(precision="fp16"), ("train.precision='fp16'", "auto, fp32, bf16")),
+    (lambda: TrainConfig(max_steps=-5), ("train.max_steps", "-5", "positive")),
+    (lambda: TrainConfig(lr=0.0), ("train.lr", "positive")),
+    (lambda: TrainConfig(lr=float("nan")), ("train.lr", "nan")),
+    (lambda: TrainConfig(warmup_ratio=1.0), ("train.warmup_ratio", "[0, 1)")),
+    (lambda: TrainConfig(grad_clip=-1), ("train.grad_clip", ">= 0")),
+    (lambda: BudgetConfig(kind="param"), ("budget.kind='param'", "did you mean 'params'", "reference, params, none")),
+    (lambda: BudgetConfig(kind="params"), ("budget.params", "positive", "None")),
+    (lambda: BudgetConfig(scale=0), ("budget.scale", "positive")),
+    (lambda: LoraSettings(rank=0), ("lora.rank", "positive")),
+    (lambda: LoggerConfig(kind="wandb", mode="offlne"), ("logger.mode='offlne'", "did you mean 'offline'")),
+    (lambda: TaskConfig(name="t", source="huggingface"), ("task.source='huggingface'", "vader, bbc, local, hub")),
+    (lambda: TaskConfig(name="t", source="vader", format="lm"), ("task.format='lm'", "auto, head, label_words")),
+    (lambda: ReportConfig(confidence=95), ("report.confidence", "between 0 and 1")),
+])
+def test_schema_rejects_bad_values_naming_them_and_what_is_valid(make, needles):
+    with pytest.raises(ConfigError) as err:
+        make()
+    for needle in needles:
+        assert needle in str(err.value), str(err.value)
+
+
+def test_every_problem_of_a_section_is_in_one_paragraph():
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(batch_size=0, lr=-1)
+    message = str(err.value)
+    assert "train.batch_size" in message and "train.lr" in message and "\n" not in message
+
+
+def test_composed_config_is_checked_by_to_object():
+    """OmegaConf.to_object runs __post_init__: the one check for runs, dry runs and sweep cells."""
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        compose_run(["train.max_steps=0"])
+
+
+# --- the override check (Hydra's parser) -------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [
+    ["targets=glob(q*)"], ["targets=glob(*,exclude=[all,ffn])"], ["targets=sort(qv,qk,v)"], ["seed=range(0,5)"],
+    ["train.lr=choice(1e-3,3e-3)"], ["train.lr=interval(1e-4,1e-2)"], ["train.lr=tag(lr,choice(1e-3,1e-2))"],
+    ["seed=shuffle(range(3))"], ["targets.matrices=[q,v,ffn_down]"], ["train.lr=${oc.env:LR,0.003}"],
+    ["model.config={model_type: bert, hidden_size: 64}"], ["~report.metric"], ["sweep=smoke"],
+    ["hydra/launcher=parallel", "hydra.sweep.dir=/tmp/x"], ["task.label_names=null"], ["train.epochs=1.5"],
+    ["report.tune=[train.lr]", "report.baseline=qk"], ["model=tiny_bert", "task=local", "task.path='a b.csv'"],
+])
+def test_valid_hydra_overrides_pass(overrides):
+    assert problem(*overrides) is None
+
+
+@pytest.mark.parametrize("overrides, needles", [
+    (["train.lr=abc"], ("train.lr=abc", "a number")),
+    (["train.lr=1e-3,abc"], ("train.lr=abc",)),
+    (["seed=x"], ("seed=x", "an integer")),
+    (["dry_run=maybe"], ("dry_run=maybe", "true or false")),
+    (["train.schedule=cosin"], ("did you mean 'cosine'",)),
+    (["train.max_stepz=3"], ("max_stepz", "did you mean 'max_steps'")),
+    (["targets=qz"], ("targets=qz", "qkv_ffn")),
+    (["targets=qv,qz"], ("targets=qz",)),
+    (["sweep=smok"], ("sweep=smok", "did you mean 'smoke'")),
+    (["+train.lr=1"], ("train.lr", "already")),
+    (["x=("], ("x=(",)),
+])
+def test_bad_overrides_are_named_with_what_is_valid(overrides, needles):
+    message = problem(*overrides)
+    assert message is not None
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_groups_of_a_users_searchpath_are_accepted(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 3\n")
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "qo.yaml").write_text("matrices: [q, o]\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    assert problem(searchpath, "+experiment=mine", "targets=qo") is None
+    assert "targets=nope" in problem(searchpath, "targets=nope")
+    assert problem("hydra.searchpath=[pkg://somewhere.conf]", "+experiment=theirs", "targets=theirs") is None
+    assert problem("targets=qo") is not None  # not without the searchpath
+    assert "experiment" in check_or_message(read_command_line(["+experiment=mine"]))
+
+
+def check_or_message(command: CommandLine) -> str:
+    try:
+        check_overrides(command)
+    except ConfigError as err:
+        return str(err)
+    return ""
+
+
+def test_custom_config_name_is_not_checked():
+    assert read_command_line(["--config-name", "other", "anything=1"]).custom_config
+    assert check_or_message(read_command_line(["--config-name", "other", "anything=1"])) == ""
+
+
+# --- sweep folder, manifest, report settings ----------------------------------------
+
+
+def test_adhoc_sweep_folder_is_time_stamped_and_a_named_sweep_keeps_its_name():
+    assert re.fullmatch(r"adhoc/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", sweep_dirname(None))
+    assert sweep_dirname("smoke") == "smoke"
+
+
+def test_manifest_lists_cells_with_their_folders_and_merges_on_rerun(tmp_path):
+    first = [["targets=qv", "seed=0"], ["targets=qk", "seed=0"]]
+    write_manifest(tmp_path, "s", ["-m", "targets=qv,qk"], first)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["sweep_name"] == "s" and manifest["overrides"] == ["-m", "targets=qv,qk"]
+    assert [c["run_dir"] for c in manifest["cells"]] == ["seed=0,targets=qv", "seed=0,targets=qk"]
+    write_manifest(tmp_path, "s", ["targets=qv", "seed=0,1"], [["targets=qv", "seed=0"], ["targets=qv", "seed=1"]])
+    merged = json.loads((tmp_path / "manifest.json").read_text())
+    assert merged["created"] == manifest["created"]
+    assert sorted(c["run_dir"] for c in merged["cells"]) == sorted(
+        ["seed=0,targets=qv", "seed=0,targets=qk", "seed=1,targets=qv"])
+    assert all(c["run_dir"] == run_dirname(c["overrides"]) for c in merged["cells"])
+
+
+def callback_config(sweep_dir: Path, **report) -> OmegaConf:
+    return OmegaConf.create({"dry_run": False, "hydra": {"sweep": {"dir": str(sweep_dir)}},
+                             "report": {"baseline": None, "metric": None, "tune": [], "confidence": 0.95, **report}})
+
+
+def test_report_callback_passes_the_report_settings(tmp_path, monkeypatch):
+    import lora_ablate.report.render as render
+
+    calls = []
+    monkeypatch.setattr(render, "write_report", lambda sweep_dir, **kw: calls.append((sweep_dir, kw)) or tmp_path)
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "result.json").write_text("{}")
+    ReportCallback().on_multirun_end(callback_config(tmp_path, baseline="qk", tune=["train.lr"]))
+    assert calls == [(tmp_path, {"baseline": "qk", "metric": None, "tune": ["train.lr"], "confidence": 0.95})]
+
+
+def test_report_callback_skips_when_nothing_was_trained(tmp_path, monkeypatch):
+    import lora_ablate.report.render as render
+
+    monkeypatch.setattr(render, "write_report", lambda *a, **kw: pytest.fail("no report expected"))
+    ReportCallback().on_multirun_end(callback_config(tmp_path))  # no records
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "result.json").write_text("{}")
+    cfg = callback_config(tmp_path)
+    cfg.dry_run = True
+    ReportCallback().on_multirun_end(cfg)
