@@ -1,14 +1,18 @@
 """Synthetic sweeps for tests and benchmarks: run records in the exact result.json format,
 with a known effect per target set so tests can check the statistics against the truth.
 
-The test metric of a run is `base + effects[target_set] + seed_offset[seed] + noise * N(0,1)`;
-the seed offset is shared by all target sets of a seed, as a real seed shares data order
-and initialisation, which is what makes the paired comparison the right one.
+The test accuracy of a run is `base + effects[target_set] + seed_offset[seed] + noise * N(0,1)`
+(and, with an lr grid, minus `lr_penalty * log10(lr / best lr of the target set)**2`); the
+seed offset is shared by all target sets of a seed, as a real seed shares data order and
+initialisation, which is what makes the paired comparison the right one. Per-example
+predictions reproduce that accuracy exactly: a run gets right the examples with the highest
+`ease + run noise`, where `ease` is fixed per task, so runs agree on most examples as real
+ones do. Records are `RunRecord`s written by `records.write_record`, as the runner does.
 """
 
-import hashlib
 import json
 import math
+import zlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +20,9 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from lora_ablate.identity import run_key
+from lora_ablate.records import Cost, RunError, RunRecord, SplitPredictions, write_record
 
 LAYERS, HIDDEN, FFN = 12, 384, 1536  # a MiniLM-L12-H384-like BERT
 SHAPES = MappingProxyType({
@@ -67,18 +74,19 @@ def make_plan(target_set: str, budget: str = "reference", scale: float = 1.0) ->
 
 
 def make_config(model: str, task: str, target_set: str, budget: str, scale: float,
-                seed: int) -> dict[str, Any]:
+                seed: int, lr: float = 0.01, test_size: int = 2000,
+                val_size: int = 500) -> dict[str, Any]:
     return {
         "model": {"name": model, "name_or_path": "nreimers/MiniLM-L12-H384-uncased",
                   "revision": None, "trust_remote_code": False},
         "task": {"name": task, "source": "vader", "subset": task, "metric": "accuracy",
-                 "num_labels": 2, "val_size": 500, "test_size": 2000, "data_seed": 1234,
-                 "max_length": 64, "format": "auto"},
-        "targets": {"matrices": target_matrices(target_set)},
+                 "num_labels": 2, "val_size": val_size, "test_size": test_size,
+                 "data_seed": 1234, "max_length": 64, "format": "auto"},
+        "targets": {"matrices": target_matrices(target_set), "layers": "all"},
         "budget": {"kind": budget, "reference_matrices": ["q", "v"], "reference_rank": 8,
                    "params": None, "scale": scale},
         "lora": {"rank": 8, "alpha_over_rank": 2.0, "use_rslora": False, "dropout": 0.0},
-        "train": {"max_steps": 200, "batch_size": 32, "lr": 0.01, "eval_every": 20,
+        "train": {"max_steps": 200, "batch_size": 32, "lr": lr, "eval_every": 20,
                   "schedule": "linear", "device": "auto", "precision": "auto"},
         "logger": {"kind": "none", "project": "lora-ablate"},
         "seed": seed, "dry_run": False, "save_adapter": False, "sweep_name": "fake",
@@ -94,48 +102,94 @@ def make_history(final_val: float, points: int, rng: np.random.Generator) -> lis
             for s, r, a in zip(steps, rise, val)]
 
 
+def task_examples(task: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed labels and ease of a task's split: the same in every run of the task."""
+    rng = np.random.default_rng(zlib.crc32(f"{task}/{split}".encode()))
+    return rng.integers(0, 2, size), rng.normal(0, 1, size)
+
+
+def make_predictions(task: str, split: str, size: int, accuracy: float,
+                     rng: np.random.Generator, *, collapsed: bool = False,
+                     disagreement: float = 0.5) -> tuple[SplitPredictions, float]:
+    """Predictions with exactly round(accuracy * size) correct, and that accuracy. A
+    collapsed run predicts one class for every example."""
+    labels, ease = task_examples(task, split, size)
+    if collapsed:
+        predicted = np.zeros(size, dtype=np.int64)
+    else:
+        k = int(np.clip(round(accuracy * size), 0, size))
+        correct = np.zeros(size, dtype=bool)
+        correct[np.argsort(-(ease + rng.normal(0, disagreement, size)))[:k]] = True
+        predicted = np.where(correct, labels, 1 - labels)
+    return (SplitPredictions(predicted.tolist(), labels.tolist()),
+            float(np.mean(predicted == labels)))
+
+
 def make_record(*, model: str, task: str, target_set: str, budget: str, scale: float,
                 seed: int, accuracy: float, history_points: int, index: int,
-                rng: np.random.Generator, status: str = "completed") -> dict[str, Any]:
-    """One run record in the result.json format of DESIGN.md."""
+                rng: np.random.Generator, status: str = "completed", lr: float | None = None,
+                collapsed: bool = False, test_size: int = 2000, val_size: int = 500,
+                val_accuracy: float | None = None) -> RunRecord:
+    """One run record, as the runner makes it. `test_size` 0 leaves out the predictions
+    (and the test metric is then `accuracy` itself)."""
     plan = make_plan(target_set, budget, scale)
-    run_id = f"budget.scale={scale},seed={seed},targets={target_set},task={task}"
-    val = accuracy + float(rng.normal(0, 0.003))
-    history = make_history(val, history_points, rng) if status == "completed" else []
+    overrides = [f"model={model}", f"task={task}", f"targets={target_set}",
+                 f"budget={budget}", f"budget.scale={scale}", f"seed={seed}"]
+    overrides += [f"train.lr={lr}"] if lr is not None else []
+    config = make_config(model, task, target_set, budget, scale, seed,
+                         0.01 if lr is None else lr, test_size, val_size)
+    key = run_key(config, target_set, overrides)
+    val = (accuracy if val_accuracy is None else val_accuracy) + float(rng.normal(0, 0.003))
+    done = status == "completed"
+    predictions, metrics = {}, {}
+    if done:
+        test, val = accuracy, val
+        if test_size:
+            test_p, test = make_predictions(task, "test", test_size, accuracy, rng,
+                                            collapsed=collapsed)
+            val_p, val = make_predictions(task, "val", val_size, val, rng, collapsed=collapsed)
+            predictions = {"test": test_p, "val": val_p}
+        elif collapsed:
+            test, val = 0.5, 0.5
+        metrics = {"test/accuracy": test, "test/loss": 1.2 - test, "val/accuracy": val,
+                   "val/loss": 1.2 - val}
+    history = make_history(val, history_points, rng) if done else []
     best = max(history, key=lambda h: h["val/accuracy"]) if history else None
     seconds = 40.0 + 10.0 * len(plan["modules"]) / LAYERS + float(rng.uniform(0, 5))
     started = START + timedelta(minutes=index)
-    error = {"completed": None,
-             "failed": {"type": "RuntimeError", "message": "CUDA out of memory (fake)"},
-             "diverged": {"type": "FloatingPointError", "message": "loss is nan at step 40"}}
-    metrics = {"test/accuracy": accuracy, "test/loss": 1.2 - accuracy,
-               "val/accuracy": val, "val/loss": 1.2 - val} if status == "completed" else {}
-    return {
-        "status": status, "run_id": run_id,
-        "labels": {"model": model, "task": task, "target_set": target_set, "budget": budget,
-                   "budget_scale": scale, "seed": seed},
-        "config": make_config(model, task, target_set, budget, scale, seed),
-        "config_hash": hashlib.sha1(run_id.encode()).hexdigest()[:16],
-        "plan": plan, "metrics": metrics,
-        "best": {"step": best["step"], "val/accuracy": best["val/accuracy"]} if best else {},
-        "history": history,
-        "cost": {"train_seconds": seconds, "tokens_per_second": 200 * 32 * 64 / seconds,
-                 "peak_memory_bytes": 300_000_000 + 50 * plan["lora_params"], "device": "cpu"},
-        "provenance": {
+    errors = {"failed": RunError("RuntimeError", "CUDA out of memory (fake)"),
+              "diverged": RunError("FloatingPointError", "loss is nan at step 40"),
+              "interrupted": RunError("KeyboardInterrupt", "SIGTERM at step 120")}
+    return RunRecord(
+        status=status, run_id=key.run_id, labels=key.labels, config=config,
+        config_hash=key.config_hash, plan=plan, metrics=metrics, history=history,
+        best={"step": best["step"], "val/accuracy": best["val/accuracy"]} if best else None,
+        predictions=predictions, collapsed=collapsed and done,
+        cost=Cost(train_seconds=seconds, steps=200, train_tokens=200 * 32 * 64,
+                  tokens_per_second=200 * 32 * 64 / seconds,
+                  peak_memory_bytes=300_000_000 + 50 * plan["lora_params"], device="cpu",
+                  precision="fp32"),
+        provenance={
             "versions": {"python": "3.11.9", "torch": "2.5.1", "transformers": "4.46.3",
                          "peft": "0.13.2", "lora_ablate": "0.1.0"},
             "git_commit": "0123456789abcdef0123456789abcdef01234567",
             "device_name": "cpu", "hostname": "fake-host",
             "started_at": started.isoformat(),
             "ended_at": (started + timedelta(seconds=seconds)).isoformat()},
-        "error": error[status],
-    }
+        identity={"model": {"name": model}, "data": {"task": task}},
+        error=errors.get(status),
+    )
 
 
 def write_json(path: Path, record: Mapping[str, Any], indent: int | None = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=indent, sort_keys=True))
     return path
+
+
+def lr_effect(lr: float, best: float, penalty: float) -> float:
+    """The accuracy an lr costs: `penalty` per squared decade away from the best lr."""
+    return -penalty * math.log10(lr / best) ** 2
 
 
 def write_fake_sweep(root: Path, *, tasks: Iterable[str] = ("rt_sentiment",),
@@ -145,28 +199,53 @@ def write_fake_sweep(root: Path, *, tasks: Iterable[str] = ("rt_sentiment",),
                      seed: int = 0, model: str = "minilm", budget: str = "reference",
                      budget_scales: Iterable[float] = (1.0,), base: float = 0.8,
                      seed_spread: float = 0.02, history_points: int = 10,
-                     fail_rate: float = 0.0) -> list[Path]:
-    """Write one result.json per (task, budget_scale, target_set, seed) below `root` and
-    return their paths. A `fail_rate` share of runs becomes failed or diverged."""
+                     fail_rate: float = 0.0, collapse_rate: float = 0.0,
+                     test_size: int = 2000, val_size: int = 500,
+                     lrs: Iterable[float] | None = None,
+                     best_lr: Mapping[str, float] | None = None, lr_penalty: float = 0.02,
+                     manifest: bool = False) -> list[Path]:
+    """Write one result.json per (task, budget_scale, target_set[, lr], seed) below `root`
+    and return their paths. A `fail_rate` share of runs becomes failed or diverged, a
+    `collapse_rate` share completes collapsed at chance. With `lrs`, every cell is run at
+    each lr (a `train.lr` variant); `best_lr` maps target sets to their best lr (default
+    0.001). `test_size` 0 writes no per-example predictions. `manifest` writes
+    root/manifest.json listing the run folders."""
     rng = np.random.default_rng(seed)
-    effects = effects or {}
+    effects, best_lr = effects or {}, best_lr or {}
     seeds = list(seeds)
     offsets = dict(zip(seeds, rng.normal(0, seed_spread, len(seeds))))
+    grid = [None] if lrs is None else list(lrs)
     paths = []
     for task_i, task in enumerate(tasks):
         for scale in budget_scales:
             for target_set in target_sets:
-                for s in seeds:
-                    accuracy = (base + 0.03 * task_i + effects.get(target_set, 0.0)
-                                + 0.01 * math.log2(scale) + offsets[s] + noise * rng.normal())
-                    roll = rng.uniform()
-                    status = ("completed" if roll >= fail_rate else
-                              "failed" if roll < fail_rate / 2 else "diverged")
-                    record = make_record(
-                        model=model, task=task, target_set=target_set, budget=budget,
-                        scale=scale, seed=s, accuracy=float(min(1.0, max(0.0, accuracy))),
-                        history_points=history_points, index=len(paths), rng=rng,
-                        status=status)
-                    run_dir = root / task / f"scale={scale}" / f"{target_set}-seed{s}"
-                    paths.append(write_json(run_dir / "result.json", record))
+                for lr in grid:
+                    shift = 0.0 if lr is None else lr_effect(
+                        lr, best_lr.get(target_set, 0.001), lr_penalty)
+                    for s in seeds:
+                        accuracy = (base + 0.03 * task_i + effects.get(target_set, 0.0)
+                                    + 0.01 * math.log2(scale) + shift + offsets[s]
+                                    + noise * rng.normal())
+                        roll = rng.uniform()
+                        status = ("completed" if roll >= fail_rate else
+                                  "failed" if roll < fail_rate / 2 else "diverged")
+                        collapsed = status == "completed" and rng.uniform() < collapse_rate
+                        record = make_record(
+                            model=model, task=task, target_set=target_set, budget=budget,
+                            scale=scale, seed=s, accuracy=float(min(1.0, max(0.0, accuracy))),
+                            history_points=history_points, index=len(paths), rng=rng,
+                            status=status, lr=lr, collapsed=collapsed, test_size=test_size,
+                            val_size=val_size)
+                        lr_part = "" if lr is None else f"-lr{lr:g}"
+                        run_dir = root / task / f"scale={scale}" / f"{target_set}{lr_part}-seed{s}"
+                        paths.append(write_record(run_dir, record))
+    if manifest:
+        write_manifest(root, [p.parent for p in paths])
     return paths
+
+
+def write_manifest(root: Path, run_dirs: Iterable[Path], name: str = "fake") -> Path:
+    """root/manifest.json naming these run folders (relative to root) as the sweep."""
+    cells = [{"overrides": [], "run_dir": str(Path(d).relative_to(root))} for d in run_dirs]
+    return write_json(root / "manifest.json", {"sweep_name": name,
+                                               "created": START.isoformat(), "cells": cells})

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lora_ablate.report.aggregate import (check_baseline, holm, missing_cells, rank_string,
-                                   resolve_metrics, runs_frame, summarize)
+                                          record_frames, resolve_metrics, runs_frame, summarize)
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import find_records
 
@@ -107,10 +107,13 @@ def test_duplicate_run_ids_keep_the_newest_completed_record(tmp_path):
                      "error": {"type": "RuntimeError", "message": "boom"}}
     write_json(tmp_path / "rerun" / "result.json", newer)
     write_json(tmp_path / "rerun2" / "result.json", newest_failed)
-    _, runs = frame(tmp_path)
+    frames = record_frames(find_records(tmp_path), root=tmp_path)
+    runs = frames.runs
     assert len(runs) == 1
     assert runs["test/accuracy"].iloc[0] == 0.5 and runs["path"].iloc[0] == "rerun/result.json"
-    assert any(record["run_id"] in note for note in runs.attrs["notes"])
+    assert sorted(frames.superseded["path"]) == sorted([str(first.relative_to(tmp_path)),
+                                                        "rerun2/result.json"])
+    assert any("2 older records" in note for note in runs.attrs["notes"])
 
 
 def test_summary_matches_independent_recomputation(sweep):
@@ -188,22 +191,26 @@ def test_undefined_statistics_are_nan_not_errors(tmp_path):
     assert rows.loc["v", "n_pairs"] == 3
     runs_12 = runs[runs["seed"].isin([1, 2])]
     rows = summarize(runs_12).set_index("target_set")
-    assert rows.loc["v", "diff"] == 0 and math.isnan(rows.loc["v", "p_ttest"])
-    assert math.isnan(rows.loc["v", "p_wilcoxon"]) and not rows.loc["v", "significant"]
+    # identical on every seed: a tie, p = 1 in the Holm family, never significant
+    assert rows.loc["v", "diff"] == 0 and rows.loc["v", "p_ttest"] == 1
+    assert rows.loc["v", "p_ttest_holm"] == 1 and not rows.loc["v", "significant"]
+    assert "tie" in rows.loc["v", "test_note"]
     one = summarize(runs[runs["seed"].eq(0)]).set_index("target_set")
     assert one.loc["v", "n"] == 1 and math.isnan(one.loc["v", "ci_low"])
     assert math.isnan(one.loc["v", "p_ttest"]) and math.isnan(one.loc["v", "diff_ci_low"])
 
 
-def test_baseline_absent_from_a_group_leaves_differences_empty(sweep):
+def test_baseline_absent_from_a_group_falls_back_to_the_first_conventional_set(sweep):
     _, runs = frame(sweep)
     partial = runs[~(runs["task"].eq("bbc_topics") & runs["target_set"].eq("qv"))]
     summary = summarize(partial, baseline="qv")
-    bbc = summary[summary["task"].eq("bbc_topics")]
-    assert bbc["diff"].isna().all() and bbc["p_ttest"].isna().all()
-    assert bbc["significant"].isna().all()
-    assert summary[summary["task"].eq("rt_sentiment")]["diff"].notna().all()
-    assert any("bbc_topics" in note and "'qv'" in note for note in summary.attrs["notes"])
+    bbc = summary[summary["task"].eq("bbc_topics")].set_index("target_set")
+    assert set(bbc["baseline"]) == {"q"}  # q comes first in TARGET_ORDER among q, qkvo, all
+    assert bbc.loc["q", "diff"] == 0 and bbc["p_ttest"].drop("q").notna().all()
+    assert set(summary.loc[summary["task"].eq("rt_sentiment"), "baseline"]) == {"qv"}
+    assert any("bbc_topics" in note and "'qv'" in note and "'q'" in note
+               for note in summary.attrs["notes"])
+    assert bbc["baseline_note"].str.contains("'q'").all()
 
 
 def test_baseline_absent_from_the_sweep_is_a_config_error(sweep):

@@ -1,27 +1,33 @@
 """Run records -> tidy tables and per-cell statistics for a sweep.
 
-`runs_frame` makes one row per record file; `summarize` makes one row per
-(model, task, budget, budget_scale, target_set) with a t-interval and paired tests
-against a baseline target set over the seeds both have.
+`record_frames` splits a sweep's records into the runs that count (one per (cell, seed):
+the newest completed), the records they supersede and records outside the sweep's
+manifest; `runs_frame` is the first of these. `summarize` makes one row per cell (model,
+task, budget, budget_scale, layers, variant, target_set) comparing it with the group's
+baseline target set (compare.py holds the statistics).
 """
 
 import json
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.records import LoadedRecord
+from lora_ablate.records import LoadedRecord, RunRecord
+from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
+from lora_ablate.report.compare import Settings, compare_group
+from lora_ablate.report.examples import correctness
+from lora_ablate.report.stats import holm, t_half_width  # noqa: F401  (public re-exports)
 
 # `variant`: the other overrides that set a run apart (e.g. train.lr=0.001), "" for none.
-LABELS = ("model", "task", "target_set", "budget", "budget_scale", "variant", "seed")
-GROUP = ("model", "task", "budget", "budget_scale", "variant")  # cells compared with each other
+LABELS = ("model", "task", "target_set", "budget", "budget_scale", "layers", "variant", "seed")
+GROUP = ("model", "task", "budget", "budget_scale", "layers", "variant")  # compared together
 CELL = (*GROUP, "target_set")
 COST = ("train_seconds", "tokens_per_second", "peak_memory_bytes")
 # Display order of the conventional target sets (the LoRA paper's Table 5 order first).
@@ -29,11 +35,16 @@ TARGET_ORDER = ("q", "k", "v", "o", "qk", "qv", "kv", "qkv", "qkvo", "ffn", "qkv
 LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "mse", "mae")
 NUMERIC = ("budget_scale", "lora_params", "head_params", "base_params", "budget_target",
            "budget_actual", "budget_deviation", *COST, "best_step")
+RUN_COLUMNS = ("path", "run_id", "status", "collapsed", *LABELS, "targets", "lora_rank",
+               "lora_params", "head_params", "base_params", "budget_target", "budget_actual",
+               "budget_deviation", *COST, "device", "best_step", "git_commit", "device_name",
+               "hostname", "started_at", "ended_at", "config_hash", "error")
 SUMMARY_COLUMNS = (
-    *CELL, "metric", "n", "mean", "std", "ci_low", "ci_high", "ci_half", "rank",
-    "baseline", "n_pairs", "diff", "diff_ci_low", "diff_ci_high", "p_ttest", "p_wilcoxon",
-    "p_ttest_holm", "p_wilcoxon_holm", "significant", "lora_params", "lora_rank", *COST,
+    *CELL, "metric", "n", "n_pairs", "seeds_status", "problem_seeds",
+    *[c for c in COMPARE_COLUMNS if c not in ("target_set", "n", "n_pairs")],
+    "baseline_note", "lora_params", "lora_rank", *COST,
 )
+MANIFEST_NAME = "manifest.json"
 
 
 # ---------------------------------------------------------------- runs frame
@@ -52,30 +63,26 @@ def rank_string(modules: Sequence[Mapping[str, Any]] | None) -> str | None:
     return str(low) if low == high else f"{low}–{high}"
 
 
-def _error_text(error: Any) -> str | None:
-    if not error:
-        return None
-    if isinstance(error, Mapping):
-        return f"{error.get('type', 'Error')}: {error.get('message', '')}".strip()
-    return str(error)
-
-
-def _labels(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's labels, falling back to the resolved config for any that are absent."""
-    labels = record.get("labels") or {}
-    if len(labels.keys() & LABELS) == len(LABELS):
-        return {k: labels[k] for k in LABELS}
-    cfg = record.get("config") or {}
-    fallback = {
-        "model": (cfg.get("model") or {}).get("name"),
-        "task": (cfg.get("task") or {}).get("name"),
-        "target_set": "+".join((cfg.get("targets") or {}).get("matrices") or []) or None,
-        "budget": (cfg.get("budget") or {}).get("kind"),
-        "budget_scale": (cfg.get("budget") or {}).get("scale"),
-        "seed": cfg.get("seed"),
-        "variant": "",
+def _record_row(rec: RunRecord) -> dict[str, Any]:
+    plan, cost, prov, labels = rec.plan, rec.cost, rec.provenance, rec.labels
+    budget = plan.get("budget") or {}
+    row = {
+        "run_id": rec.run_id, "status": rec.status, "collapsed": bool(rec.collapsed),
+        **{k: getattr(labels, k) for k in LABELS},
+        "targets": ",".join(plan.get("targets") or []) or None,
+        "lora_rank": rank_string(plan.get("modules")),
+        **{k: plan.get(k) for k in ("lora_params", "head_params", "base_params")},
+        **{f"budget_{k}": budget.get(k) for k in ("target", "actual", "deviation")},
+        **{k: getattr(cost, k) for k in COST}, "device": cost.device,
+        "best_step": (rec.best or {}).get("step"),
+        **{k: prov.get(k) for k in ("git_commit", "device_name", "hostname", "started_at",
+                                    "ended_at")},
+        "config_hash": rec.config_hash,
+        "error": f"{rec.error.type}: {rec.error.message}".strip() if rec.error else None,
     }
-    return {k: labels.get(k, fallback[k]) for k in LABELS}
+    # Metric keys are split/name; anything else could clobber a fixed column.
+    row.update({k: v for k, v in rec.metrics.items() if "/" in k})
+    return row
 
 
 def _row(item: LoadedRecord, prefix: str) -> dict[str, Any]:
@@ -84,29 +91,9 @@ def _row(item: LoadedRecord, prefix: str) -> dict[str, Any]:
     if item.record is None:
         return {"path": path, "status": "corrupt", "error": item.problem}
     try:
-        return {"path": path, **_record_row(item.record.to_dict())}
+        return {"path": path, **_record_row(item.record)}
     except (AttributeError, TypeError, ValueError) as err:  # valid JSON, wrong shape
         return {"path": path, "status": "corrupt", "error": f"malformed record ({err})"}
-
-
-def _record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
-    plan, cost = rec.get("plan") or {}, rec.get("cost") or {}
-    budget, prov = plan.get("budget") or {}, rec.get("provenance") or {}
-    row = {
-        "run_id": rec.get("run_id"), "status": rec["status"], **_labels(rec),
-        "targets": ",".join(plan.get("targets") or []) or None,
-        "lora_rank": rank_string(plan.get("modules")),
-        **{k: plan.get(k) for k in ("lora_params", "head_params", "base_params")},
-        **{f"budget_{k}": budget.get(k) for k in ("target", "actual", "deviation")},
-        **{k: cost.get(k) for k in COST}, "device": cost.get("device"),
-        "best_step": (rec.get("best") or {}).get("step"),
-        **{k: prov.get(k) for k in ("git_commit", "device_name", "hostname", "started_at",
-                                    "ended_at")},
-        "config_hash": rec.get("config_hash"), "error": _error_text(rec.get("error")),
-    }
-    # Metric keys are split/name; anything else could clobber a fixed column.
-    row.update({k: v for k, v in (rec.get("metrics") or {}).items() if "/" in k})
-    return row
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -115,49 +102,104 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return sorted(names, key=lambda c: (not c.startswith("test/"), c))
 
 
-def _newest_first_notes(frame: pd.DataFrame, keep: pd.Index) -> list[str]:
-    notes = []
-    real = frame["status"].ne("corrupt")
-    dups = frame[real & frame.duplicated(["run_id", *LABELS], keep=False)]
-    for run_id, rows in dups.groupby("run_id", sort=True):
-        kept = rows[rows.index.isin(keep)].iloc[0]
-        notes.append(
-            f"run_id {run_id!r} has {len(rows)} records; kept {kept.path} ({kept.status}, "
-            f"ended {kept.ended_at}), ignored {', '.join(rows.path[rows.path != kept.path])}"
-        )
-    return notes
-
-
-def _drop_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep one row per recorded cell: a completed run beats a failed one, then newest."""
-    real = frame["status"].ne("corrupt")
-    if not frame[real].duplicated(["run_id", *LABELS]).any():
-        return frame, []
-    order = frame[real].assign(
-        _done=frame["status"].eq("completed"), _end=frame["ended_at"].fillna("").astype(str)
-    ).sort_values(["_done", "_end", "path"])
-    keep = order.drop_duplicates(["run_id", *LABELS], keep="last").index
-    keep = keep.union(frame.index[~real])
-    return frame.loc[frame.index.isin(keep)], _newest_first_notes(frame, keep)
-
-
-def runs_frame(loaded: list[LoadedRecord], *, root: Any = None) -> pd.DataFrame:
-    """One row per record file (index = position in `loaded`), corrupt ones included with
-    status "corrupt". Duplicate run_ids keep the newest completed record; what was dropped
-    is explained in `frame.attrs["notes"]`. With `root`, paths are relative to it."""
-    fixed = ["path", "run_id", "status", *LABELS, "targets", "lora_rank", "lora_params",
-             "head_params", "base_params", "budget_target", "budget_actual",
-             "budget_deviation", *COST, "device", "best_step", "git_commit", "device_name",
-             "hostname", "started_at", "ended_at", "config_hash", "error"]
-    prefix = str(root).rstrip("/") + "/" if root else ""  # string slicing: 10x Path.relative_to
-    frame = pd.DataFrame([_row(item, prefix) for item in loaded])
-    frame = frame.reindex(columns=[*fixed, *metric_columns(frame)])
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reindex(columns=[*RUN_COLUMNS, *metric_columns(frame)])
     for column in (*NUMERIC, *metric_columns(frame)):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
-    frame, notes = _drop_duplicates(frame)
-    frame.attrs["notes"] = notes
+    frame["collapsed"] = frame["collapsed"].astype("boolean")
     return frame
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """SWEEP_DIR/manifest.json: the sweep's name and the run folders of its cells."""
+
+    sweep_name: str | None
+    created: str | None
+    run_dirs: tuple[str, ...]
+
+
+def read_manifest(sweep_dir: Path) -> Manifest | None:
+    """The sweep's manifest, or None when it has none; ConfigError when it is unreadable."""
+    path = Path(sweep_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        dirs = tuple(str(c["run_dir"]).strip("/") for c in data.get("cells") or [])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConfigError(
+            f"The sweep manifest {path} cannot be read ({type(err).__name__}: {err}). It "
+            f"should be JSON with a 'cells' list of objects that each name a 'run_dir' "
+            f"relative to the sweep folder; fix or remove it to report every record found."
+        ) from None
+    return Manifest(data.get("sweep_name"), data.get("created"), dirs)
+
+
+@dataclass
+class RecordFrames:
+    """A sweep's records split three ways (all with the runs frame's columns, indexed by
+    position in the loaded list): `runs`, one per (cell, seed), the newest completed one
+    (else the newest), plus corrupt files; `superseded`, older records of a (cell, seed)
+    that `runs` holds; `other`, records outside the manifest's run folders."""
+
+    runs: pd.DataFrame
+    superseded: pd.DataFrame
+    other: pd.DataFrame
+    manifest: Manifest | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _in_manifest(paths: pd.Series, manifest: Manifest) -> pd.Series:
+    prefixes = tuple(f"{d}/" for d in manifest.run_dirs if d)
+    return paths.astype(str).str.startswith(prefixes) if prefixes else paths.map(lambda _: False)
+
+
+def _current(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep one row per (cell, seed): a completed run beats the others, then the newest."""
+    real = frame["status"].ne("corrupt")
+    order = frame[real].assign(
+        _done=frame["status"].eq("completed"), _end=frame["ended_at"].fillna("").astype(str)
+    ).sort_values(["_done", "_end", "path"])
+    keep = order.drop_duplicates(list(LABELS), keep="last").index.union(frame.index[~real])
+    return frame.loc[frame.index.isin(keep)], frame.loc[~frame.index.isin(keep)]
+
+
+def record_frames(loaded: list[LoadedRecord], *, root: Any = None,
+                  manifest: Manifest | None = None) -> RecordFrames:
+    """Split `loaded` (find_records of a sweep folder) into runs, superseded and other
+    records. With `root`, paths are relative to it, and root/manifest.json (when there is
+    one and `manifest` is not given) decides which records are the sweep's."""
+    prefix = str(root).rstrip("/") + "/" if root else ""  # string slicing: 10x Path.relative_to
+    frame = _typed(pd.DataFrame([_row(item, prefix) for item in loaded] or [{}]).iloc[
+        : len(loaded)])
+    if manifest is None and root is not None:
+        manifest = read_manifest(Path(root))
+    notes = []
+    if manifest is not None:
+        inside = _in_manifest(frame["path"], manifest)
+        other, frame = frame[~inside], frame[inside]
+        if len(other):
+            notes.append(f"{len(other)} records below the sweep folder are not in its "
+                         f"manifest ({manifest.sweep_name or MANIFEST_NAME}); they are listed "
+                         f"as other runs and left out of the statistics")
+    else:
+        other = frame.iloc[:0]
+    runs, superseded = _current(frame)
+    if len(superseded):
+        notes.append(f"{len(superseded)} older records of a (cell, seed) that has a newer "
+                     f"or completed one are superseded and left out of the statistics")
+    runs.attrs["notes"] = list(notes)
+    return RecordFrames(runs, superseded, other, manifest, notes)
+
+
+def runs_frame(loaded: list[LoadedRecord], *, root: Any = None,
+               manifest: Manifest | None = None) -> pd.DataFrame:
+    """One row per current record (index = position in `loaded`), corrupt ones included
+    with status "corrupt"; superseded records and records outside the manifest are left
+    out and counted in `frame.attrs["notes"]` (record_frames returns them)."""
+    return record_frames(loaded, root=root, manifest=manifest).runs
 
 
 # ---------------------------------------------------------------- statistics
@@ -169,52 +211,6 @@ def is_higher_better(metric: str) -> bool:
     return not any(part in name for part in LOWER_IS_BETTER)
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values; NaN entries are not comparisons and stay NaN."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m:
-        order = np.argsort(p[ok], kind="stable")
-        adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[ok][order]))
-        ranked = np.empty(m)
-        ranked[order] = adjusted
-        out[ok] = ranked
-    return out
-
-
-def t_half_width(std: Any, n: Any, confidence: float) -> Any:
-    """Half-width of the Student-t interval of a mean; NaN for n < 2."""
-    n = np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf((1 + confidence) / 2, np.where(n >= 2, n - 1, np.nan))
-        return q * np.asarray(std, dtype=float) / np.sqrt(n)
-
-
-def paired_tests(diffs: np.ndarray, confidence: float) -> dict[str, float]:
-    """Mean paired difference, its t-interval, paired t and Wilcoxon signed-rank p-values.
-    Tests are undefined (NaN) for fewer than 2 pairs or when every difference is zero."""
-    n = len(diffs)
-    mean = float(diffs.mean()) if n else math.nan
-    out = {"n_pairs": n, "diff": mean, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
-           "p_ttest": math.nan, "p_wilcoxon": math.nan}
-    if n < 2:
-        return out
-    half = float(t_half_width(diffs.std(ddof=1), n, confidence))
-    out.update(diff_ci_low=mean - half, diff_ci_high=mean + half)
-    if not np.any(diffs):
-        return out
-    with warnings.catch_warnings():  # near-constant differences warn; the p-value stands
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out["p_ttest"] = float(stats.ttest_1samp(diffs, 0.0).pvalue)
-        try:
-            out["p_wilcoxon"] = float(stats.wilcoxon(diffs).pvalue)
-        except ValueError:  # e.g. too few non-zero differences
-            pass
-    return out
-
-
 def target_order(target_sets: pd.Series) -> pd.Series:
     """Sort key: conventional target sets in TARGET_ORDER, then others alphabetically."""
     known = {name: i for i, name in enumerate(TARGET_ORDER)}
@@ -224,6 +220,8 @@ def target_order(target_sets: pd.Series) -> pd.Series:
 
 
 def check_baseline(runs: pd.DataFrame, baseline: str) -> None:
+    """ConfigError when the baseline occurs nowhere in the sweep (a group without it falls
+    back to another target set, with a note)."""
     present = runs.loc[runs["status"].ne("corrupt"), "target_set"].dropna().drop_duplicates()
     if len(present) and baseline not in set(present):
         names = ", ".join(present.iloc[target_order(present).argsort(kind="stable")])
@@ -234,8 +232,71 @@ def check_baseline(runs: pd.DataFrame, baseline: str) -> None:
         )
 
 
-def _completed(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """Completed runs that have the metric, one per (cell, seed): the newest wins."""
+def group_label(key: Sequence[Any], names: Sequence[str] = GROUP) -> str:
+    return ", ".join(f"{name}={value}" for name, value in zip(names, key)
+                     if not (name in ("variant", "layers") and value in ("", "all", None)))
+
+
+def outcome(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """What each run contributes: completed (usable), collapsed (completed at chance),
+    "no <metric>", or its status (failed, diverged, interrupted)."""
+    done = runs["status"].eq("completed")
+    result = runs["status"].astype(object).copy()
+    result[done & runs["collapsed"].fillna(False).astype(bool)] = "collapsed"
+    no_metric = done & ~result.eq("collapsed")
+    no_metric &= runs[metric].isna() if metric in runs else True
+    result[no_metric] = f"no {metric}"
+    return result
+
+
+def _seed_status(runs: pd.DataFrame, outcomes: pd.Series) -> pd.DataFrame:
+    """Per cell: "2/3 completed, 1 diverged" over the seeds its group recorded, and the
+    seeds that did not complete, by outcome."""
+    real = runs[runs["status"].ne("corrupt")].assign(_outcome=outcomes)
+    group_seeds = real.groupby(list(GROUP), dropna=False, sort=False)["seed"].nunique()
+    rows = []
+    for key, cell in real.groupby(list(CELL), dropna=False, sort=False):
+        total = int(group_seeds.loc[key[:-1]])
+        counts = cell["_outcome"].value_counts()
+        done = int(counts.get("completed", 0))
+        parts = [f"{done}/{total} completed"]
+        parts += [f"{int(c)} {name}" for name, c in counts.items() if name != "completed"]
+        if (missing := total - int(cell["seed"].nunique())) > 0:
+            parts.append(f"{missing} missing")
+        bad = cell[cell["_outcome"].ne("completed")]
+        problems = "; ".join(
+            f"{name}: seed{'s' if len(rows_) > 1 else ''} "
+            f"{', '.join(str(s) for s in sorted(rows_['seed'].dropna()))}"
+            for name, rows_ in bad.groupby("_outcome", sort=True))
+        rows.append({**dict(zip(CELL, key)), "seeds_status": ", ".join(parts),
+                     "problem_seeds": problems})
+    return pd.DataFrame(rows, columns=[*CELL, "seeds_status", "problem_seeds"])
+
+
+def _baseline_of(group: pd.DataFrame, baseline: str) -> str:
+    if group["target_set"].eq(baseline).any():
+        return baseline
+    names = group["target_set"].drop_duplicates()
+    return str(names.iloc[target_order(names).argsort(kind="stable")].iloc[0])
+
+
+def _baseline_notes(key: Sequence[Any], group: pd.DataFrame, wanted: str,
+                    chosen: str) -> list[str]:
+    label = group_label(key)
+    if chosen != wanted:
+        return [f"baseline {wanted!r} has no completed runs in {label}; {chosen!r} (first "
+                f"of the conventional order present) is the baseline there"]
+    lacking = sorted(set(group["seed"].dropna()) - set(
+        group.loc[group["target_set"].eq(chosen), "seed"].dropna()))
+    if lacking:
+        return [f"baseline {chosen!r} lacks seed{'s' if len(lacking) > 1 else ''} "
+                f"{', '.join(map(str, lacking))} in {label}; comparisons there use the seeds "
+                f"both target sets have"]
+    return []
+
+
+def _usable(runs: pd.DataFrame, metric: str, outcomes: pd.Series) -> tuple[pd.DataFrame, list[str]]:
+    """Completed, not collapsed runs with the metric, one per (cell, seed)."""
     done = runs[runs["status"].eq("completed")]
     if len(done) and (metric not in runs or done[metric].isna().all()):
         present = ", ".join(metric_columns(done.dropna(axis=1, how="all"))) or "none"
@@ -244,105 +305,129 @@ def _completed(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]
             f"present: {present}. Choose one with --metric (e.g. --metric test/accuracy)."
         )
     notes = []
-    if len(done) and done[metric].isna().any():
-        notes.append(f"{int(done[metric].isna().sum())} completed runs lack {metric} and "
-                     f"are left out of its statistics")
-    done = done[done[metric].notna()] if len(done) else done
-    ordered = done.assign(_end=done["ended_at"].fillna("").astype(str)).sort_values("_end")
-    unique = ordered.drop_duplicates([*CELL, "seed"], keep="last")
-    if len(unique) < len(done):
-        notes.append(f"{len(done) - len(unique)} completed runs repeat a (cell, seed) under "
-                     f"another run_id; only the newest of each enters the statistics")
-    return unique.drop(columns="_end"), notes
+    if (lacking := int(outcomes.eq(f"no {metric}").sum())):
+        notes.append(f"{lacking} completed runs lack {metric} and are left out of its "
+                     f"statistics")
+    if (collapsed := int(outcomes.eq("collapsed").sum())):
+        notes.append(f"{collapsed} completed runs collapsed to chance; like diverged runs "
+                     f"they are left out of the statistics and named in each cell's status")
+    usable = runs[outcomes.eq("completed")]
+    ordered = usable.assign(_end=usable["ended_at"].fillna("").astype(str)).sort_values("_end")
+    unique = ordered.drop_duplicates([*CELL, "seed"], keep="last").drop(columns="_end")
+    if len(unique) < len(usable):
+        notes.append(f"{len(usable) - len(unique)} completed runs repeat a (cell, seed); only "
+                     f"the newest of each enters the statistics")
+    return unique[unique["seed"].notna()], notes
 
 
-def _paired(done: pd.DataFrame, metric: str, baseline: str, confidence: float) -> pd.DataFrame:
-    seeded = done[done["seed"].notna()]
-    base = seeded.loc[seeded["target_set"].eq(baseline), [*GROUP, "seed", metric]]
-    pairs = seeded[[*CELL, "seed", metric]].merge(
-        base.rename(columns={metric: "_base"}), on=[*GROUP, "seed"], how="inner")
-    diffs = (pairs[metric] - pairs["_base"]).to_numpy()
-    rows = [
-        {**dict(zip(CELL, key)), **paired_tests(diffs[idx], confidence)}
-        for key, idx in pairs.groupby(list(CELL), dropna=False, sort=False).indices.items()
-    ]
-    columns = [*CELL, "n_pairs", "diff", "diff_ci_low", "diff_ci_high", "p_ttest", "p_wilcoxon"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _cell_stats(done: pd.DataFrame, metric: str, confidence: float) -> pd.DataFrame:
+def _cell_info(done: pd.DataFrame) -> pd.DataFrame:
     cells = done.groupby(list(CELL), dropna=False, sort=False)
-    table = cells.agg(
-        n=(metric, "size"), mean=(metric, "mean"), std=(metric, "std"),
-        lora_params=("lora_params", "median"),
-        **{k: (k, "mean") for k in COST},
-    )
-    table["lora_rank"] = cells["lora_rank"].agg(lambda s: "/".join(sorted(set(s.dropna()))))
-    table = table.reset_index()
-    table["ci_half"] = t_half_width(table["std"], table["n"], confidence)
-    table["ci_low"] = table["mean"] - table["ci_half"]
-    table["ci_high"] = table["mean"] + table["ci_half"]
-    return table
+    info = cells.agg(lora_params=("lora_params", "median"), **{k: (k, "mean") for k in COST})
+    info["lora_rank"] = cells["lora_rank"].agg(lambda s: "/".join(sorted(set(s.dropna()))))
+    return info.reset_index()
 
 
-def _group_label(key: Sequence[Any]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in zip(GROUP, key))
+def _correctness_notes(problems: dict[int, str], labels: dict[int, int],
+                       done: pd.DataFrame, split: str) -> list[str]:
+    notes = []
+    if problems:
+        reasons = pd.Series(problems).value_counts()
+        notes.append(f"{len(problems)} runs have no usable {split} predictions ("
+                     + "; ".join(f"{n}: {why}" for why, n in reasons.head(3).items())
+                     + "); their comparisons use the t-interval over seeds only")
+    ids = pd.Series(labels, dtype="int64")
+    for task, index in done.groupby("task").groups.items():
+        kinds = ids.reindex(index).dropna().nunique()
+        if kinds > 1:
+            notes.append(f"the {split} labels differ between runs of task {task} ({kinds} "
+                         f"different label vectors), so runs with different labels are not "
+                         f"paired example by example")
+    return notes
 
 
-def _summarize_metric(runs: pd.DataFrame, metric: str, baseline: str, confidence: float,
-                      better_high: bool, alpha: float) -> tuple[pd.DataFrame, list[str]]:
-    done, notes = _completed(runs, metric)
+def compare_frame(done: pd.DataFrame, metric: str, baseline: str, settings: Settings,
+                  loaded: Sequence[LoadedRecord] | None,
+                  group: Sequence[str] = GROUP) -> tuple[pd.DataFrame, list[str]]:
+    """compare_group over every group of `done` (usable runs, one per (cell, seed)), the
+    baseline falling back per group; rows keyed by the group columns and target_set."""
+    notes: list[str] = []
+    correct = None
+    if loaded is not None and metric.startswith("test/") and metric.endswith("/accuracy"):
+        correct = correctness(loaded, done.index, split="test", metric=metric)
+        notes += _correctness_notes(correct.problems, correct.labels, done, "test")
+    values = done.assign(value=done[metric], run=done.index)
+    parts = []
+    for key, rows in values.groupby(list(group), dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        chosen = _baseline_of(rows, baseline)
+        group_notes = _baseline_notes(key, rows, baseline, chosen)
+        notes += group_notes
+        table = compare_group(rows[["target_set", "seed", "value", "run"]], chosen, correct,
+                              settings)
+        parts.append(table.assign(**dict(zip(group, key)), baseline_note=" ".join(group_notes)))
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), notes
+
+
+def _summarize_metric(runs: pd.DataFrame, metric: str, baseline: str, settings: Settings,
+                      loaded: Sequence[LoadedRecord] | None) -> tuple[pd.DataFrame, list[str]]:
+    outcomes = outcome(runs[runs["status"].ne("corrupt")], metric)
+    done, notes = _usable(runs[runs["status"].ne("corrupt")], metric, outcomes)
     if done.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS)), notes
-    table = _cell_stats(done, metric, confidence).merge(
-        _paired(done, metric, baseline, confidence), on=list(CELL), how="left")
-    by_group = table.assign(_is_base=table["target_set"].eq(baseline)).groupby(
-        list(GROUP), dropna=False, sort=False)
-    has_base = by_group["_is_base"].transform("any")
-    table.loc[has_base & table["n_pairs"].isna(), "n_pairs"] = 0
-    for column in ("p_ttest", "p_wilcoxon"):
-        table[f"{column}_holm"] = by_group[column].transform(holm)
-    table["significant"] = (table["p_ttest_holm"] < alpha).astype("boolean")
-    table.loc[~has_base, "significant"] = pd.NA
-    table["rank"] = by_group["mean"].rank(ascending=not better_high, method="min")
-    table["baseline"] = baseline
-    table["metric"] = metric
-    for key in table.loc[~has_base, list(GROUP)].drop_duplicates().itertuples(index=False):
-        notes.append(f"baseline {baseline!r} has no completed runs in {_group_label(key)}; "
-                     f"its difference columns are left empty")
-    return table, notes
+    table, more = compare_frame(done, metric, baseline, settings, loaded)
+    table = table.merge(_cell_info(done), on=list(CELL), how="left").merge(
+        _seed_status(runs, outcomes), on=list(CELL), how="left")
+    return table.assign(metric=metric), notes + more
 
 
 def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/accuracy",
               baseline: str = "qv", confidence: float = 0.95,
-              higher_is_better: bool | None = None, alpha: float = 0.05) -> pd.DataFrame:
-    """Per (model, task, budget, budget_scale, target_set): n, mean, std, t-interval, mean
-    paired difference to `baseline` over shared seeds with paired t / Wilcoxon p-values,
-    Holm-adjusted within each (model, task, budget, budget_scale), and the rank by mean.
+              higher_is_better: bool | None = None, alpha: float = 0.05,
+              loaded: Sequence[LoadedRecord] | None = None, resamples: int = 2000,
+              effect: float = 0.01) -> pd.DataFrame:
+    """One row per cell (SUMMARY_COLUMNS): n, the status of its seeds, the mean over the
+    seeds it shares with its group's baseline (the unpaired mean beside it) with a
+    t-interval over seeds, and the paired difference to the baseline: its interval (a
+    hierarchical bootstrap over seeds and test examples when `loaded` gives per-example
+    predictions of an accuracy metric, else the t-interval over seeds; `diff_ci_covers`
+    says which), paired t / sign-flip / Wilcoxon p Holm-adjusted over every non-baseline
+    target set of the group, McNemar p per seed, the minimum detectable effect and the
+    seeds needed to resolve `effect`.
 
-    `metric` may map task -> metric when tasks are scored differently; `higher_is_better`
-    None guesses from the metric name. Notes (dropped rows, absent baselines) are in
-    `attrs["notes"]`."""
+    The baseline is `baseline`, or in a group without it the first target set of
+    TARGET_ORDER present (noted). Collapsed and failed runs are left out and named in
+    `seeds_status`. `metric` may map task -> metric; `higher_is_better` None guesses from
+    the metric name. Notes are in `attrs["notes"]`."""
     check_baseline(runs, baseline)
     per_task = metric.items() if isinstance(metric, Mapping) else [(None, metric)]
     parts, notes = [], []
     for task, name in per_task:
         subset = runs if task is None else runs[runs["task"].eq(task)]
         better = is_higher_better(name) if higher_is_better is None else higher_is_better
-        table, part_notes = _summarize_metric(subset, name, baseline, confidence, better, alpha)
+        settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
+                            resamples=resamples, effect=effect)
+        table, part_notes = _summarize_metric(subset, name, baseline, settings, loaded)
         parts.append(table)
         notes += part_notes
-    empty = pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    summary = pd.concat([p for p in parts if len(p)] or [empty], ignore_index=True)
-    summary = summary.assign(_order=target_order(summary["target_set"])).sort_values(
-        [*GROUP, "_order", "target_set"], na_position="last", kind="stable")
-    summary = summary.reindex(columns=list(SUMMARY_COLUMNS)).reset_index(drop=True)
-    summary["n_pairs"] = summary["n_pairs"].astype("Int64")
-    summary["n"] = summary["n"].astype("Int64")
-    summary["rank"] = summary["rank"].astype("Int64")
-    summary["significant"] = summary["significant"].astype("boolean")
-    summary.attrs["notes"] = notes
-    return summary
+    return _ordered(parts, SUMMARY_COLUMNS, notes)
+
+
+def _ordered(parts: list[pd.DataFrame], columns: Sequence[str], notes: list[str],
+             group: Sequence[str] = GROUP) -> pd.DataFrame:
+    empty = pd.DataFrame(columns=list(columns))
+    table = pd.concat([p for p in parts if len(p)] or [empty], ignore_index=True)
+    table = table.assign(_order=target_order(table["target_set"])).sort_values(
+        [*group, "_order", "target_set"], na_position="last", kind="stable")
+    table = table.reindex(columns=list(columns)).reset_index(drop=True)
+    for column in ("n", "n_pairs", "rank", "mcnemar_seeds_below_alpha", "seeds_needed",
+                   "seeds_needed_observed"):
+        if column in table:
+            table[column] = pd.to_numeric(table[column]).round().astype("Int64")
+    for column in ("significant", "resolved", "testable"):
+        if column in table:
+            table[column] = table[column].astype("boolean")
+    table.attrs["notes"] = notes
+    return table
 
 
 # ---------------------------------------------------------------- sweep shape
@@ -350,9 +435,9 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
 
 def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """Cells of the expected grid that have no record (of any status): within each
-    (model, budget), the full product of the observed tasks, target sets, budget scales and
-    seeds. Corrupt records carry no labels, so they fill no cell."""
-    dims = ["task", "target_set", "budget_scale", "variant", "seed"]
+    (model, budget), the full product of the observed tasks, target sets, budget scales,
+    layers, variants and seeds. Corrupt records carry no labels, so they fill no cell."""
+    dims = ["task", "target_set", "budget_scale", "layers", "variant", "seed"]
     seen = runs[runs["status"].ne("corrupt")]
     parts = []
     for (model, budget), rows in seen.groupby(["model", "budget"], dropna=False, sort=True):
@@ -366,7 +451,8 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([p for p in parts if len(p)], ignore_index=True)[columns]
     out["seed"] = out["seed"].astype("Int64")
     out = out.assign(_order=target_order(out["target_set"])).sort_values(
-        ["model", "budget", "task", "budget_scale", "variant", "_order", "seed"], kind="stable")
+        ["model", "budget", "task", "budget_scale", "layers", "variant", "_order", "seed"],
+        kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
 
 
@@ -418,8 +504,9 @@ def sweep_config(records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dic
 
 def _configured_metric(loaded: list[LoadedRecord], index: pd.Index) -> str | None:
     for i in index:
-        record = loaded[i].record.to_dict() if loaded[i].record else {}
-        name = ((record.get("config") or {}).get("task") or {}).get("metric")
+        record = loaded[i].record
+        task = (record.config.get("task") if record else None) or {}
+        name = task.get("metric") if isinstance(task, dict) else None
         if name:
             return name if name.startswith("test/") else f"test/{name}"
     return None

@@ -68,7 +68,7 @@ def _grid(n: int, title: str, legend_width: float = 0.0) -> tuple[Figure, list[A
 
 
 def _group_title(key: Sequence[Any]) -> str:
-    model, task, budget, scale, variant = key
+    model, task, budget, scale, _layers, variant = key
     extra = f"\n{variant}" if isinstance(variant, str) and variant else ""
     return f"{model} · {task}\nbudget {budget} ×{scale:g}{extra}"
 

@@ -105,7 +105,7 @@ def summary_tables(summary: pd.DataFrame, baseline: str) -> list[Table]:
              Cell(_num(r.diff, "+.3f")), Cell(_p(r.p_ttest_holm)), Cell(_p(r.p_wilcoxon_holm)),
              Cell(_num(r.rank, "d")))
             for r in rows.itertuples(index=False))
-        model, task, budget, scale, variant = key
+        model, task, budget, scale, _layers, variant = key
         title = f"{model} · {task} · budget {budget} ×{scale:g}{_variant(variant)} — {rows['metric'].iloc[0]}"
         tables.append(Table(title, columns, body))
     return tables
@@ -432,7 +432,8 @@ def _write_report(sweep_dir: Path, baseline: str, metric: str | None, confidence
     check_baseline(runs, baseline)
     metrics = resolve_metrics(loaded, runs, metric)
     compare = _comparison_metric(metric, metrics)
-    summary = summarize(runs, metric=compare, baseline=baseline, confidence=confidence)
+    summary = summarize(runs, metric=compare, baseline=baseline, confidence=confidence,
+                        loaded=loaded)
     missing = missing_cells(runs)
     out = sweep_dir / "report"
     curves = curves_frame(loaded, runs, compare)

@@ -1,0 +1,226 @@
+"""Statistics of paired comparisons, as plain functions of arrays.
+
+Seed level: a paired t-test, the exact sign-flip permutation test and Wilcoxon's signed-rank
+test over the per-seed differences of a metric, with the rule that differences of zero
+spread are not testable by t (never p = 0). Example level: a hierarchical bootstrap over
+seeds and test examples of the paired difference in per-example correctness, and McNemar's
+exact test per seed. Planning: the minimum detectable effect at the observed spread and
+the seeds a given difference needs (paired t, two-sided).
+"""
+
+import functools
+import math
+import warnings
+from collections.abc import Sequence
+from itertools import product
+from typing import Any
+
+import numpy as np
+from scipy import optimize, stats
+
+WILCOXON_MIN_PAIRS = 6  # smallest exact two-sided signed-rank p is 2 / 2**n: 0.031 at n = 6
+SIGNFLIP_EXACT_MAX = 16  # up to 2**16 sign patterns enumerated; above that, sampled
+POWER = 0.8
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values; NaN entries are not comparisons and stay NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m:
+        order = np.argsort(p[ok], kind="stable")
+        adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[ok][order]))
+        ranked = np.empty(m)
+        ranked[order] = adjusted
+        out[ok] = ranked
+    return out
+
+
+def holm_family(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm over a whole family in which some members could not be tested (NaN): they
+    count as p = 1, so they still enlarge the family, and their adjusted p stays NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = holm(np.where(np.isnan(p), 1.0, p))
+    return np.where(np.isnan(p), np.nan, adjusted)
+
+
+def t_half_width(std: Any, n: Any, confidence: float) -> Any:
+    """Half-width of the Student-t interval of a mean; NaN for n < 2."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = stats.t.ppf((1 + confidence) / 2, np.where(n >= 2, n - 1, np.nan))
+        return q * np.asarray(std, dtype=float) / np.sqrt(n)
+
+
+def is_constant(diffs: np.ndarray) -> bool:
+    """Whether paired differences have no spread beyond float rounding (differences of
+    metrics such as k/2000 are not exactly equal in floating point even when equal)."""
+    if len(diffs) == 0:
+        return True
+    scale = max(1.0, float(np.max(np.abs(diffs))))
+    return float(np.ptp(diffs)) <= 1e-9 * scale
+
+
+def signflip_p(diffs: np.ndarray, *, samples: int = 20_000, seed: int = 0) -> float:
+    """Two-sided exact permutation p of the mean paired difference under random sign flips
+    (the null of exchangeable pairs): the share of the 2**n sign patterns whose |mean| is at
+    least the observed one. The observed pattern counts, so with n pairs p >= 2 / 2**n for
+    any nonzero data (and never 0). Above SIGNFLIP_EXACT_MAX pairs it samples patterns and
+    returns (k + 1) / (samples + 1)."""
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0 or not np.any(d):
+        return math.nan if n == 0 else 1.0
+    observed = abs(d.mean()) * (1 - 1e-12)  # ties with the observed pattern count as extreme
+    if n <= SIGNFLIP_EXACT_MAX:
+        signs = np.array(list(product((1.0, -1.0), repeat=n)))
+        return float(np.mean(np.abs(signs @ d) / n >= observed))
+    signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(samples, n))
+    hits = int(np.sum(np.abs(signs @ d) / n >= observed))
+    return (hits + 1) / (samples + 1)
+
+
+def seed_tests(diffs: np.ndarray, confidence: float) -> dict[str, Any]:
+    """Paired statistics of per-seed differences (candidate − baseline).
+
+    Identical results on every seed are a tie: p = 1 for every test. Differences with no
+    spread that are not all zero, or fewer than 2 pairs, are not testable by t: p_ttest is
+    NaN and `test_note` says why (the sign-flip and Wilcoxon p stay exact and > 0)."""
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    out: dict[str, Any] = {
+        "n_pairs": n, "diff": float(d.mean()) if n else math.nan,
+        "diff_std": float(d.std(ddof=1)) if n >= 2 else math.nan,
+        "diff_t_low": math.nan, "diff_t_high": math.nan, "p_ttest": math.nan,
+        "p_wilcoxon": math.nan, "p_signflip": signflip_p(d) if n else math.nan,
+        "testable": False, "test_note": "",
+    }
+    if n < 2:
+        out["test_note"] = f"not testable: {n} paired seed{'s' if n != 1 else ''}"
+        return out
+    if not np.any(d):
+        out.update(diff_t_low=0.0, diff_t_high=0.0, p_ttest=1.0, p_wilcoxon=1.0, diff_std=0.0,
+                   testable=True, test_note="tie: identical to the baseline on every seed")
+        return out
+    if is_constant(d):
+        out.update(diff_std=0.0, test_note="not testable by t: the paired differences are "
+                   "the same on every seed (zero variance)")
+    else:
+        half = float(t_half_width(d.std(ddof=1), n, confidence))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.update(diff_t_low=out["diff"] - half, diff_t_high=out["diff"] + half,
+                       p_ttest=float(stats.ttest_1samp(d, 0.0).pvalue), testable=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
+    except ValueError:  # e.g. every difference zero after dropping ties
+        pass
+    return out
+
+
+def wilcoxon_note(n_pairs: int, alpha: float = 0.05) -> str:
+    if n_pairs >= WILCOXON_MIN_PAIRS:
+        return ""
+    return (f"{n_pairs} pairs: the exact two-sided signed-rank test cannot reach p < {alpha:g} "
+            f"below {WILCOXON_MIN_PAIRS} pairs")
+
+
+# ---------------------------------------------------------------- planning
+
+
+def paired_t_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test with n pairs to detect a true mean difference
+    `delta` when the differences have standard deviation `sd`."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df, nc = n - 1, abs(delta) * math.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    # P(|Z + nc| > crit * S) with S = sqrt(chi2_df / df), averaged over quantiles of S:
+    # scipy's noncentral t returns NaN far in its tail, which small n reaches.
+    scale = _chi_scale(df)
+    return float(np.mean(stats.norm.sf(crit * scale - nc) + stats.norm.cdf(-crit * scale - nc)))
+
+
+@functools.lru_cache(maxsize=256)
+def _chi_scale(df: int) -> np.ndarray:
+    """Quantiles of sqrt(chi2_df / df) at 4000 evenly spaced probabilities."""
+    return np.sqrt(stats.chi2.ppf((np.arange(4000) + 0.5) / 4000, df) / df)
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest true difference the paired t-test detects with the given power at n
+    pairs and spread sd; NaN when undefined (n < 2 or no spread)."""
+    if n < 2 or not sd > 0 or not math.isfinite(sd):
+        return math.nan
+    high = sd
+    while paired_t_power(high, sd, n, alpha) < power:
+        high *= 2
+    return float(optimize.brentq(lambda x: paired_t_power(x, sd, n, alpha) - power, 0.0, high,
+                                 xtol=sd * 1e-8))
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = 0.05, power: float = POWER,
+                 limit: int = 1_000_000) -> float:
+    """Seeds (pairs) the paired t-test needs to detect `delta` with the given power at
+    spread sd; NaN when undefined, `limit` when more would be needed."""
+    if not (sd > 0 and math.isfinite(sd) and abs(delta) > 0):
+        return math.nan
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n = max(2, int((z * sd / abs(delta)) ** 2))  # the normal bound; t needs at least this
+    while n < limit and paired_t_power(delta, sd, n, alpha) < power:
+        n += 1
+    return float(n)
+
+
+# ---------------------------------------------------------------- per example
+
+
+def resample_counts(draws: int, size: int, seed: int = 0) -> np.ndarray:
+    """How often each of `size` items is drawn in each of `draws` resamples with
+    replacement of `size` items: a (draws, size) float32 matrix of counts."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, size, size=(draws, size), dtype=np.int32)
+    counts = np.empty((draws, size), dtype=np.float32)
+    for row, drawn in enumerate(picks):  # a bincount per row beats one over draws * size
+        counts[row] = np.bincount(drawn, minlength=size)
+    return counts
+
+
+def hierarchical_bootstrap(diffs: np.ndarray, *, confidence: float = 0.95,
+                           resamples: int = 2000, seed: int = 0,
+                           example_counts: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile interval of the mean of a (seeds, examples) matrix of paired per-example
+    differences (candidate correct − baseline correct, in {-1, 0, 1}).
+
+    Each resample draws seeds with replacement and, once, test examples with replacement;
+    the same example indices serve every seed and both target sets (the test set is one
+    sample shared by all runs), so the interval covers seed and test-example variance and
+    stays paired. The mean of a resample is w·D·v / (n·m) for the seed counts w and
+    example counts v, one matrix product for all resamples. `example_counts` (from
+    resample_counts(resamples, m)) may be shared by the comparisons of a group."""
+    d = np.asarray(diffs, dtype=np.float32)
+    n, m = d.shape
+    if n == 0 or m == 0:
+        return math.nan, math.nan
+    if example_counts is None:
+        example_counts = resample_counts(resamples, m, seed + 1)
+    seed_counts = resample_counts(len(example_counts), n, seed)
+    per_seed = example_counts @ d.T  # (resamples, n): each seed's sum over drawn examples
+    means = np.einsum("bs,bs->b", per_seed, seed_counts, dtype=np.float64) / (n * m)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def mcnemar_exact(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Two-sided exact McNemar p per pair of runs: `wins` examples only the candidate got
+    right, `losses` only the baseline got right (a binomial test of wins in wins + losses
+    at 1/2). No discordant examples: p = 1."""
+    wins, losses = np.asarray(wins), np.asarray(losses)
+    total = wins + losses
+    p = 2 * stats.binom.cdf(np.minimum(wins, losses), total, 0.5)
+    return np.where(total > 0, np.minimum(1.0, p), 1.0)

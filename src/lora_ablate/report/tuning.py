@@ -1,0 +1,148 @@
+"""The tuned comparison: each target set at its own best value of a swept key (e.g.
+train.lr), chosen on the validation metric, then compared with the baseline's own tuned
+result on the test metric, with the same statistics as the plain summary.
+
+A tuned key lives in the record's config (train.lr) and in its variant ("train.lr=0.001");
+the groups here ignore the tuned keys' part of the variant, so every value of the grid is
+a candidate for the same target set.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from lora_ablate.errors import ConfigError
+from lora_ablate.records import LoadedRecord
+from lora_ablate.report.aggregate import (CELL, COST, GROUP, _ordered, _usable, check_baseline,
+                                          compare_frame, is_higher_better, outcome)
+from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
+from lora_ablate.report.compare import Settings
+
+TUNED_GROUP = GROUP  # with `variant` holding only the untuned part of the variant
+
+
+def tuned_columns(tune: Sequence[str]) -> tuple[str, ...]:
+    return (*GROUP, "target_set", *tune, "grid", "edge_of_grid", "val_metric", "val_mean",
+            "metric", "n", "n_pairs",
+            *[c for c in COMPARE_COLUMNS if c not in ("target_set", "n", "n_pairs")],
+            "baseline_note", "lora_params")
+
+
+def _lookup(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def _split_variant(variant: str, tune: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """("lora.dropout=0.1", {"train.lr": "0.001"}) from "lora.dropout=0.1,train.lr=0.001"."""
+    kept, tuned = [], {}
+    for part in filter(None, str(variant or "").split(",")):
+        key, _, value = part.partition("=")
+        if key in tune:
+            tuned[key] = value
+        else:
+            kept.append(part)
+    return ",".join(kept), tuned
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _tuned_values(runs: pd.DataFrame, loaded: Sequence[LoadedRecord] | None,
+                  tune: Sequence[str]) -> pd.DataFrame:
+    """The tuned keys' values per run (from the config, else from the variant) and the
+    variant without them."""
+    rest, values = [], {key: [] for key in tune}
+    for i, variant in zip(runs.index, runs["variant"]):
+        kept, parsed = _split_variant(variant, tune)
+        rest.append(kept)
+        config = loaded[i].record.config if loaded is not None and loaded[i].record else None
+        for key in tune:
+            value = _lookup(config, key) if config is not None else None
+            values[key].append(_number(parsed.get(key) if value is None else value))
+    return runs.assign(variant=rest, **values)
+
+
+def _number_key(value: Any) -> tuple[int, float, str]:
+    return (0, value, "") if isinstance(value, float) else (1, 0.0, str(value))
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _edge(chosen: Any, grid: list[Any]) -> bool:
+    """Whether the chosen value is the smallest or largest of its grid (so the best value
+    may lie outside it)."""
+    ordered = sorted(grid, key=_number_key)
+    return chosen in (ordered[0], ordered[-1])
+
+
+def _choose(done: pd.DataFrame, val: str, tune: Sequence[str], better_high: bool) -> pd.DataFrame:
+    """Per (tuning group, target set): the tuned values with the best mean validation
+    metric over their seeds, the grid and whether the choice is at its edge."""
+    keys = [*GROUP, "target_set"]
+    means = done.groupby([*keys, *tune], dropna=False, sort=True)[val].agg(
+        val_mean="mean").reset_index()
+    rows = []
+    for key, options in means.groupby(keys, dropna=False, sort=False):
+        if options["val_mean"].isna().all():
+            continue
+        best = options.loc[options["val_mean"].idxmax() if better_high
+                           else options["val_mean"].idxmin()]
+        grids = {k: sorted(options[k].drop_duplicates().tolist(), key=_number_key) for k in tune}
+        rows.append({**dict(zip(keys, key)), **{k: best[k] for k in tune},
+                     "val_mean": best["val_mean"],
+                     "grid": "; ".join(f"{k}: {', '.join(map(_text, g))}"
+                                       for k, g in grids.items()),
+                     "edge_of_grid": any(_edge(best[k], grids[k]) for k in tune)})
+    return pd.DataFrame(rows)
+
+
+def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
+                metric: str = "test/accuracy", baseline: str = "qv",
+                loaded: Sequence[LoadedRecord] | None = None, confidence: float = 0.95,
+                alpha: float = 0.05, higher_is_better: bool | None = None,
+                resamples: int = 2000, effect: float = 0.01) -> pd.DataFrame:
+    """tuned.csv: per (group without the tuned keys, target set), the value of the tuned
+    keys with the best mean validation metric (val/<name> of `metric`), and the test
+    metric of the target set at that value compared with the baseline's own tuned result
+    by seed (the statistics of `summarize`). Columns: tuned_columns(tune)."""
+    tune = list(tune)
+    check_baseline(runs, baseline)
+    val = "val/" + metric.split("/", 1)[-1]
+    real = runs[runs["status"].ne("corrupt")]
+    if val not in real:
+        raise ConfigError(f"Tuning on {', '.join(tune)} picks values by the validation metric "
+                          f"{val!r}, which no run recorded. Record it (task.metric) or tune on "
+                          f"another metric.")
+    better = is_higher_better(metric) if higher_is_better is None else higher_is_better
+    settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
+                        resamples=resamples, effect=effect)
+    done, notes = _usable(real, metric, outcome(real, metric))
+    if done.empty:
+        return _ordered([], tuned_columns(tune), notes)
+    done = _tuned_values(done, loaded, tune)
+    missing = [k for k in tune if done[k].isna().all()]
+    if missing:
+        raise ConfigError(f"The tuned key(s) {', '.join(missing)} appear neither in the runs' "
+                          f"config nor in their variant. Tune on a key the sweep varies, "
+                          f"e.g. train.lr.")
+    chosen = _choose(done, val, tune, better)
+    # merge drops the index, which keys the runs' predictions: carry it through
+    picked = done.rename_axis("_run").reset_index().merge(
+        chosen, on=[*GROUP, "target_set", *tune], how="inner").set_index("_run")
+    table, more = compare_frame(picked, metric, baseline, settings, loaded)
+    info = picked.groupby(list(CELL), dropna=False)[["lora_params", *COST]].median()
+    table = table.merge(chosen, on=[*GROUP, "target_set"], how="left").merge(
+        info.reset_index(), on=list(CELL), how="left")
+    table = table.assign(metric=metric, val_metric=val)
+    return _ordered([table], tuned_columns(tune), notes + more)

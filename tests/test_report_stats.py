@@ -1,0 +1,256 @@
+"""The report's statistics on synthetic sweeps whose true effects are known: untestable
+constant differences, the Holm family, the hierarchical bootstrap, seed status, power,
+manifest, tuning and the verdict's numbers (checked against independent recomputation)."""
+
+import json
+import math
+import re
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_records import make_record, write_fake_sweep, write_manifest
+from scipy import stats as sps
+
+from lora_ablate.records import find_records, write_record
+from lora_ablate.report import stats
+from lora_ablate.report.aggregate import record_frames, runs_frame, summarize
+from lora_ablate.report.tuning import tuned_frame
+from lora_ablate.report.verdict import verdicts
+
+
+def load(root):
+    loaded = find_records(root)
+    return loaded, runs_frame(loaded, root=root)
+
+
+def shift_sweep(root, seeds=range(8), shift=0.01, size=0):
+    """qv and two target sets that sit exactly `shift` (k) and 0 (v) from qv on every seed,
+    with different base accuracies per seed (so the float differences are not bit-equal)."""
+    rng = np.random.default_rng(0)
+    for s in seeds:
+        base = 0.7 + 0.013 * s
+        for name, acc in (("qv", base), ("k", base + shift), ("v", base)):
+            record = make_record(model="m", task="t", target_set=name, budget="reference",
+                                 scale=1.0, seed=s, accuracy=acc, history_points=3,
+                                 index=s, rng=rng, test_size=size)
+            write_record(root / f"{name}-{s}", record)
+
+
+def test_constant_paired_differences_are_never_p0_nor_significant(tmp_path):
+    shift_sweep(tmp_path)
+    loaded, runs = load(tmp_path)
+    rows = summarize(runs, loaded=loaded).set_index("target_set")
+    k = rows.loc["k"]
+    assert k["diff"] == pytest.approx(0.01) and k["n_pairs"] == 8
+    assert math.isnan(k["p_ttest"]) and not k["testable"] and not k["significant"]
+    assert "zero variance" in k["test_note"] and not k["resolved"]
+    assert k["p_signflip"] == pytest.approx(2 / 2**8)  # exact: the two extreme patterns
+    assert (rows[["p_ttest", "p_signflip", "p_wilcoxon"]].fillna(1) > 0).all().all()
+    assert rows.loc["v", "p_ttest"] == 1 and rows.loc["v", "p_ttest_holm"] == 1
+
+
+def test_signflip_p_is_exact_against_enumeration():
+    d = np.array([0.3, -0.1, 0.2, 0.25, 0.05])
+    means = [abs(np.dot(s, d)) / 5 for s in product((1, -1), repeat=5)]
+    expected = np.mean([m >= abs(d.mean()) - 1e-12 for m in means])
+    assert stats.signflip_p(d) == pytest.approx(expected)
+    assert stats.signflip_p(np.full(5, 0.01)) == pytest.approx(2 / 32)
+
+
+def test_holm_family_counts_ties_and_untestable_members():
+    # three members; the second untestable: it counts as p = 1 and stays NaN
+    out = stats.holm_family([0.01, math.nan, 0.04])
+    assert out[0] == pytest.approx(0.03) and math.isnan(out[1])
+    assert out[2] == pytest.approx(max(0.03, 0.04 * 2))
+
+
+def test_holm_family_is_every_non_baseline_target_set(tmp_path):
+    write_fake_sweep(tmp_path, target_sets=("qv", "q", "k", "all"), seeds=range(5),
+                     effects={"all": 0.03}, noise=0.01, test_size=0)
+    loaded, runs = load(tmp_path)
+    rows = summarize(runs).set_index("target_set")
+    raw = rows.loc[["q", "k", "all"], "p_ttest"].to_numpy()
+    order = np.argsort(raw)
+    adjusted = np.empty(3)
+    adjusted[order] = np.minimum(1, np.maximum.accumulate(raw[order] * [3, 2, 1]))
+    assert rows.loc[["q", "k", "all"], "p_ttest_holm"].to_numpy() == pytest.approx(adjusted)
+
+
+def _truth_diff(loaded, runs, name, base="qv"):
+    """Per-example differences straight from the records (seeds x examples)."""
+    by = {}
+    for i in runs.index:
+        rec = loaded[i].record
+        p = rec.predictions["test"]
+        by[rec.labels.target_set, rec.labels.seed] = np.equal(p.predicted, p.labels).astype(int)
+    seeds = sorted({s for t, s in by if t == name} & {s for t, s in by if t == base})
+    return np.stack([by[name, s] - by[base, s] for s in seeds])
+
+
+def test_hierarchical_bootstrap_covers_seeds_and_examples(tmp_path):
+    write_fake_sweep(tmp_path, target_sets=("qv", "all", "k"), seeds=range(5),
+                     effects={"all": 0.04}, noise=0.01, test_size=1000, val_size=200)
+    loaded, runs = load(tmp_path)
+    rows = summarize(runs, loaded=loaded).set_index("target_set")
+    for name in ("all", "k"):
+        row, d = rows.loc[name], _truth_diff(loaded, runs, name)
+        assert row["diff"] == pytest.approx(d.mean(), abs=1e-9)  # predictions = metric
+        assert row["diff_ci_low"] < row["diff"] < row["diff_ci_high"]
+        assert row["diff_ci_covers"] == "seeds+test examples"
+        # wider than the seeds-only bootstrap of the same differences (examples add variance)
+        per_seed = d.mean(axis=1)
+        boots = np.random.default_rng(1).choice(per_seed, (4000, len(per_seed))).mean(axis=1)
+        seeds_only = np.quantile(boots, [0.025, 0.975])
+        assert row["diff_ci_high"] - row["diff_ci_low"] > seeds_only[1] - seeds_only[0]
+        wins, losses = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
+        expected = [sps.binomtest(int(w), int(w + l), 0.5).pvalue for w, l in zip(wins, losses)]
+        got = [float(x.split(":")[1]) for x in row["p_mcnemar_by_seed"].split()]
+        assert got == pytest.approx(expected, rel=1e-2)
+    assert rows.loc["all", "diff_ci_low"] > 0.01 and rows.loc["all", "resolved"]
+    assert rows.loc["k", "diff_ci_low"] < 0 < rows.loc["k", "diff_ci_high"]
+
+
+def test_bootstrap_interval_matches_a_direct_resampling_loop():
+    rng = np.random.default_rng(5)
+    d = rng.choice([-1, 0, 0, 0, 1], size=(4, 300), p=[0.1, 0.25, 0.25, 0.25, 0.15])
+    low, high = stats.hierarchical_bootstrap(d, resamples=3000, seed=2)
+    slow = []
+    for _ in range(3000):
+        s = rng.integers(0, 4, 4)
+        e = rng.integers(0, 300, 300)
+        slow.append(d[np.ix_(s, e)].mean())
+    ref = np.quantile(slow, [0.025, 0.975])
+    assert low == pytest.approx(ref[0], abs=0.006) and high == pytest.approx(ref[1], abs=0.006)
+
+
+def test_seed_status_paired_mean_and_collapsed_runs(tmp_path):
+    write_fake_sweep(tmp_path, target_sets=("qv", "q"), seeds=range(4), test_size=200,
+                     val_size=50)
+    rng = np.random.default_rng(0)
+    # q seed 3 diverged, q seed 2 collapsed, qv seed 0 failed
+    for name, s, kw in (("q", 3, {"status": "diverged"}), ("q", 2, {"collapsed": True}),
+                        ("qv", 0, {"status": "failed"})):
+        rec = make_record(model="minilm", task="rt_sentiment", target_set=name,
+                          budget="reference", scale=1.0, seed=s, accuracy=0.8,
+                          history_points=3, index=100 + s, rng=rng, test_size=200,
+                          val_size=50, **kw)
+        folder = tmp_path / "rt_sentiment" / "scale=1.0" / f"{name}-seed{s}"
+        (folder / "result.json").unlink()  # else its completed record would be the current one
+        write_record(folder, rec)
+    frames = record_frames(find_records(tmp_path), root=tmp_path)
+    runs = frames.runs
+    assert runs["collapsed"].sum() == 1 and "layers" in runs
+    rows = summarize(runs, loaded=find_records(tmp_path)).set_index("target_set")
+    q = rows.loc["q"]
+    assert q["seeds_status"] == "2/4 completed, 1 collapsed, 1 diverged"
+    assert "collapsed: seed 2" in q["problem_seeds"] and "diverged: seed 3" in q["problem_seeds"]
+    assert (q["n"], q["n_pairs"]) == (2, 1)  # q has seeds 0, 1; qv lacks seed 0
+    values = runs.set_index(["target_set", "seed"])["test/accuracy"]
+    assert q["mean"] == pytest.approx(values["q", 1])
+    assert q["mean_unpaired"] == pytest.approx((values["q", 0] + values["q", 1]) / 2)
+    assert "lacks seed 0" in rows.loc["qv", "baseline_note"]
+    # the 1-pair bootstrap resamples examples only and says so
+    assert q["diff_ci_covers"] == "test examples"
+
+
+def test_power_columns_match_noncentral_t():
+    sd, n = 0.01, 5
+    mde = stats.min_detectable_effect(sd, n)
+    crit = sps.t.ppf(0.975, n - 1)
+    nc = mde * math.sqrt(n) / sd
+    assert sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc) == pytest.approx(0.8,
+                                                                                      abs=1e-4)
+    need = stats.seeds_needed(0.005, sd)
+    power = lambda k: stats.paired_t_power(0.005, sd, k)  # noqa: E731
+    assert power(need) >= 0.8 > power(need - 1)
+    assert stats.seeds_needed(0.5, 1.0) == 34  # the textbook paired-t sample size for d = 0.5
+
+
+def test_wilcoxon_note_below_six_pairs(tmp_path):
+    write_fake_sweep(tmp_path, target_sets=("qv", "q"), seeds=range(5), test_size=0)
+    rows = summarize(load(tmp_path)[1]).set_index("target_set")
+    assert "cannot reach" in rows.loc["q", "wilcoxon_note"]
+    assert stats.wilcoxon_note(6) == ""
+
+
+def test_manifest_limits_the_statistics_to_the_sweep(tmp_path):
+    paths = write_fake_sweep(tmp_path, target_sets=("qv", "q"), seeds=range(3), test_size=0)
+    write_manifest(tmp_path, [p.parent for p in paths[:-1]])
+    frames = record_frames(find_records(tmp_path), root=tmp_path)
+    assert len(frames.runs) == 5 and len(frames.other) == 1
+    assert frames.other["path"].iloc[0] == str(paths[-1].relative_to(tmp_path))
+
+
+def test_tuned_choice_is_the_argmax_of_mean_validation_metric(tmp_path):
+    write_fake_sweep(tmp_path, target_sets=("qv", "q", "all"), seeds=range(4),
+                     lrs=(1e-4, 1e-3, 1e-2), best_lr={"q": 1e-4, "all": 1e-2},
+                     effects={"all": 0.03}, lr_penalty=0.03, test_size=400, val_size=100)
+    loaded, runs = load(tmp_path)
+    tuned = tuned_frame(runs, loaded=loaded).set_index("target_set")
+    ok = runs[runs["status"].eq("completed") & ~runs["collapsed"]]
+    means = ok.groupby(["target_set", "variant"])["val/accuracy"].mean()
+    for name in ("qv", "q", "all"):
+        best_variant = means[name].idxmax()
+        assert best_variant == f"train.lr={tuned.loc[name, 'train.lr']:g}"
+        assert tuned.loc[name, "val_mean"] == pytest.approx(means[name].max())
+        chosen = ok[ok["target_set"].eq(name) & ok["variant"].eq(best_variant)]
+        assert tuned.loc[name, "mean"] == pytest.approx(chosen["test/accuracy"].mean())
+    assert tuned.loc["q", "train.lr"] == 1e-4 and tuned.loc["q", "edge_of_grid"]
+    assert tuned.loc["qv", "train.lr"] == 1e-3 and not tuned.loc["qv", "edge_of_grid"]
+    # the difference is to the baseline's own tuned result, paired by seed
+    qv = ok[ok["target_set"].eq("qv") & ok["variant"].eq("train.lr=0.001")].set_index("seed")
+    al = ok[ok["target_set"].eq("all") & ok["variant"].eq("train.lr=0.01")].set_index("seed")
+    diff = (al["test/accuracy"] - qv["test/accuracy"]).mean()
+    assert tuned.loc["all", "diff"] == pytest.approx(diff)
+    assert tuned.loc["all", "diff_ci_covers"] == "seeds+test examples"
+
+
+NUMBER = r"[+-]?\d+\.\d{3}|<0\.001|n/a"
+COMPARISON = re.compile(
+    rf"(\w+) vs (\w+): ({NUMBER}) \(95% interval ({NUMBER}) to ({NUMBER}), over ([a-z+ ]+); "
+    rf"Holm p ({NUMBER}); (\d+) paired seeds\)(?:, at the observed spread about (\d+) paired "
+    rf"seeds would resolve a difference of 0\.01 \(detectable now: ({NUMBER})\))?")
+
+
+def test_verdict_numbers_come_from_the_summary(tmp_path):
+    write_fake_sweep(tmp_path, target_sets=("qv", "q", "k", "all"), seeds=range(5),
+                     effects={"all": 0.05, "q": -0.002}, noise=0.01, fail_rate=0.1,
+                     test_size=500, val_size=100)
+    loaded, runs = load(tmp_path)
+    summary = summarize(runs, loaded=loaded)
+    (verdict,) = verdicts(summary)
+    rows = summary.set_index("target_set")
+    found = COMPARISON.findall(verdict.text)
+    assert {f[0] for f in found} == {"q", "k", "all"}
+    p = lambda x: "<0.001" if x < 0.001 else f"{x:.3f}"  # noqa: E731
+    for name, base, diff, low, high, covers, holm_p, pairs, need, mde in found:
+        row = rows.loc[name]
+        assert base == "qv" and diff == f"{row['diff']:+.3f}"
+        assert (low, high) == (f"{row['diff_ci_low']:+.3f}", f"{row['diff_ci_high']:+.3f}")
+        assert covers == row["diff_ci_covers"] and holm_p == p(row["p_ttest_holm"])
+        assert int(pairs) == row["n_pairs"]
+        if need:
+            assert int(need) == row["seeds_needed"] and mde == f"{row['mde']:.3f}"
+    assert "Resolved against the baseline" in verdict.text and "all vs qv" in verdict.text.split(
+        "Not resolved")[0]
+    best = rows[rows["rank"].eq(1)].index[0]
+    assert f"Best on test/accuracy: {best}, mean {rows.loc[best, 'mean']:.3f}" in verdict.text
+    assert "one task only" in verdict.text
+    assert not set("*|`[]") & set(verdict.text)
+
+
+def test_records_written_twice_supersede_the_older(tmp_path):
+    rng = np.random.default_rng(0)
+    for acc in (0.7, 0.9):
+        rec = make_record(model="m", task="t", target_set="qv", budget="reference", scale=1.0,
+                          seed=0, accuracy=acc, history_points=3, index=int(acc * 10), rng=rng,
+                          test_size=0)
+        write_record(tmp_path / "cell", rec)
+    frames = record_frames(find_records(tmp_path), root=tmp_path)
+    assert len(frames.runs) == 1 and len(frames.superseded) == 1
+    assert frames.runs["path"].iloc[0] == "cell/result.json"
+    assert json.loads((tmp_path / "cell" / "result.json").read_text())["metrics"][
+        "test/accuracy"] == frames.runs["test/accuracy"].iloc[0]
+    assert isinstance(frames.superseded, pd.DataFrame)
