@@ -8,14 +8,12 @@ baseline target set (compare.py holds the statistics).
 """
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lora_ablate.errors import ConfigError
