@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import ARCHS, arch_overrides, expected_matrices, mentions
+from helpers import ARCHS, arch_overrides, expected_matrices, mentions
 from lora_ablate.errors import ConfigError
 
 KEYS = ["llama3_8b", "qwen2_0_5b", "roberta_base"]

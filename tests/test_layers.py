@@ -2,8 +2,9 @@
 over the selected modules only; bad values are ConfigErrors naming the value and range."""
 
 import pytest
+from cli_helpers import run_cli
+from helpers import ARCHS, arch_overrides, compose_run, plan_for
 
-from conftest import ARCHS, arch_overrides, compose_run, plan_for, run_cli
 from lora_ablate.errors import ConfigError
 from lora_ablate.plan.layers import band_layers
 
@@ -86,7 +87,7 @@ def test_depth_sweep_cells_plan_on_a_minilm_shape(tmp_path):
     bands = {"bottom": [0, 1], "middle": [2, 3], "top": [4, 5], "all": list(range(6))}
     for targets in ("qv", "ffn"):
         for band, layers in bands.items():
-            cfg = compose_run(["+sweep=depth", f"targets={targets}", f"targets.layers={band}", "model.package=null",
+            cfg = compose_run(["sweep=depth", f"targets={targets}", f"targets.layers={band}", "model.package=null",
                                f"model.name_or_path={folder}"])
             assert (cfg.sweep_name, cfg.train.max_steps, cfg.train.eval_every) == ("depth", 100, 25)
             from lora_ablate.plan.resolve import resolve_run

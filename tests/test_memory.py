@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import ARCHS, arch_overrides, compose_run, plan_for
+from helpers import ARCHS, arch_overrides, compose_run, plan_for
 
 # tiny_llama: vocab 260, hidden 64, intermediate 128, 2 layers, 4 heads of 16, 2 kv heads, untied LM head
 V, H, I, L, HEADS, KV = 260, 64, 128, 2, 4, 2 * 16

@@ -6,7 +6,7 @@ import itertools
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ARCHS, REPO, compose_run
+from helpers import ARCHS, REPO, compose_run
 from lora_ablate.plan.resolve import resolve_run
 
 PAPER_BUDGET = 294_912  # 12 layers × (q + v) × r=8 × (768 + 768)
@@ -41,7 +41,7 @@ def check_cells(cells, arch_dirs):
     arch = ARCHS["roberta_base"]
     assert 8 * arch.layers * 2 * (arch.hidden + arch.hidden) == PAPER_BUDGET
     for cell in cells:
-        cfg = compose_run(["+sweep=paper_roberta", *(f"{k}={v}" for k, v in cell.items()),
+        cfg = compose_run(["sweep=paper_roberta", *(f"{k}={v}" for k, v in cell.items()),
                            f"model.name_or_path={arch_dirs['roberta_base']}"])
         assert (cfg.model.name, cfg.task.name, cfg.budget.kind, cfg.sweep_name) == (
             "roberta_base", cell["task"], "params", "paper_roberta")
