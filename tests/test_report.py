@@ -11,12 +11,12 @@ import pytest
 from fake_records import write_fake_sweep, write_json
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.report.plots import write_atomic
+from lora_ablate.files import write_atomic
 from lora_ablate.report.render import main, write_report
 
 FILES = ("runs.csv", "summary.csv", "summary.md", "summary.tex", "table5.csv", "missing.csv",
          "report.md", "report.html")
-FIGURES = ("means", "forest", "curves", "cost", "heatmap")
+FIGURES = ("means", "differences", "curves", "cost", "heatmap")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_missing_cells_are_listed(report):
     missing = pd.read_csv(report / "missing.csv")
     assert len(missing) == 1
     assert missing[["task", "target_set", "seed"]].values.tolist() == [["rt_sentiment", "q", 1]]
-    assert "rt_sentiment" in (report / "report.md").read_text().split("## Missing cells")[1]
+    assert r"rt\_sentiment" in (report / "report.md").read_text().split("## Missing cells")[1]
 
 
 def test_markdown_bolds_the_best_mean_and_marks_significant_results(report):
