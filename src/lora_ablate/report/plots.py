@@ -69,9 +69,11 @@ def _grid(n: int, title: str, legend_width: float = 0.0) -> tuple[Figure, list[A
 
 def message_figure(text: str) -> Figure:
     """A small figure that says why there is nothing to draw (e.g. no completed run yet)."""
-    fig = Figure(figsize=(5, 1.2))
+    fig = Figure(figsize=(6, 1.2))
     FigureCanvasAgg(fig)
-    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax = fig.add_subplot()  # a figure without axes is skipped by IPython's display
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center")
     return fig
 
 
