@@ -32,7 +32,6 @@ def test_notebook_uses_only_the_public_api():
         "lora_ablate.write_report", "")
 
 
-@pytest.mark.slow
 def test_analysis_notebook_executes_on_a_sweep(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     write_fake_sweep(sweep, target_sets=("qv", "v", "qkv_ffn"), seeds=range(3),
@@ -45,7 +44,6 @@ def test_analysis_notebook_executes_on_a_sweep(tmp_path, monkeypatch):
     assert not (sweep / "report").exists()  # the sweep's own report is never touched
 
 
-@pytest.mark.slow
 def test_analysis_notebook_executes_on_an_empty_folder(tmp_path, monkeypatch):
     sweep = tmp_path / "running"
     sweep.mkdir()
