@@ -4,7 +4,6 @@ sweep whose first run has not finished), and writes its report only to its own f
 from pathlib import Path
 
 import nbformat
-import pytest
 from fake_records import write_fake_sweep
 from nbclient import NotebookClient
 

@@ -177,3 +177,13 @@ def test_long_figure_title_stays_inside_a_single_panel_figure():
     assert box.y1 <= fig.bbox.height
     axes_top = max(ax.get_window_extent(renderer).y1 for ax in fig.axes)
     assert box.y0 > axes_top, "the title must not run into the panels"
+
+
+def test_cli_out_and_tune_options(tmp_path, capsys):
+    write_fake_sweep(tmp_path / "sweep", target_sets=("qv", "q"), seeds=range(2))
+    out = tmp_path / "elsewhere"
+    assert main([str(tmp_path / "sweep"), "--out", str(out), "--tune", "train.lr"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert (out / "report.html").is_file() and not (tmp_path / "sweep" / "report").exists()
+    assert main([str(tmp_path / "sweep"), "--tune", "train.lr; rm"]) == 2
+    assert "'train.lr; rm' is not one" in capsys.readouterr().err

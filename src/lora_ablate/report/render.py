@@ -157,8 +157,9 @@ def provenance(sweep: Sweep) -> list[str]:
 
 
 def _config(sweep: Sweep) -> dict[str, Any]:
-    records = [item.record.to_dict() for item in sweep.records if item.record is not None]
-    shared, varying = sweep_config(records)
+    # sweep_config reads only "config": no to_dict() of 10,000 whole records.
+    shared, varying = sweep_config([{"config": item.record.config} for item in sweep.records
+                                    if item.record is not None])
     lines = [f"{k} = {v}" for k, v in shared.items()]
     return {"varying": [f"{key}: {', '.join(seen[:12])}{' …' if len(seen) > 12 else ''}"
                         for key, seen in varying.items()],
