@@ -79,3 +79,25 @@ def test_an_error_message_that_is_a_formula_is_defused_in_runs_csv(tmp_path):
 ])
 def test_md_escape(text, escaped):
     assert md_escape(text) == escaped
+
+
+def test_verdict_and_tuned_slots_render_first_and_escaped(tmp_path, monkeypatch):
+    from lora_ablate.report import render
+
+    write_fake_sweep(tmp_path, target_sets=("q", "qv"), seeds=range(2))
+    monkeypatch.setattr(render, "verdict_paragraphs", lambda sweep, summary, tuned: [
+        render.Verdict("minilm · rt_sentiment", f"q beats qv {SCRIPT} by **0.01**.")])
+    monkeypatch.setattr(render, "tuned_frame", lambda sweep, tune, **kw: pd.DataFrame({
+        "model": ["minilm"], "task": ["rt_sentiment"], "budget": ["reference"],
+        "budget_scale": [1.0], "variant": [""], "target_set": ["q"], "train.lr": [0.001],
+        "val_mean": [0.8], "edge_of_grid": [False], "n": [2], "mean": [0.8],
+        "note": [FORMULA]}))
+    out = write_report(tmp_path, tune=["train.lr"])
+    md = (out / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Summary per group") < md.index(
+        "## Tuned comparison (train.lr)") < md.index("## Figures")
+    assert r"q beats qv &lt;script&gt;alert(1)&lt;/script&gt; by \*\*0.01\*\*." in md
+    html = (out / "report.html").read_text()
+    assert "<script" not in html and "&lt;script&gt;" in html
+    tuned = list(csv.DictReader(io.StringIO((out / "tuned.csv").read_text())))
+    assert tuned[0]["note"] == "'" + FORMULA and tuned[0]["train.lr"] == "0.001"

@@ -4,7 +4,7 @@ unknown ones under their own name; Wilcoxon only where it could reach 0.05."""
 import numpy as np
 import pandas as pd
 
-from lora_ablate.report.tables import md_table, summary_tables
+from lora_ablate.report.tables import md_table, summary_tables, tuned_tables
 
 GROUP = {"model": "m", "task": "t", "budget": "reference", "budget_scale": 1.0, "variant": ""}
 
@@ -20,10 +20,12 @@ def frame(n_pairs: int, **extra) -> pd.DataFrame:
 
 
 def test_known_columns_get_headers_and_unknown_ones_keep_their_names():
-    table, = summary_tables(frame(3, ci_covers="seeds+test examples", mde=0.012,
-                                  brand_new_stat=1.5))
-    assert table.columns[:5] == ("target set", "n", "n pairs", "mean ± CI", "Δ vs baseline [CI]")
-    assert "interval covers" in table.columns and "MDE" in table.columns
+    table, = summary_tables(frame(3, diff_ci_covers="seeds+test examples", mde=0.012,
+                                  seeds_status="3/3 completed", brand_new_stat=1.5))
+    assert table.columns[:6] == ("target set", "runs", "n", "n pairs", "mean ± CI",
+                                 "Δ vs baseline [CI]")
+    assert table.text_columns == 2
+    assert "Δ interval covers" in table.columns and "MDE" in table.columns
     assert table.columns[-1] == "brand_new_stat"
     row = dict(zip(table.columns, (c.text for c in table.rows[1])))
     assert row["n"] == "3" and row["n pairs"] == "3" and row["brand_new_stat"] == "1.5"
@@ -51,3 +53,12 @@ def test_single_seed_mean_says_n_1_and_markdown_marks_best_and_significant():
     text = md_table(table)
     assert "0.800 (n=1)" in text
     assert "**0.850 (n=1)** †" in text
+
+
+def test_tuned_table_shows_the_chosen_value_then_the_summary_columns():
+    tuned = frame(3, **{"train.lr": 0.001, "val_mean": 0.81, "edge_of_grid": True,
+                        "grid": "train.lr: 0.001, 0.01", "val_metric": "val/accuracy"})
+    table, = tuned_tables(tuned, ["train.lr"])
+    assert table.columns[:5] == ("target set", "train.lr", "val mean", "edge of grid", "n")
+    assert "grid" not in table.columns and "val_metric" not in table.columns
+    assert [c.text for c in table.rows[0][:4]] == ["qv", "0.001", "0.810", "yes"]

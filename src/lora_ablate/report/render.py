@@ -28,7 +28,8 @@ from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_esca
 from lora_ablate.report.plots import CAPTIONS, report_figures, write_figures
 from lora_ablate.report.sweep import Sweep, curves, load_sweep, summarize
 from lora_ablate.report.tables import (MARK, Table, frame_table, legend, md_table,
-                                       summary_tables, table5_frame, table5_tables, tex_table)
+                                       summary_tables, table5_frame, table5_tables, tex_table,
+                                       tuned_tables)
 
 LIST_LIMIT = 200  # rows of failed runs / missing cells shown inline; the CSVs have them all
 STATUSES = ("completed", "failed", "diverged", "interrupted", "corrupt")
@@ -64,13 +65,13 @@ def tuned_frame(sweep: Sweep, tune: Sequence[str], *, metric: str | None, baseli
 
 def superseded_frame(sweep: Sweep) -> pd.DataFrame | None:
     """HOOK(superseded): older records of a (cell, seed) that a newer completed one
-    replaces in the statistics (path, run_id, status, ended_at, replaced_by …)."""
-    return sweep.runs.attrs.get("superseded")
+    replaces in the statistics (path, run_id, status, ended_at, …)."""
+    return sweep.superseded
 
 
 def other_runs_frame(sweep: Sweep) -> pd.DataFrame | None:
     """HOOK(other runs): records in the folder that are not cells of the sweep's manifest."""
-    return sweep.runs.attrs.get("other_runs")
+    return sweep.other
 
 
 # ---------------------------------------------------------------- report sections
@@ -87,9 +88,16 @@ class Listing:
     empty: str
 
 
-def listing(frame: pd.DataFrame | None, title: str, csv: str, empty: str) -> Listing | None:
+LISTED = ("path", "run_id", "status", "task", "target_set", "seed", "ended_at", "error")
+
+
+def listing(frame: pd.DataFrame | None, title: str, csv: str, empty: str,
+            columns: Sequence[str] | None = None) -> Listing | None:
+    """A frame as a Listing; `columns` (those present) narrow a wide runs-like frame."""
     if frame is None:
         return None
+    if columns is not None:
+        frame = frame[[c for c in columns if c in frame]]
     shown = frame.head(LIST_LIMIT)
     return Listing(len(frame), frame_table(title, shown) if len(frame) else None,
                    max(0, len(frame) - LIST_LIMIT), csv, empty)
@@ -98,7 +106,7 @@ def listing(frame: pd.DataFrame | None, title: str, csv: str, empty: str) -> Lis
 def md_listing(section: Listing) -> Markdown:
     """A Listing as Markdown (its cells escaped by md_table)."""
     if section.table is None:
-        return md_escape(section.empty)
+        return Markdown(md_escape(section.empty) + "\n")
     text = md_table(section.table)
     if section.more:
         text += f"\n… and {section.more} more: see {md_escape(section.csv)}.\n"
@@ -277,11 +285,8 @@ def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
     runs = sweep.runs
     counts, problems = _runs_section(runs)
     corrupt = runs.loc[runs["status"].eq("corrupt"), ["path", "error"]]
-    tuned_table = None if tuned is None else {
-        "key": ", ".join(tune),
-        "table": frame_table("each target set at its own best value (chosen on validation)",
-                             tuned, caption="Intervals as in tuned.csv; see its columns for "
-                             "what they cover.")}
+    tuned_table = None if tuned is None else {"key": ", ".join(tune),
+                                              "tables": tuned_tables(tuned, tune, confidence)}
     return {
         "title": f"LoRA target-set ablation: {sweep.path.name}",
         "overview": _overview(sweep, missing, metrics, baseline, confidence, out),
@@ -294,9 +299,9 @@ def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
         "figures": _figure_entries(figures, out),
         "run_counts": counts, "runs": problems,
         "other_runs": listing(other_runs_frame(sweep), "records outside the sweep",
-                              "other_runs.csv", "None."),
+                              "other_runs.csv", "None.", LISTED),
         "superseded": listing(superseded_frame(sweep), "superseded records",
-                              "superseded.csv", "None."),
+                              "superseded.csv", "None.", LISTED),
         "missing": listing(missing, "cells of the expected grid with no record",
                            "missing.csv", "None: every cell of the grid has a record."),
         "corrupt": listing(corrupt.rename(columns={"error": "reason"}),

@@ -25,6 +25,9 @@ class Sweep:
     records: list[LoadedRecord]
     runs: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # Records left out of the statistics, when aggregate reports them (record_frames):
+    superseded: pd.DataFrame | None = None  # older records of a (cell, seed)
+    other: pd.DataFrame | None = None  # records outside the sweep's manifest
 
     @property
     def completed(self) -> int:

@@ -145,33 +145,44 @@ def _yes_no(name: str) -> Callable[[Mapping[str, Any]], Cell]:
 
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("target set", ("target_set",), _text("target_set"), text=True),
-    Column("runs", ("status_note", "status", "runs_note"),
-           lambda r: Cell(plain(_first(r, "status_note", "status", "runs_note") or "–")),
-           text=True, aliases=3),
+    Column("runs", ("seeds_status", "status_note"),
+           lambda r: Cell(plain(_first(r, "seeds_status", "status_note") or "–")),
+           text=True, aliases=2),
     Column("LoRA rank", ("lora_rank",), _text("lora_rank")),
     Column("# params", ("lora_params",), _fmt("lora_params", ",.0f")),
     Column("n", ("n",), _fmt("n", ".0f")),
     Column("n pairs", ("n_pairs",), _fmt("n_pairs", ".0f")),
     Column("mean ± CI", ("mean", "ci_half", "ci_low", "ci_high", "rank", "significant"),
            _mean_cell),
-    Column("unpaired mean", ("unpaired_mean", "mean_unpaired"),
-           lambda r: Cell(num(_first(r, "unpaired_mean", "mean_unpaired"))), aliases=2),
+    Column("unpaired mean", ("mean_unpaired", "unpaired_mean"),
+           lambda r: Cell(num(_first(r, "mean_unpaired", "unpaired_mean"))), aliases=2),
     Column("Δ vs baseline [CI]", ("diff", "diff_ci_low", "diff_ci_high", "boot_ci_low",
                                   "boot_ci_high"), _diff_cell),
-    Column("interval covers", ("ci_covers",), _text("ci_covers"), text=True),
-    Column("p (Holm)", ("p_holm", "p_ttest_holm"),
-           lambda r: Cell(pvalue(_first(r, "p_holm", "p_ttest_holm"))), aliases=2),
+    Column("Δ interval covers", ("diff_ci_covers",), _text("diff_ci_covers"), text=True),
+    Column("p (t, Holm)", ("p_ttest_holm", "p_holm"),
+           lambda r: Cell(pvalue(_first(r, "p_ttest_holm", "p_holm"))), aliases=2),
+    Column("p (sign-flip, Holm)", ("p_signflip_holm",), _p("p_signflip_holm")),
     Column("p (Wilcoxon, Holm)", ("p_wilcoxon_holm",), _p("p_wilcoxon_holm")),
     Column("testable", ("testable",), _yes_no("testable")),
+    Column("resolved", ("resolved",), _yes_no("resolved")),
+    Column("seeds McNemar p<0.05", ("mcnemar_seeds_below_alpha",),
+           _text("mcnemar_seeds_below_alpha")),
     Column("MDE", ("mde",), _fmt("mde", ".3f")),
     Column("seeds for 0.01", ("seeds_needed", "seeds_for_1pt"),
            lambda r: Cell(num(_first(r, "seeds_needed", "seeds_for_1pt"), ".0f")), aliases=2),
     Column("rank", ("rank",), _fmt("rank", ".0f")),
+    Column("note", ("test_note", "baseline_note"),
+           lambda r: Cell("; ".join(str(v) for v in (r.get("test_note"), r.get("baseline_note"))
+                                    if isinstance(v, str) and v) or "–"),
+           text=True, aliases=2),
 )
-# Summary columns that are in the title, folded into a displayed column, or CSV-only.
+# Summary columns that are in the title, folded into a displayed column or a caption, or
+# kept for summary.csv only (per-seed lists, raw p-values, spreads, costs).
 NOT_SHOWN = frozenset({
-    *GROUP, "layers", "metric", "baseline", "std", "p_ttest", "p_wilcoxon", "p_holm_raw",
-    "train_seconds", "tokens_per_second", "peak_memory_bytes", "_order",
+    *GROUP, "layers", "metric", "baseline", "std", "diff_std", "diff_t_low", "diff_t_high",
+    "diff_ci_method", "ci_covers", "p_ttest", "p_signflip", "p_wilcoxon", "p_mcnemar_by_seed",
+    "wilcoxon_note", "problem_seeds", "seeds_needed_observed", "train_seconds",
+    "tokens_per_second", "peak_memory_bytes", "_order",
 })
 
 
@@ -214,29 +225,57 @@ def legend(baseline: str, confidence: float) -> str:
 
 def interval_caption(frame: pd.DataFrame, confidence: float) -> str:
     """What the intervals of a summary table cover, said under the table."""
-    covers = sorted(set(frame["ci_covers"].dropna().astype(str))) if "ci_covers" in frame else []
-    diff = interval_columns(frame)
-    diff_text = ("hierarchical bootstrap over seeds and test examples"
-                 if diff and diff[0].startswith("boot") else "t-interval over shared seeds")
-    text = (f"Intervals are {confidence:.0%}. mean ± CI: Student t over seeds (test examples "
-            f"held fixed). Δ [CI]: {diff_text}")
-    if covers:
-        text += f"; the 'interval covers' column says which sources each row's Δ interval " \
-                f"includes ({', '.join(covers)})"
-    return text + ". n: seeds completed; n pairs: seeds shared with the baseline."
+    def seen(column: str) -> list[str]:
+        return sorted(set(frame[column].dropna().astype(str))) if column in frame else []
+
+    mean_covers = ", ".join(seen("ci_covers")) or "seeds"
+    diff_covers = seen("diff_ci_covers")
+    bounds = interval_columns(frame)
+    if diff_covers:
+        methods = seen("diff_ci_method")
+        diff_text = (f"covers {' / '.join(diff_covers)} as the 'Δ interval covers' column says"
+                     + (f" ({', '.join(methods)})" if methods else ""))
+    elif bounds and bounds[0].startswith("boot"):
+        diff_text = "hierarchical bootstrap over seeds and test examples"
+    else:
+        diff_text = "t-interval over shared seeds"
+    return (f"Intervals are {confidence:.0%}. mean ± CI: Student t over {mean_covers} (test "
+            f"examples held fixed). Δ [CI]: {diff_text}. n: seeds completed; n pairs: seeds "
+            f"shared with the baseline.")
 
 
-def summary_tables(summary: pd.DataFrame, confidence: float = 0.95) -> list[Table]:
+def tuned_columns(tune: Sequence[str]) -> list[Column]:
+    """The tuned table's own columns, shown after the target set: the chosen value of each
+    tuned key, the validation mean it was chosen by, and whether it is at the grid's edge."""
+    return [*(Column(key, (key,), _text(key)) for key in tune),
+            Column("val mean", ("val_mean",), _fmt("val_mean", ".3f")),
+            Column("edge of grid", ("edge_of_grid",), _yes_no("edge_of_grid"))]
+
+
+def tuned_tables(tuned: pd.DataFrame, tune: Sequence[str],
+                 confidence: float = 0.95) -> list[Table]:
+    """tuned.csv as tables: per group (without the tuned keys), each target set at its own
+    chosen value, with the summary's columns for its test result."""
+    return summary_tables(tuned, confidence, extra=tuned_columns(tune),
+                          hide=("grid", "val_metric"))
+
+
+def summary_tables(summary: pd.DataFrame, confidence: float = 0.95,
+                   extra: Sequence[Column] = (), hide: Sequence[str] = ()) -> list[Table]:
     """One table per group (model, task, budget, budget_scale, layers, variant): a row per
-    target set, with the columns `summary_columns` picks."""
+    target set, with the columns `summary_columns` picks (`extra` ones after the target
+    set; `hide` columns left out)."""
     keys = _group_keys(summary)
     if summary.empty:
         return []
+    shown = summary.drop(columns=[c for c in (*hide, *(u for c in extra for u in c.uses))
+                                  if c in summary])
     tables = []
     for key, rows in summary.groupby(keys, sort=False, dropna=False):
         named = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        columns = summary_columns(rows.dropna(axis=1, how="all").assign(
+        found = summary_columns(shown.loc[rows.index].dropna(axis=1, how="all").assign(
             target_set=rows["target_set"]))
+        columns = [found[0], *(c for c in extra if c.shown(rows)), *found[1:]]
         body = tuple(tuple(c.cell(row) for c in columns)
                      for row in rows.to_dict("records"))
         metric = rows["metric"].iloc[0] if "metric" in rows else ""
