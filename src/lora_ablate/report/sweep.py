@@ -3,6 +3,7 @@ curves built from them. Works on a sweep that is still running: with no finished
 the frames are empty and `notes` says so; nothing raises for that.
 """
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,10 @@ def summarize(data: "Sweep | pd.DataFrame", *, metric: str | None = None,
         return empty
     per_task = data.metrics(metric) if isinstance(data, Sweep) else {}
     compare = comparison_metric(metric, per_task)
+    # The records give the per-example predictions the bootstrap interval resamples.
+    # (The signature test bridges the branch merge: drop it once aggregate has `loaded`.)
+    if isinstance(data, Sweep) and "loaded" in inspect.signature(aggregate.summarize).parameters:
+        options.setdefault("loaded", data.records)
     return aggregate.summarize(runs, metric=compare, baseline=baseline, **options)
 
 
