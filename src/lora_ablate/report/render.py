@@ -26,7 +26,7 @@ from lora_ablate.report.aggregate import (check_baseline, distinct, missing_cell
                                           sweep_config)
 from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
 from lora_ablate.report.plots import CAPTIONS, report_figures, write_figures
-from lora_ablate.report.sweep import Sweep, curves, load_sweep, summarize
+from lora_ablate.report.sweep import Sweep, curves, load_sweep, no_cyclic_gc, summarize
 from lora_ablate.report.tables import (MARK, Table, frame_table, legend, md_table,
                                        summary_tables, table5_frame, table5_tables, tex_table,
                                        tuned_tables)
@@ -253,6 +253,12 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     configured metric (test/<task.metric>); `tune` names swept keys (e.g. train.lr) each
     target set is compared at its own best value of."""
     _check_options(confidence, tune)
+    with no_cyclic_gc():
+        return _write_report(Path(sweep_dir), out_dir, baseline, metric, confidence, tune)
+
+
+def _write_report(sweep_dir: Path, out_dir: str | Path | None, baseline: str,
+                  metric: str | None, confidence: float, tune: Sequence[str]) -> Path:
     sweep = load_sweep(sweep_dir)
     if not sweep.records:
         raise ConfigError(f"There are no run records under {sweep.path}: no result.json was "
