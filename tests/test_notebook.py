@@ -1,24 +1,52 @@
-"""notebooks/analysis.ipynb runs top to bottom on a small sweep."""
+"""notebooks/analysis.ipynb runs top to bottom on a small sweep and on an empty folder (a
+sweep whose first run has not finished), and writes its report only to its own folder."""
 
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
-
 from fake_records import write_fake_sweep
+from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
 
 
+def run_notebook(sweep: Path, workdir: Path, monkeypatch) -> list:
+    monkeypatch.setenv("LORA_ABLATE_SWEEP", str(sweep))
+    monkeypatch.delenv("LORA_ABLATE_NOTEBOOK_REPORT", raising=False)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, errors[0].get("traceback")
+    return outputs
+
+
+def test_notebook_uses_only_the_public_api():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert "import lora_ablate" in code
+    assert "lora_ablate." not in code.replace("lora_ablate.load_sweep", "").replace(
+        "lora_ablate.summarize", "").replace("lora_ablate.plot_", "").replace(
+        "lora_ablate.write_report", "")
+
+
 def test_analysis_notebook_executes_on_a_sweep(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
-    write_fake_sweep(sweep, target_sets=("qv", "v", "qkv_ffn"), seeds=range(3), effects={"qkv_ffn": 0.05})
-    monkeypatch.setenv("LORA_ABLATE_SWEEP", str(sweep))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)  # the figures are shown
+    write_fake_sweep(sweep, target_sets=("qv", "v", "qkv_ffn"), seeds=range(3),
+                     effects={"qkv_ffn": 0.05})
+    outputs = run_notebook(sweep, tmp_path, monkeypatch)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # means, diffs, curves, depth
     tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
-    assert "qkv_ffn" in tables and "p_ttest_holm" in tables
-    assert (sweep / "report" / "report.html").is_file()
+    assert "qkv_ffn" in tables and "n_pairs" in tables
+    assert (tmp_path / "notebook-report" / "sweep" / "report.html").is_file()
+    assert not (sweep / "report").exists()  # the sweep's own report is never touched
+
+
+def test_analysis_notebook_executes_on_an_empty_folder(tmp_path, monkeypatch):
+    sweep = tmp_path / "running"
+    sweep.mkdir()
+    outputs = run_notebook(sweep, tmp_path, monkeypatch)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "no run has finished" in text and "0 records, 0 completed" in text
+    assert not (tmp_path / "notebook-report").exists() and not (sweep / "report").exists()

@@ -11,12 +11,12 @@ import pytest
 from fake_records import write_fake_sweep, write_json
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.report.plots import write_atomic
+from lora_ablate.files import write_atomic
 from lora_ablate.report.render import main, write_report
 
 FILES = ("runs.csv", "summary.csv", "summary.md", "summary.tex", "table5.csv", "missing.csv",
          "report.md", "report.html")
-FIGURES = ("means", "forest", "curves", "cost", "heatmap")
+FIGURES = ("means", "differences", "curves", "cost", "heatmap")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_missing_cells_are_listed(report):
     missing = pd.read_csv(report / "missing.csv")
     assert len(missing) == 1
     assert missing[["task", "target_set", "seed"]].values.tolist() == [["rt_sentiment", "q", 1]]
-    assert "rt_sentiment" in (report / "report.md").read_text().split("## Missing cells")[1]
+    assert r"rt\_sentiment" in (report / "report.md").read_text().split("## Missing cells")[1]
 
 
 def test_markdown_bolds_the_best_mean_and_marks_significant_results(report):
@@ -124,8 +124,18 @@ def test_baseline_missing_from_one_group_is_reported_not_fatal(tmp_path):
     write_fake_sweep(tmp_path, tasks=("bbc_topics",), target_sets=("q", "all"), seeds=range(2))
     folder = write_report(tmp_path)
     summary = pd.read_csv(folder / "summary.csv")
-    assert summary.loc[summary["task"].eq("bbc_topics"), "diff"].isna().all()
+    bbc = summary[summary["task"].eq("bbc_topics")]
+    assert set(bbc["baseline"]) == {"q"}  # the group falls back to its first target set
+    assert bbc.loc[bbc["target_set"].eq("all"), "diff"].notna().all()
     assert "baseline 'qv' has no completed runs in" in (folder / "report.md").read_text()
+
+
+def test_a_sweep_without_qv_compares_with_its_first_target_set_and_says_so(tmp_path):
+    write_fake_sweep(tmp_path, tasks=("rt_sentiment",), target_sets=("qk", "v"), seeds=range(3))
+    folder = write_report(tmp_path)
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["baseline"]) == {"v"}  # first in the LoRA paper's Table 5 order
+    assert "no qv runs" in (folder / "report.md").read_text()
 
 
 def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -177,3 +187,13 @@ def test_long_figure_title_stays_inside_a_single_panel_figure():
     assert box.y1 <= fig.bbox.height
     axes_top = max(ax.get_window_extent(renderer).y1 for ax in fig.axes)
     assert box.y0 > axes_top, "the title must not run into the panels"
+
+
+def test_cli_out_and_tune_options(tmp_path, capsys):
+    write_fake_sweep(tmp_path / "sweep", target_sets=("qv", "q"), seeds=range(2))
+    out = tmp_path / "elsewhere"
+    assert main([str(tmp_path / "sweep"), "--out", str(out), "--tune", "train.lr"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert (out / "report.html").is_file() and not (tmp_path / "sweep" / "report").exists()
+    assert main([str(tmp_path / "sweep"), "--tune", "train.lr; rm"]) == 2
+    assert "'train.lr; rm' is not one" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lora_ablate.errors import ConfigError
@@ -215,6 +216,17 @@ def target_order(target_sets: pd.Series) -> pd.Series:
     unknown = sorted(set(target_sets.dropna()) - set(known))
     others = {name: len(known) + i for i, name in enumerate(unknown)}
     return target_sets.map(lambda name: known.get(name, others.get(name, 10**6)))
+
+
+def default_baseline(runs: pd.DataFrame) -> tuple[str, str | None]:
+    """qv when the sweep has it (the LoRA paper's habit this tool tests), else the first
+    target set in the conventional order, with a note saying so."""
+    present = runs.loc[runs["status"].ne("corrupt"), "target_set"].dropna().drop_duplicates()
+    if not len(present) or "qv" in set(present):
+        return "qv", None
+    first = present.iloc[target_order(present).argsort(kind="stable")].iloc[0]
+    return str(first), (f"this sweep has no qv runs, so every target set is compared with "
+                        f"{first}, its first target set (choose another with report.baseline=...)")
 
 
 def check_baseline(runs: pd.DataFrame, baseline: str) -> None:
@@ -420,7 +432,8 @@ def _ordered(parts: list[pd.DataFrame], columns: Sequence[str], notes: list[str]
     for column in ("n", "n_pairs", "rank", "mcnemar_seeds_below_alpha", "seeds_needed",
                    "seeds_needed_observed"):
         if column in table:
-            table[column] = pd.to_numeric(table[column]).round().astype("Int64")
+            values = pd.to_numeric(table[column]).astype("float64")
+            table[column] = values.where(np.isfinite(values)).round().astype("Int64")  # inf: no n resolves it
     for column in ("significant", "resolved", "testable"):
         if column in table:
             table[column] = table[column].astype("boolean")

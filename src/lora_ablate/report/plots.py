@@ -1,19 +1,15 @@
-"""Figures of a sweep summary, written as PNG and SVG.
+"""Figures of a sweep: each builder returns matplotlib Figures (nothing is written or
+shown); `write_figures` saves them as PNG and SVG for the report.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot,
-so nothing is shown, no global figure registry grows, and a notebook's backend is left
-alone. Every figure is skipped (not failed) when its data is missing.
+so no global figure registry grows and a notebook's backend is left alone. A figure whose
+data is missing is skipped (an empty list), not failed.
 """
 
 import io
 import math
-import multiprocessing
-import os
-import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +20,19 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lora_ablate.report.aggregate import GROUP, is_higher_better, target_order
 from lora_ablate.files import write_atomic
+from lora_ablate.report.aggregate import GROUP, is_higher_better, t_half_width, target_order
+from lora_ablate.report.tables import group_title, interval_columns
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable
 BASELINE_COLOR = "black"
 TITLE_LINE_INCHES = 0.2  # height of one more line of the 11 pt figure title
+BANDS = ("bottom", "middle", "top", "all")  # targets.layers bands, in depth order
+Draw = Callable[[Axes, Mapping[str, Any], pd.DataFrame], None]
 
 
-def _save(fig: Figure, folder: Path, stem: str) -> list[Path]:
+def save(fig: Figure, folder: Path, stem: str) -> list[Path]:
+    """Write `fig` as folder/stem.png and .svg (atomically); return both paths."""
     FigureCanvasAgg(fig)
     paths = []
     # SVG text stays text (not glyph paths): smaller, searchable and much faster to write.
@@ -67,10 +67,14 @@ def _grid(n: int, title: str, legend_width: float = 0.0) -> tuple[Figure, list[A
     return fig, axes[:n]
 
 
-def _group_title(key: Sequence[Any]) -> str:
-    model, task, budget, scale, _layers, variant = key
-    extra = f"\n{variant}" if isinstance(variant, str) and variant else ""
-    return f"{model} · {task}\nbudget {budget} ×{scale:g}{extra}"
+def message_figure(text: str) -> Figure:
+    """A small figure that says why there is nothing to draw (e.g. no completed run yet)."""
+    fig = Figure(figsize=(6, 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()  # a figure without axes is skipped by IPython's display
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center")
+    return fig
 
 
 def _shared_legend(fig: Figure, axes: Sequence[Axes], legend_width: float) -> None:
@@ -85,127 +89,231 @@ def _shared_legend(fig: Figure, axes: Sequence[Axes], legend_width: float) -> No
                    fontsize=8, title="target set", frameon=False)
 
 
-def _small_multiples(groups: list[tuple[Any, pd.DataFrame]], folder: Path, stem: str,
-                     title: str, draw: Callable[[Axes, Any, pd.DataFrame], None],
-                     shared_legend: bool = False) -> list[Path]:
-    paths = []
-    legend_width = 1.2 if shared_legend else 0.0
-    chunks = [groups[i:i + PANELS_PER_FIGURE] for i in range(0, len(groups), PANELS_PER_FIGURE)]
-    for number, chunk in enumerate(chunks, start=1):
+def small_multiples(groups: list[tuple[dict[str, Any], pd.DataFrame]], title: str, draw: Draw,
+                    shared_legend: bool = False,
+                    per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
+    """A panel per group; `per_figure` panels a figure (None: all in one)."""
+    legend_width = 1.4 if shared_legend else 0.0
+    size = per_figure or max(1, len(groups))
+    figures = []
+    for i in range(0, len(groups), size):
+        chunk = groups[i:i + size]
         fig, axes = _grid(len(chunk), title, legend_width)
         for ax, (key, rows) in zip(axes, chunk):
             draw(ax, key, rows)
         if shared_legend:
             _shared_legend(fig, axes, legend_width)
-        name = stem if len(chunks) == 1 else f"{stem}_{number}"
-        paths += _save(fig, folder, name)
-    return paths
+        figures.append(fig)
+    return figures
 
 
 def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(_o=target_order(rows["target_set"])).sort_values(["_o", "target_set"])
 
 
-def _groups(frame: pd.DataFrame, keys: Sequence[str] = GROUP) -> list[tuple[Any, pd.DataFrame]]:
-    return [(key, _ordered(rows)) for key, rows in frame.groupby(list(keys), sort=True)]
+def group_keys(frame: pd.DataFrame, drop: Sequence[str] = ()) -> list[str]:
+    """The keys that make a group (a panel) in `frame`: GROUP plus layers when present."""
+    return [k for k in dict.fromkeys((*GROUP, "layers")) if k in frame and k not in drop]
 
 
-def _colors(summary: pd.DataFrame) -> dict[str, Any]:
-    names = _ordered(summary.drop_duplicates("target_set"))["target_set"]
+def _groups(frame: pd.DataFrame, keys: Sequence[str] | None = None
+            ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    keys = list(group_keys(frame) if keys is None else keys)
+    return [(dict(zip(keys, key)), _ordered(rows))
+            for key, rows in frame.groupby(keys, sort=True, dropna=False)]
+
+
+def _colors(frame: pd.DataFrame) -> dict[str, Any]:
+    names = _ordered(frame.drop_duplicates("target_set"))["target_set"]
     cycle = [f"C{i}" for i in range(10)] + ["tab:olive", "tab:cyan", "navy", "maroon"]
     return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
+
+
+def _panel_title(key: Mapping[str, Any]) -> str:
+    return group_title(key).replace(" · budget", "\nbudget", 1)
 
 
 # ---------------------------------------------------------------- the figures
 
 
-def plot_means(summary: pd.DataFrame, folder: Path, baseline: str, confidence: float) -> list[Path]:
-    """Mean metric per target set with its t-interval; baseline in black with a dashed line."""
-    def draw(ax: Axes, key: Any, rows: pd.DataFrame) -> None:
+def _seed_values(runs: pd.DataFrame | None, key: Mapping[str, Any], metric: str) -> pd.DataFrame:
+    """Completed runs of one group with the compared metric: target_set and value."""
+    if runs is None or runs.empty or metric not in runs:
+        return pd.DataFrame(columns=["target_set", "value"])
+    mask = runs["status"].eq("completed") & runs[metric].notna()
+    for name, value in key.items():
+        if name in runs:
+            mask &= runs[name].isna() if pd.isna(value) else runs[name].eq(value)
+    return runs.loc[mask, ["target_set", metric]].rename(columns={metric: "value"})
+
+
+def means_figures(summary: pd.DataFrame, runs: pd.DataFrame | None = None, *,
+                  baseline: str = "qv", confidence: float = 0.95,
+                  per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
+    """Per group: every seed's value as a dot, over it the mean with its t-interval over
+    seeds; a cell with one seed has no bar and is labelled n=1. Baseline in black."""
+    if summary.empty:
+        return []
+    rng = np.random.default_rng(0)  # the dots' sideways jitter, the same on every redraw
+
+    def draw(ax: Axes, key: Mapping[str, Any], rows: pd.DataFrame) -> None:
         x = np.arange(len(rows))
+        where = dict(zip(rows["target_set"], x))
+        seeds = _seed_values(runs, key, rows["metric"].iloc[0])
+        seeds = seeds[seeds["target_set"].isin(where)]
+        ax.scatter(seeds["target_set"].map(where) + rng.uniform(-0.12, 0.12, len(seeds)),
+                   seeds["value"], s=10, color="0.6", zorder=2, label="one seed")
+        n = pd.to_numeric(rows["n"], errors="coerce").fillna(0).to_numpy()
+        half = rows["ci_half"].to_numpy(dtype=float)
         is_base = rows["target_set"].eq(baseline).to_numpy()
+        means = rows["mean"].to_numpy(dtype=float)
         for mask, color in ((~is_base, "C0"), (is_base, BASELINE_COLOR)):
-            ax.errorbar(x[mask], rows["mean"][mask], yerr=rows["ci_half"][mask].fillna(0),
-                        fmt="o", color=color, capsize=3)
-        marked = rows["significant"].fillna(False).to_numpy(dtype=bool)
-        tops = rows["ci_high"].fillna(rows["mean"]).to_numpy()
+            bars = mask & (n >= 2)
+            ax.errorbar(x[bars], means[bars], yerr=np.nan_to_num(half[bars]), fmt="o",
+                        color=color, capsize=3, zorder=3)
+            ax.plot(x[mask & (n < 2)], means[mask & (n < 2)], "o", mfc="white", color=color,
+                    zorder=3)
+        for xi in x[n < 2]:
+            ax.annotate("n=1", (xi, means[xi]), textcoords="offset points", xytext=(5, -3),
+                        fontsize=7)
+        marked = rows["significant"].fillna(False).to_numpy(dtype=bool) \
+            if "significant" in rows else np.zeros(len(rows), bool)
+        tops = np.where(np.isnan(half), means, means + np.nan_to_num(half))
         for xi in x[marked]:
             ax.annotate("†", (xi, tops[xi]), ha="center", va="bottom", fontsize=11)
         if is_base.any():
-            ax.axhline(rows["mean"][is_base].iloc[0], color=BASELINE_COLOR, ls="--", lw=0.8,
+            ax.axhline(means[is_base][0], color=BASELINE_COLOR, ls="--", lw=0.8,
                        label=f"baseline {baseline}")
-            ax.legend(fontsize=8, loc="lower right")
-        ax.set_xticks(x, rows["target_set"], rotation=45, ha="right")
-        ax.set(title=_group_title(key), xlabel="target set", ylabel=rows["metric"].iloc[0])
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(x, [f"{t}\nn={int(k)}" for t, k in zip(rows["target_set"], n)],
+                      rotation=45, ha="right", fontsize=8)
+        ax.set(title=_panel_title(key), ylabel=rows["metric"].iloc[0])
         ax.grid(axis="y", alpha=0.3)
 
-    title = (f"Mean over seeds with {confidence:.0%} t-interval "
-             f"(† significant vs {baseline}, Holm-adjusted paired t)")
-    return _small_multiples(_groups(summary), folder, "means", title, draw)
+    title = (f"Seeds (dots) and mean with {confidence:.0%} t-interval over seeds "
+             f"(† differs from {baseline}, Holm-adjusted)")
+    return small_multiples(_groups(summary), title, draw, per_figure=per_figure)
 
 
-def plot_forest(summary: pd.DataFrame, folder: Path, baseline: str,
-                confidence: float) -> list[Path]:
-    """Paired difference to the baseline per target set, with the t-interval of the differences."""
+def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
+                       confidence: float = 0.95,
+                       per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
+    """Difference to the baseline per target set with its interval: the hierarchical
+    bootstrap one (seeds and test examples) when aggregate computed it, else the t-interval
+    of the paired differences over seeds."""
+    if summary.empty or "diff" not in summary:
+        return []
     rows = summary[summary["target_set"].ne(baseline) & summary["diff"].notna()]
+    bounds = interval_columns(rows)
     if rows.empty:
         return []
+    covers = ("seeds and test examples (hierarchical bootstrap)"
+              if bounds and bounds[0].startswith("boot") else "seeds (paired t)")
 
-    def draw(ax: Axes, key: Any, group: pd.DataFrame) -> None:
+    def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         y = np.arange(len(group))[::-1]
-        low = (group["diff"] - group["diff_ci_low"]).fillna(0).to_numpy()
-        high = (group["diff_ci_high"] - group["diff"]).fillna(0).to_numpy()
-        marked = group["significant"].fillna(False).to_numpy(dtype=bool)
+        diff = group["diff"].to_numpy(dtype=float)
+        if bounds:
+            low = np.nan_to_num(diff - group[bounds[0]].to_numpy(dtype=float))
+            high = np.nan_to_num(group[bounds[1]].to_numpy(dtype=float) - diff)
+        else:
+            low = high = np.zeros(len(group))
+        marked = group["significant"].fillna(False).to_numpy(dtype=bool) \
+            if "significant" in group else np.zeros(len(group), bool)
         for mask, color in ((~marked, "C0"), (marked, "C3")):
-            ax.errorbar(group["diff"].to_numpy()[mask], y[mask], xerr=[low[mask], high[mask]],
-                        fmt="s", color=color, capsize=3)
+            ax.errorbar(diff[mask], y[mask], xerr=[low[mask], high[mask]], fmt="s",
+                        color=color, capsize=3)
+        pairs = group["n_pairs"] if "n_pairs" in group else group["n"]
         ax.axvline(0, color=BASELINE_COLOR, lw=0.8)
-        ax.set_yticks(y, group["target_set"])
-        ax.set(title=_group_title(key), xlabel=f"Δ {group['metric'].iloc[0]} vs {baseline}",
-               ylabel="target set")
+        ax.set_yticks(y, [f"{t} (n={_int(k)})" for t, k in zip(group["target_set"], pairs)],
+                      fontsize=8)
+        ax.set(title=_panel_title(key), xlabel=f"Δ {group['metric'].iloc[0]} vs {baseline}")
         ax.grid(axis="x", alpha=0.3)
 
-    title = (f"Paired difference to {baseline} over shared seeds, {confidence:.0%} t-interval "
-             f"(red: significant after Holm)")
-    return _small_multiples(_groups(rows), folder, "forest", title, draw)
+    title = (f"Difference to {baseline}: {confidence:.0%} interval over {covers}; "
+             f"n = seeds paired with {baseline} (red: significant after Holm)")
+    return small_multiples(_groups(rows), title, draw, per_figure=per_figure)
 
 
-def plot_curves(curves: pd.DataFrame, summary: pd.DataFrame, folder: Path,
-                baseline: str) -> list[Path]:
-    """Validation metric against step: mean over seeds with a ±1 std band per target set."""
+def _int(value: Any) -> str:
+    return "?" if pd.isna(value) else str(int(value))
+
+
+def curve_figures(curves: pd.DataFrame, *, baseline: str = "qv", confidence: float = 0.95,
+                  per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
+    """Validation metric against step per target set: the mean over seeds with the same
+    t-interval as the tables (mean ± half-width, over the seeds that reached the step);
+    the legend gives each line's number of seeds."""
     if curves.empty:
         return []
-    colors = _colors(summary)
-    val_names = {task: "val/" + metric.split("/", 1)[-1]
-                 for task, metric in summary[["task", "metric"]].drop_duplicates().values}
+    colors = _colors(curves)
+    curves = curves.assign(half=t_half_width(curves["std"], curves["count"], confidence))
 
-    def draw(ax: Axes, key: Any, group: pd.DataFrame) -> None:
+    def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         for name, line in _ordered(group).groupby("target_set", sort=False):
             line = line.sort_values("step")
             width = 2.2 if name == baseline else 1.2
-            ax.plot(line["step"], line["mean"], color=colors.get(name), lw=width, label=name)
-            band = line["std"].fillna(0)
+            ax.plot(line["step"], line["mean"], color=colors.get(name), lw=width,
+                    label=f"{name} (n={int(line['count'].max())})")
+            band = line["half"].fillna(0)
             ax.fill_between(line["step"], line["mean"] - band, line["mean"] + band,
                             color=colors.get(name), alpha=0.15, lw=0)
-        ax.set(title=_group_title(key), xlabel="step", ylabel=val_names.get(key[1], "val"))
+        ax.set(title=_panel_title(key), xlabel="step", ylabel="validation metric")
+        ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
 
-    groups = [(key, rows) for key, rows in curves.groupby(list(GROUP), sort=True)]
-    return _small_multiples(groups, folder, "curves", "Validation curves: mean ± 1 std over seeds",
-                            draw, shared_legend=True)
+    title = f"Validation curves: mean over seeds with its {confidence:.0%} t-interval"
+    return small_multiples(_groups(curves), title, draw, per_figure=per_figure)
 
 
-def plot_budget(summary: pd.DataFrame, folder: Path, baseline: str,
-                confidence: float) -> list[Path]:
+def _band_order(values: pd.Series) -> pd.Series:
+    known = {name: i for i, name in enumerate(BANDS)}
+    return values.map(lambda v: known.get(v, len(BANDS)))
+
+
+def depth_figures(summary: pd.DataFrame, *, baseline: str = "qv", confidence: float = 0.95,
+                  per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
+    """Metric by layer band (bottom, middle, top, all) per target set, mean with its
+    t-interval over seeds; drawn only when the runs vary `layers`."""
+    if summary.empty or "layers" not in summary or summary["layers"].nunique() < 2:
+        return []
+    colors = _colors(summary)
+    keys = group_keys(summary, drop=("layers",))
+
+    def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
+        bands = group.drop_duplicates("layers").assign(_b=_band_order(group["layers"]))
+        order = list(bands.sort_values(["_b", "layers"])["layers"])
+        where = {band: i for i, band in enumerate(order)}
+        for name, line in group.groupby("target_set", sort=False):
+            line = line.assign(_x=line["layers"].map(where)).sort_values("_x")
+            n = pd.to_numeric(line["n"], errors="coerce").fillna(0)
+            ax.errorbar(line["_x"], line["mean"],
+                        yerr=line["ci_half"].where(n >= 2).fillna(0), marker="o", capsize=3,
+                        color=colors.get(name), lw=2.2 if name == baseline else 1.2,
+                        label=f"{name} (n={int(n.min())}–{int(n.max())})" if n.nunique() > 1
+                        else f"{name} (n={int(n.max())})")
+        ax.set_xticks(range(len(order)), order)
+        ax.set(title=_panel_title(key), xlabel="layer band", ylabel=group["metric"].iloc[0])
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+
+    title = f"Metric by layer band: mean with {confidence:.0%} t-interval over seeds"
+    return small_multiples(_groups(summary, keys), title, draw, per_figure=per_figure)
+
+
+def budget_figures(summary: pd.DataFrame, *, baseline: str = "qv",
+                   confidence: float = 0.95) -> list[Figure]:
     """Metric against the trainable-parameter budget, one line per target set; only for
-    (model, task, budget) groups that were run at more than one budget scale."""
-    keys = ["model", "task", "budget", "variant"]
-    scan = summary.groupby(keys)["budget_scale"].transform("nunique") > 1
+    groups that were run at more than one budget scale."""
+    keys = group_keys(summary, drop=("budget_scale",))
+    if summary.empty:
+        return []
+    scan = summary.groupby(keys, dropna=False)["budget_scale"].transform("nunique") > 1
     if not scan.any():
         return []
     colors = _colors(summary)
 
-    def draw(ax: Axes, key: Any, group: pd.DataFrame) -> None:
+    def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         use_params = group["lora_params"].notna().all()
         x_name = "lora_params" if use_params else "budget_scale"
         for name, line in group.groupby("target_set", sort=False):
@@ -214,14 +322,13 @@ def plot_budget(summary: pd.DataFrame, folder: Path, baseline: str,
                         capsize=2, color=colors.get(name), label=name,
                         lw=2.2 if name == baseline else 1.2)
         ax.set_xscale("log")
-        ax.set(title=f"{key[0]} · {key[1]} · budget {key[2]}",
+        ax.set(title=_panel_title(key),
                xlabel="trainable LoRA parameters" if use_params else "budget scale",
                ylabel=group["metric"].iloc[0])
         ax.grid(alpha=0.3, which="both")
 
-    title = f"Metric against budget (mean, {confidence:.0%} t-interval)"
-    return _small_multiples(_groups(summary[scan], keys), folder, "budget", title, draw,
-                            shared_legend=True)
+    title = f"Metric against budget (mean, {confidence:.0%} t-interval over seeds)"
+    return small_multiples(_groups(summary[scan], keys), title, draw, shared_legend=True)
 
 
 def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -236,14 +343,15 @@ def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
     return np.asarray(front, dtype=int)
 
 
-def plot_cost(summary: pd.DataFrame, folder: Path, baseline: str) -> list[Path]:
+def cost_figures(summary: pd.DataFrame, *, baseline: str = "qv") -> list[Figure]:
     """Mean metric against mean training time (or LoRA parameters) with the Pareto front."""
-    x_name = next((c for c in ("train_seconds", "lora_params") if summary[c].notna().any()), None)
+    x_name = next((c for c in ("train_seconds", "lora_params")
+                   if c in summary and summary[c].notna().any()), None)
     if x_name is None or summary.empty:
         return []
     rows = summary[summary[x_name].notna() & summary["mean"].notna()]
 
-    def draw(ax: Axes, key: Any, group: pd.DataFrame) -> None:
+    def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         sign = 1.0 if is_higher_better(group["metric"].iloc[0]) else -1.0
         cost, quality = group[x_name].to_numpy(float), group["mean"].to_numpy(float)
         colors = np.where(group["target_set"].eq(baseline), BASELINE_COLOR, "C0")
@@ -253,13 +361,12 @@ def plot_cost(summary: pd.DataFrame, folder: Path, baseline: str) -> list[Path]:
         ax.margins(x=0.12, y=0.1)  # room for the labels of the extreme points
         front = pareto_front(cost, sign * quality)
         ax.step(cost[front], quality[front], where="post", color="C3", lw=1, label="Pareto front")
-        ax.set(title=_group_title(key), ylabel=group["metric"].iloc[0],
+        ax.set(title=_panel_title(key), ylabel=group["metric"].iloc[0],
                xlabel="mean train seconds" if x_name == "train_seconds" else "LoRA parameters")
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
 
-    return _small_multiples(_groups(rows), folder, "cost", "Quality against cost per target set",
-                            draw)
+    return small_multiples(_groups(rows), "Quality against cost per target set (means)", draw)
 
 
 def _heat_matrix(group: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -272,13 +379,13 @@ def _heat_matrix(group: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return means, ((scored - scored.min()) / span).fillna(0.5)
 
 
-def plot_heatmap(summary: pd.DataFrame, folder: Path) -> list[Path]:
+def heatmap_figures(summary: pd.DataFrame) -> list[Figure]:
     """Target set × task means, coloured within each task (tasks differ in difficulty)."""
-    if summary["task"].nunique() < 2:
+    if summary.empty or summary["task"].nunique() < 2:
         return []
-    keys = ["model", "budget", "budget_scale", "variant"]
+    keys = group_keys(summary, drop=("task",))
 
-    def draw(ax: Axes, key: Any, group: pd.DataFrame) -> None:
+    def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         means, shade = _heat_matrix(group)
         image = ax.imshow(shade.to_numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
         for (i, j), value in np.ndenumerate(means.to_numpy()):
@@ -287,60 +394,54 @@ def plot_heatmap(summary: pd.DataFrame, folder: Path) -> list[Path]:
                         color="white" if shade.iat[i, j] < 0.5 else "black")
         ax.set_xticks(range(means.shape[1]), means.columns, rotation=30, ha="right")
         ax.set_yticks(range(means.shape[0]), means.index)
-        ax.set(title=f"{key[0]} · budget {key[1]} ×{key[2]:g}", xlabel="task",
-               ylabel="target set")
+        ax.set(title=_panel_title(key), xlabel="task", ylabel="target set")
         ax.figure.colorbar(image, ax=ax, label="within task: 0 worst, 1 best")
 
-    return _small_multiples([(k, g) for k, g in summary.groupby(keys, sort=True)], folder,
-                            "heatmap", "Mean metric per target set and task", draw)
+    return small_multiples(_groups(summary, keys), "Mean metric per target set and task", draw)
 
 
-def default_workers(jobs: int) -> int:
-    """Processes to draw with. Only forking shares the already imported matplotlib for
-    free; spawn/forkserver would re-import it (and the caller's __main__), costing more
-    than they save, so other platforms draw in this process."""
-    if sys.platform != "linux":
-        return 1
-    return max(1, min(jobs, len(os.sched_getaffinity(0))))
+# ---------------------------------------------------------------- the report's figures
+
+# Stems of the report's figures and what their intervals cover (the captions under them).
+CAPTIONS = {
+    "means": "Every seed (grey dots) and the mean per target set with its t-interval over "
+             "seeds (test examples held fixed); one-seed cells have no bar and say n=1.",
+    "differences": "Difference to the baseline per target set: the hierarchical bootstrap "
+                   "interval over seeds and test examples where per-example predictions "
+                   "exist, else the t-interval of the paired differences over seeds.",
+    "curves": "Validation metric during training: mean over seeds with its t-interval over "
+              "the seeds that reached the step; n in the legend.",
+    "depth": "Metric by layer band per target set: mean with its t-interval over seeds.",
+    "budget": "Metric against the trainable-parameter budget: mean with its t-interval over "
+              "seeds.",
+    "cost": "Mean metric against mean training cost, with the Pareto front (no intervals).",
+    "heatmap": "Mean metric per target set and task, shaded within each task (no intervals).",
+}
 
 
-def _jobs(summary: pd.DataFrame, curves: pd.DataFrame, folder: Path, baseline: str,
-          confidence: float) -> list[tuple[Callable[..., list[Path]], tuple]]:
+def report_figures(summary: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, *,
+                   baseline: str = "qv", confidence: float = 0.95
+                   ) -> dict[str, list[Figure]]:
+    """Every figure the data supports, by stem (see CAPTIONS)."""
     if summary.empty:  # no completed run has the metric yet
-        return []
+        return {}
     summary = summary.astype({"budget_scale": float})
-    return [  # slowest first, so parallel workers finish together
-        (plot_curves, (curves, summary, folder, baseline)),
-        (plot_forest, (summary, folder, baseline, confidence)),
-        (plot_means, (summary, folder, baseline, confidence)),
-        (plot_cost, (summary, folder, baseline)),
-        (plot_budget, (summary, folder, baseline, confidence)),
-        (plot_heatmap, (summary, folder)),
-    ]
+    built = {
+        "means": means_figures(summary, runs, baseline=baseline, confidence=confidence),
+        "differences": difference_figures(summary, baseline=baseline, confidence=confidence),
+        "curves": curve_figures(curves, baseline=baseline, confidence=confidence),
+        "depth": depth_figures(summary, baseline=baseline, confidence=confidence),
+        "budget": budget_figures(summary, baseline=baseline, confidence=confidence),
+        "cost": cost_figures(summary, baseline=baseline),
+        "heatmap": heatmap_figures(summary),
+    }
+    return {stem: figures for stem, figures in built.items() if figures}
 
 
-@contextmanager
-def drawing_figures(summary: pd.DataFrame, curves: pd.DataFrame, folder: Path, *,
-                    baseline: str = "qv", confidence: float = 0.95,
-                    workers: int | None = None) -> Iterator[Callable[[], list[Path]]]:
-    """Start drawing every figure the data supports (PNG and SVG under `folder`) in worker
-    processes, so the caller can write its tables meanwhile; the yielded function waits and
-    returns the written paths. With one worker, figures are drawn when it is called."""
-    jobs = _jobs(summary, curves, folder, baseline, confidence)
-    workers = default_workers(len(jobs)) if workers is None else workers
-    if workers <= 1:
-        yield lambda: [path for plot, args in jobs for path in plot(*args)]
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(plot, *args) for plot, args in jobs]
-        yield lambda: [path for future in futures for path in future.result()]
-
-
-def write_figures(summary: pd.DataFrame, curves: pd.DataFrame, folder: Path, *,
-                  baseline: str = "qv", confidence: float = 0.95,
-                  workers: int | None = None) -> list[Path]:
-    """Write every figure the data supports to `folder` (PNG and SVG); return their paths.
-    Figures are drawn in parallel processes (`workers`, default: one per CPU, up to 6)."""
-    with drawing_figures(summary, curves, folder, baseline=baseline, confidence=confidence,
-                         workers=workers) as drawn:
-        return drawn()
+def write_figures(figures: Mapping[str, list[Figure]], folder: Path) -> list[Path]:
+    """Save each figure as folder/<stem>[_<n>].png and .svg; return the paths written."""
+    paths = []
+    for stem, group in figures.items():
+        for number, fig in enumerate(group, start=1):
+            paths += save(fig, folder, stem if len(group) == 1 else f"{stem}_{number}")
+    return paths

@@ -1,473 +1,347 @@
-"""Sweep directory -> SWEEP_DIR/report/: runs and summary as CSV, Markdown and LaTeX tables
-(per group and in the layout of the LoRA paper's Table 5), figures, report.md and a
-self-contained report.html. Every file is written atomically, so a reader polling a running
-sweep never sees half a file.
+"""Sweep directory -> report folder (default SWEEP_DIR/report/): runs, summary, Table 5 and
+missing cells as CSV, the summary as Markdown and LaTeX, figures as PNG and SVG, and
+report.md / report.html from the Jinja2 templates in templates/. Every file is written
+atomically, so a reader polling a running sweep never sees half a file.
+
+Data from the records is never markup: report.html autoescapes, report.md escapes every
+value (escape.md_finalize), CSV cells that a spreadsheet would run are defused.
 """
 
 import argparse
 import base64
-import gc
-import html
+import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
+import jinja2
 import pandas as pd
 
-from lora_ablate.report.aggregate import (GROUP, check_baseline, curves_frame, distinct,
-                                   missing_cells, resolve_metrics, runs_frame, summarize,
-                                   sweep_config, target_order)
 from lora_ablate.errors import ConfigError
-from lora_ablate.report.plots import drawing_figures, write_atomic
-from lora_ablate.records import LoadedRecord, find_records
+from lora_ablate.files import write_atomic
+from lora_ablate.report import tuning
+from lora_ablate.report.verdict import Verdict, verdicts
+from lora_ablate.report.aggregate import (check_baseline, default_baseline, distinct, missing_cells,
+                                          sweep_config)
+from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
+from lora_ablate.report.plots import CAPTIONS, report_figures, write_figures
+from lora_ablate.report.sweep import Sweep, curves, load_sweep, no_cyclic_gc, summarize
+from lora_ablate.report.tables import (MARK, Table, frame_table, legend, md_table,
+                                       summary_tables, table5_frame, table5_tables, tex_table,
+                                       tuned_tables)
 
 LIST_LIMIT = 200  # rows of failed runs / missing cells shown inline; the CSVs have them all
-MARK = "†"
-TEX_ESCAPES = MappingProxyType({
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "–": "--", "Δ": r"$\Delta$", "×": r"$\times$", "·": r"$\cdot$",
-    "<": r"$<$", ">": r"$>$", "—": "---", MARK: r"$^\dagger$",
-})
-CAPTIONS = MappingProxyType({
-    "means": "Mean metric per target set with its t-interval over seeds; baseline in black.",
-    "forest": "Paired difference to the baseline over shared seeds, with the t-interval of "
-              "the differences.",
-    "curves": "Validation metric during training: mean over seeds with a ±1 std band.",
-    "budget": "Metric against the trainable-parameter budget.",
-    "cost": "Quality against cost, with the Pareto front.",
-    "heatmap": "Mean metric per target set and task.",
-})
-CSS = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}table{border-collapse:collapse;margin:.4em 0 1.6em;font-size:.88em}
-th,td{padding:.22em .6em;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
-th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #444}
-caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
-img{max-width:100%}figure{margin:1em 0 2em}figcaption{color:#555;font-size:.9em}
-pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}td.txt{text-align:left}"""
+STATUSES = ("completed", "failed", "diverged", "interrupted", "corrupt")
 
 
-# ---------------------------------------------------------------- tables
+# ---------------------------------------------------------------- hooks for the stats side
+# aggregate.py is being extended (verdicts, tuning, superseded and other records); these
+# are the one place each of its results enters the report. Until wired they return nothing
+# and the report leaves the section out.
+
+
+def verdict_paragraphs(summary: pd.DataFrame, tuned: pd.DataFrame | None,
+                       confidence: float) -> list[Verdict]:
+    """One paragraph per group, opening the report; its numbers come from `summary` (and
+    `tuned`) only."""
+    return verdicts(summary, tuned, confidence=confidence) if len(summary) else []
+
+
+def tuned_frame(sweep: Sweep, tune: Sequence[str], *, metric: str | None, baseline: str,
+                confidence: float) -> pd.DataFrame | None:
+    """Per target set at its own best value of the `tune` keys (chosen on the validation
+    metric) compared on the test metric; written as tuned.csv, shown after the summary."""
+    if not tune or not sweep.completed:
+        return None
+    compared = metric or next(iter(sweep.metrics().values()), "test/accuracy")
+    return tuning.tuned_frame(sweep.runs, tune=tuple(tune), metric=compared, baseline=baseline,
+                              loaded=sweep.records, confidence=confidence)
+
+
+def superseded_frame(sweep: Sweep) -> pd.DataFrame | None:
+    """HOOK(superseded): older records of a (cell, seed) that a newer completed one
+    replaces in the statistics (path, run_id, status, ended_at, …)."""
+    return sweep.superseded
+
+
+def other_runs_frame(sweep: Sweep) -> pd.DataFrame | None:
+    """HOOK(other runs): records in the folder that are not cells of the sweep's manifest."""
+    return sweep.other
+
+
+# ---------------------------------------------------------------- report sections
 
 
 @dataclass(frozen=True)
-class Cell:
-    text: str
-    bold: bool = False  # best mean of its group
-    mark: bool = False  # significantly different from the baseline
+class Listing:
+    """A list of rows shown in the report (at most LIST_LIMIT; the CSV has all)."""
+
+    count: int
+    table: Table | None
+    more: int
+    csv: str
+    empty: str
 
 
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Cell, ...], ...]
-    text_columns: int = 1  # leading columns aligned left; the rest are numbers, aligned right
+LISTED = ("path", "run_id", "status", "task", "target_set", "seed", "ended_at", "error")
 
 
-def _num(x: Any, fmt: str = ".3f") -> str:
-    return "–" if pd.isna(x) else format(x, fmt)
+def listing(frame: pd.DataFrame | None, title: str, csv: str, empty: str,
+            columns: Sequence[str] | None = None) -> Listing | None:
+    """A frame as a Listing; `columns` (those present) narrow a wide runs-like frame."""
+    if frame is None:
+        return None
+    if columns is not None:
+        frame = frame[[c for c in columns if c in frame]]
+    shown = frame.head(LIST_LIMIT)
+    return Listing(len(frame), frame_table(title, shown) if len(frame) else None,
+                   max(0, len(frame) - LIST_LIMIT), csv, empty)
 
 
-def _p(x: Any) -> str:
-    return "–" if pd.isna(x) else "<0.001" if x < 0.001 else f"{x:.3f}"
+def md_listing(section: Listing) -> Markdown:
+    """A Listing as Markdown (its cells escaped by md_table)."""
+    if section.table is None:
+        return Markdown(md_escape(section.empty) + "\n")
+    text = md_table(section.table)
+    if section.more:
+        text += f"\n… and {section.more} more: see {md_escape(section.csv)}.\n"
+    return Markdown(text)
 
 
-def _mean_ci(mean: Any, half: Any) -> str:
-    return _num(mean) if pd.isna(half) else f"{mean:.3f} ± {half:.3f}"
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(index=frame.index, dtype=object)
 
 
-def _flag(value: Any) -> bool:
-    return bool(value) if not pd.isna(value) else False
-
-
-def legend(baseline: str, confidence: float) -> str:
-    return (f"Mean ± half-width of the {confidence:.0%} t-interval over seeds. Bold: best mean "
-            f"of its group. {MARK}: differs from the baseline {baseline} (paired t-test over "
-            f"shared seeds, Holm-adjusted p < 0.05). Δ: mean paired difference to {baseline}.")
-
-
-def summary_tables(summary: pd.DataFrame, baseline: str) -> list[Table]:
-    """One table per (model, task, budget, budget_scale): a row per target set."""
-    columns = ("target set", "LoRA rank", "# params", "n", "mean ± CI", f"Δ vs {baseline}",
-               "p (t, Holm)", "p (Wilcoxon, Holm)", "rank")
-    tables = []
-    for key, rows in summary.groupby(list(GROUP), sort=False, dropna=False):
-        body = tuple(
-            (Cell(r.target_set), Cell(r.lora_rank or "–"), Cell(_num(r.lora_params, ",.0f")),
-             Cell(str(r.n)),
-             Cell(_mean_ci(r.mean, r.ci_half), _flag(r.rank == 1), _flag(r.significant)),
-             Cell(_num(r.diff, "+.3f")), Cell(_p(r.p_ttest_holm)), Cell(_p(r.p_wilcoxon_holm)),
-             Cell(_num(r.rank, "d")))
-            for r in rows.itertuples(index=False))
-        model, task, budget, scale, _layers, variant = key
-        title = f"{model} · {task} · budget {budget} ×{scale:g}{_variant(variant)} — {rows['metric'].iloc[0]}"
-        tables.append(Table(title, columns, body))
-    return tables
-
-
-def _variant(variant: Any) -> str:
-    return f" · {variant}" if isinstance(variant, str) and variant else ""
-
-
-def _ordered_sets(frame: pd.DataFrame) -> list[str]:
-    names = frame.drop_duplicates("target_set")
-    ordered = names.assign(_o=target_order(names["target_set"])).sort_values("_o")
-    return list(ordered["target_set"])
-
-
-def table5_tables(summary: pd.DataFrame) -> list[Table]:
-    """Rows = target sets (with LoRA rank and # params), columns = tasks, cells mean ± CI:
-    the layout of the LoRA paper's Table 5, one per (model, budget, budget_scale)."""
-    tables = []
-    for (model, budget, scale, variant), group in summary.groupby(
-            ["model", "budget", "budget_scale", "variant"], sort=True, dropna=False):
-        tasks = group.drop_duplicates("task")[["task", "metric"]].to_numpy()
-        cells = group.set_index(["target_set", "task"])
-        rows = []
-        for name in _ordered_sets(group):
-            first = cells.loc[name].iloc[0]
-            row = [Cell(name), Cell(first["lora_rank"] or "–"),
-                   Cell(_num(first["lora_params"], ",.0f"))]
-            for task, _ in tasks:
-                if (name, task) not in cells.index:
-                    row.append(Cell("–"))
-                    continue
-                c = cells.loc[(name, task)]
-                row.append(Cell(_mean_ci(c["mean"], c["ci_half"]), _flag(c["rank"] == 1),
-                                _flag(c["significant"])))
-            rows.append(tuple(row))
-        heads = tuple(f"{task} ({metric.split('/', 1)[-1]})" for task, metric in tasks)
-        tables.append(Table(f"{model} · budget {budget} ×{scale:g}{_variant(variant)}",
-                            ("target set", "LoRA rank", "# params", *heads), tuple(rows)))
-    return tables
-
-
-def table5_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """Table 5 as numbers: a row per (model, budget, budget_scale, target_set) with
-    <task>/mean and <task>/ci_half columns."""
-    index = ["model", "budget", "budget_scale", "variant", "target_set"]
-    if summary.empty:
-        return pd.DataFrame(columns=[*index, "lora_rank", "lora_params"])
-    wide = summary.pivot_table(index=index, columns="task", values=["mean", "ci_half"],
-                               aggfunc="first", dropna=False)
-    tasks = list(dict.fromkeys(summary["task"]))
-    wide = wide[[(stat, task) for task in tasks for stat in ("mean", "ci_half")]]
-    wide.columns = [f"{task}/{stat}" for stat, task in wide.columns]
-    info = summary.groupby(index, dropna=False)[["lora_rank", "lora_params"]].first()
-    table = info.join(wide).reset_index()
-    table = table.assign(_o=target_order(table["target_set"])).sort_values(
-        ["model", "budget", "budget_scale", "variant", "_o"], kind="stable")
-    return table.drop(columns="_o").reset_index(drop=True)
-
-
-def md_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = " ".join(c.text.split()).replace("|", "\\|")  # one line per table row
-        return (f"**{text}**" if c.bold else text) + (f" {MARK}" if c.mark else "")
-
-    align = [":---" if i < table.text_columns else "---:" for i in range(len(table.columns))]
-    lines = [f"**{table.title}**", "", "| " + " | ".join(table.columns) + " |",
-             "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
-    return "\n".join(lines) + "\n"
-
-
-def tex_escape(text: str) -> str:
-    return "".join(TEX_ESCAPES.get(ch, ch) for ch in str(text))
-
-
-def tex_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = tex_escape(" ".join(c.text.split()))
-        return (rf"\textbf{{{text}}}" if c.bold else text) + (r"$^\dagger$" if c.mark else "")
-
-    spec = "".join("l" if i < table.text_columns else "r" for i in range(len(table.columns)))
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex_escape(table.title)}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def html_table(table: Table) -> str:
-    def cell(c: Cell, i: int) -> str:
-        text = html.escape(c.text)
-        text = f"<strong>{text}</strong>" if c.bold else text
-        text = f"{text}<sup>{MARK}</sup>" if c.mark else text
-        return f'<td class="txt">{text}</td>' if i < table.text_columns else f"<td>{text}</td>"
-
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(cell(c, i) for i, c in enumerate(row)) + "</tr>"
-                   for row in table.rows)
-    return (f"<table><caption>{html.escape(table.title)}</caption><thead><tr>{head}</tr>"
-            f"</thead><tbody>{body}</tbody></table>")
-
-
-def plain_table(title: str, frame: pd.DataFrame) -> Table:
-    rows = tuple(tuple(Cell("" if pd.isna(v) else str(v)) for v in r)
-                 for r in frame.itertuples(index=False))
-    return Table(title, tuple(map(str, frame.columns)), rows, text_columns=len(frame.columns))
-
-
-# ---------------------------------------------------------------- report document
-# A report is a list of blocks: ("h", level, text), ("p", text), ("list", items),
-# ("table", Table), ("img", relative path, caption), ("code", text); rendered to md/html.
-
-
-def _limited(frame: pd.DataFrame, title: str, csv_name: str) -> list[tuple]:
-    blocks: list[tuple] = [("table", plain_table(title, frame.head(LIST_LIMIT)))]
-    if len(frame) > LIST_LIMIT:
-        blocks.append(("p", f"… and {len(frame) - LIST_LIMIT} more: see {csv_name}."))
-    return blocks
-
-
-def provenance(records: Sequence[dict[str, Any]], runs: pd.DataFrame) -> list[str]:
-    found = ((r.get("provenance") or {}).get("versions") for r in records)
-    versions = distinct(v for v in found if isinstance(v, dict))
-    items = [f"package versions: {', '.join(f'{k} {v}' for k, v in sorted(v.items()))}"
-             for v in versions]
-    if len(versions) > 1:
-        items.append("runs were made with different package versions (listed above)")
-    for column, label in (("git_commit", "git commit"), ("device_name", "device"),
-                          ("device", "device type"), ("hostname", "host")):
-        values = sorted(runs[column].dropna().astype(str).unique())
-        items.append(f"{label}: {', '.join(values) or 'not recorded'}")
-    items.append(f"runs started {runs['started_at'].dropna().min()} and ended "
-                 f"{runs['ended_at'].dropna().max()}")
-    return items
-
-
-def _overview(sweep_dir: Path, runs: pd.DataFrame, missing: pd.DataFrame,
-              metrics: dict[str, str], baseline: str, confidence: float) -> list[str]:
+def _runs_section(runs: pd.DataFrame) -> tuple[str, Listing]:
+    """The status counts and the runs that did not complete (or collapsed)."""
     counts = runs["status"].value_counts()
-    status = ", ".join(f"{counts.get(s, 0)} {s}"
-                       for s in ("completed", "failed", "diverged", "corrupt"))
+    collapsed = _column(runs, "collapsed").fillna(False).astype(bool) & runs["status"].eq(
+        "completed")
+    text = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
+    if collapsed.any():
+        text += f" ({int(collapsed.sum())} of the completed runs collapsed to chance)"
+    problems = runs[(runs["status"].ne("completed") & runs["status"].ne("corrupt")) | collapsed]
+    columns = [c for c in ("status", "collapsed", "task", "target_set", "seed", "run_id", "path",
+                           "error") if c in problems]
+    section = listing(problems[columns], "failed, diverged, interrupted and collapsed runs",
+                      "runs.csv", "None.")
+    return text + f": {len(runs)} records in all.", section
+
+
+def _overview(sweep: Sweep, missing: pd.DataFrame, metrics: dict[str, str], baseline: str,
+              confidence: float, out: Path) -> list[str]:
     return [
-        f"sweep directory: {sweep_dir}",
-        f"{len(runs)} run records: {status}; {len(missing)} cells of the expected grid missing",
+        f"sweep directory: {sweep.path}",
+        f"{len(sweep.runs)} run records; {len(missing)} cells of the expected grid missing",
         "metric: " + (", ".join(f"{t} → {m}" for t, m in metrics.items()) or "none yet"),
-        f"baseline target set: {baseline}; intervals: {confidence:.0%} Student t over seeds; "
-        f"tests: paired t and Wilcoxon signed-rank over shared seeds, Holm-adjusted within "
-        f"each (model, task, budget, budget scale)",
+        f"baseline target set: {baseline}; intervals: {confidence:.0%}, Student t over seeds "
+        f"for means; differences as each table's caption says; p-values Holm-adjusted over "
+        f"the target sets of each group",
+        f"report folder: {out}",
         f"generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
     ]
 
 
-def _result_blocks(summary: pd.DataFrame, figures: Iterable[Path], baseline: str,
-                   confidence: float) -> list[tuple]:
-    none_yet = [("p", "No completed runs with the metric yet.")]
-    blocks: list[tuple] = [("h", 2, "Results in the layout of the LoRA paper's Table 5"),
-                           ("p", legend(baseline, confidence))]
-    blocks += [("table", t) for t in table5_tables(summary)] or none_yet
-    blocks += [("h", 2, "Per-group summary")]
-    blocks += [("table", t) for t in summary_tables(summary, baseline)] or none_yet
-    blocks += [("h", 2, "Figures")]
-    blocks += [("img", f"figures/{p.name}", CAPTIONS.get(p.stem.rstrip("_0123456789"), p.stem))
-               for p in figures if p.suffix == ".png"] or none_yet
-    return blocks
+def provenance(sweep: Sweep) -> list[str]:
+    records = [item.record for item in sweep.records if item.record is not None]
+    versions = distinct(v for r in records if isinstance(v := r.provenance.get("versions"), dict))
+    items = [f"package versions: {', '.join(f'{k} {v}' for k, v in sorted(v.items()))}"
+             for v in versions]
+    if len(versions) > 1:
+        items.append("runs were made with different package versions (listed above)")
+    runs = sweep.runs
+    for column, label in (("git_commit", "git commit"), ("device_name", "device"),
+                          ("device", "device type"), ("hostname", "host")):
+        values = sorted(_column(runs, column).dropna().astype(str).unique())
+        items.append(f"{label}: {', '.join(values) or 'not recorded'}")
+    items.append(f"runs started {_column(runs, 'started_at').dropna().min()} and ended "
+                 f"{_column(runs, 'ended_at').dropna().max()}")
+    return items
 
 
-def _problem_blocks(runs: pd.DataFrame, missing: pd.DataFrame) -> list[tuple]:
-    problems = runs.loc[runs["status"].ne("completed"), ["status", "run_id", "path", "error"]]
-    blocks: list[tuple] = [("h", 2, f"Runs that did not complete ({len(problems)})")]
-    blocks += (_limited(problems, "failed, diverged and corrupt runs", "runs.csv")
-               if len(problems) else [("p", "None.")])
-    blocks += [("h", 2, f"Missing cells ({len(missing)})")]
-    blocks += (_limited(missing, "cells of the expected grid with no record", "missing.csv")
-               if len(missing) else [("p", "None: every cell of the grid has a record.")])
-    return blocks
+def _config(sweep: Sweep) -> dict[str, Any]:
+    # sweep_config reads only "config": no to_dict() of 10,000 whole records.
+    shared, varying = sweep_config([{"config": item.record.config} for item in sweep.records
+                                    if item.record is not None])
+    lines = [f"{k} = {v}" for k, v in shared.items()]
+    return {"varying": [f"{key}: {', '.join(seen[:12])}{' …' if len(seen) > 12 else ''}"
+                        for key, seen in varying.items()],
+            "shared": "\n".join(lines), "shared_lines": lines}
 
 
-def _config_blocks(records: Sequence[dict[str, Any]], runs: pd.DataFrame) -> list[tuple]:
-    shared, varying = sweep_config(records)
-    values = [f"{key}: {', '.join(seen[:12])}{' …' if len(seen) > 12 else ''}"
-              for key, seen in varying.items()]
-    return [("h", 2, "Sweep configuration"),
-            ("p", "Keys that vary between runs (listed with their values) are left out below."),
-            ("list", values), ("code", "\n".join(f"{k} = {v}" for k, v in shared.items())),
-            ("h", 2, "Provenance"), ("list", provenance(records, runs))]
+def _figure_entries(paths: Iterable[Path], folder: Path) -> list[dict[str, str]]:
+    entries = []
+    for path in paths:
+        if path.suffix != ".png":
+            continue
+        stem = re.sub(r"_\d+$", "", path.stem)
+        entries.append({"file": f"figures/{path.name}", "caption": CAPTIONS.get(stem, stem),
+                        "data": base64.b64encode(path.read_bytes()).decode("ascii")})
+    return entries
 
 
-def report_blocks(sweep_dir: Path, loaded: list[LoadedRecord], runs: pd.DataFrame,
-                  summary: pd.DataFrame, missing: pd.DataFrame, figures: Iterable[Path],
-                  metrics: dict[str, str], baseline: str, confidence: float) -> list[tuple]:
-    """The report as blocks, shared by report.md and report.html."""
-    records = [loaded[i].record.to_dict() for i in runs.index[runs["status"].ne("corrupt")]]
-    notes = [*runs.attrs.get("notes", []), *summary.attrs.get("notes", [])]
-    return [
-        ("h", 1, f"LoRA target-set ablation: {sweep_dir.name}"),
-        ("list", _overview(sweep_dir, runs, missing, metrics, baseline, confidence)),
-        *([("h", 2, "Notes"), ("list", notes)] if notes else []),
-        *_result_blocks(summary, figures, baseline, confidence),
-        *_problem_blocks(runs, missing),
-        *_config_blocks(records, runs),
-    ]
+# ---------------------------------------------------------------- templates
 
 
-def render_md(blocks: list[tuple]) -> str:
-    out = []
-    for kind, *args in blocks:
-        if kind == "h":
-            out.append("#" * args[0] + " " + args[1])
-        elif kind == "p":
-            out.append(args[0])
-        elif kind == "list":
-            out.append("\n".join(f"- {item}" for item in args[0]))
-        elif kind == "table":
-            out.append(md_table(args[0]))
-        elif kind == "img":
-            out.append(f"![{args[1]}]({args[0]})\n\n*{args[1]}*")
-        elif kind == "code":
-            out.append(f"```\n{args[0]}\n```")
-    return "\n\n".join(out) + "\n"
+def _environment(markdown: bool) -> jinja2.Environment:
+    loader = jinja2.PackageLoader("lora_ablate.report", "templates")
+    if markdown:
+        env = jinja2.Environment(loader=loader, autoescape=False, finalize=md_finalize,
+                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        env.globals["md_table"] = lambda t: Markdown(md_table(t))
+        env.globals["md_listing"] = md_listing
+        return env
+    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def render_html(blocks: list[tuple], folder: Path) -> str:
-    out, title = [], "lora-ablate report"
-    for kind, *args in blocks:
-        if kind == "h":
-            title = args[1] if args[0] == 1 else title
-            out.append(f"<h{args[0]}>{html.escape(args[1])}</h{args[0]}>")
-        elif kind == "p":
-            out.append(f"<p>{html.escape(args[0])}</p>")
-        elif kind == "list":
-            items = "".join(f"<li>{html.escape(str(item))}</li>" for item in args[0])
-            out.append(f"<ul>{items}</ul>")
-        elif kind == "table":
-            out.append(html_table(args[0]))
-        elif kind == "img":
-            data = base64.b64encode((folder / args[0]).read_bytes()).decode("ascii")
-            out.append(f'<figure><img src="data:image/png;base64,{data}" '
-                       f'alt="{html.escape(args[1])}">'
-                       f"<figcaption>{html.escape(args[1])}</figcaption></figure>")
-        elif kind == "code":
-            out.append(f"<pre>{html.escape(args[0], quote=False)}</pre>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
-            f"{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(out) + "\n</body></html>\n")
+def render(template: str, context: dict[str, Any]) -> str:
+    env = _environment(markdown=template.endswith(".md.j2"))
+    return env.get_template(template).render(mark=MARK, **context)
 
 
-# ---------------------------------------------------------------- entry points
-
-
-def _load(sweep_dir: Path) -> list[LoadedRecord]:
-    if not sweep_dir.is_dir():
-        raise ConfigError(f"The sweep directory {sweep_dir} does not exist or is not a "
-                          f"directory. Pass the folder a sweep writes its runs to "
-                          f"(hydra.sweep.dir).")
-    loaded = find_records(sweep_dir)
-    if not loaded:
-        raise ConfigError(f"There are no run records under {sweep_dir}: no result.json was "
-                          f"found in it or below it. Runs write one when they end, so check "
-                          f"the path, or wait until the first run of the sweep finishes.")
-    return loaded
+# ---------------------------------------------------------------- writing the report
 
 
 def _remove_stale(folder: Path, keep: Iterable[Path]) -> None:
-    """Drop figures of an earlier report that this one did not redraw."""
+    """Drop figures of an earlier report that this one did not redraw (only the report's
+    own figure names: the folder may be one the user chose)."""
     names = {p.name for p in keep}
-    for path in [*folder.glob("*.png"), *folder.glob("*.svg")]:
-        if path.name not in names:
+    ours = re.compile(rf"^({'|'.join(CAPTIONS)}|forest)(_\d+)?\.(png|svg)$")
+    for path in folder.glob("*.*"):
+        if ours.match(path.name) and path.name not in names:
             path.unlink(missing_ok=True)
 
 
-def _comparison_metric(metric: str | None, per_task: dict[str, str]) -> str | dict[str, str]:
-    """What summarize compares: one name when all tasks share it (one pass over the runs
-    instead of one per task), else the per-task mapping."""
-    if metric:
-        return metric
-    names = set(per_task.values())
-    return per_task if len(names) > 1 else names.pop() if names else "test/accuracy"
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while records are in memory: they are millions of
-    acyclic JSON containers that every full collection would walk again (about a quarter of
-    the time to load 10,000 records)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def write_report(sweep_dir: Path, *, baseline: str = "qv", metric: str | None = None,
-                 confidence: float = 0.95) -> Path:
-    """Aggregate every run record under `sweep_dir` into `sweep_dir/report/` and return it.
-    `metric` None compares each task on its configured metric (test/<task.metric>)."""
-    with _gc_paused():
-        return _write_report(Path(sweep_dir), baseline, metric, confidence)
-
-
-def _table_files(runs: pd.DataFrame, summary: pd.DataFrame, missing: pd.DataFrame,
-                 baseline: str, confidence: float) -> dict[str, str]:
-    summaries, table5 = summary_tables(summary, baseline), table5_tables(summary)
+def _table_files(sweep: Sweep, summary: pd.DataFrame, missing: pd.DataFrame,
+                 tuned: pd.DataFrame | None, baseline: str,
+                 confidence: float) -> dict[str, str]:
+    summaries, table5 = summary_tables(summary, confidence), table5_tables(summary, confidence)
+    extra = {"tuned.csv": tuned, "superseded.csv": superseded_frame(sweep),
+             "other_runs.csv": other_runs_frame(sweep)}
     return {
-        "runs.csv": runs.to_csv(index=False),
-        "summary.csv": summary.to_csv(index=False),
-        "table5.csv": table5_frame(summary).to_csv(index=False),
-        "missing.csv": missing.to_csv(index=False),
+        "runs.csv": to_csv(sweep.runs),
+        "summary.csv": to_csv(summary),
+        "table5.csv": to_csv(table5_frame(summary)),
+        "missing.csv": to_csv(missing),
+        **{name: to_csv(frame) for name, frame in extra.items() if frame is not None},
         "summary.md": "\n".join([legend(baseline, confidence) + "\n",
                                  *map(md_table, table5), *map(md_table, summaries)]),
         "summary.tex": "% LaTeX tables; needs \\usepackage{booktabs}\n"
+                       + f"% {tex_escape(legend(baseline, confidence))}\n"
                        + "\n".join(map(tex_table, [*table5, *summaries])),
     }
 
 
-def _write_report(sweep_dir: Path, baseline: str, metric: str | None, confidence: float) -> Path:
+def _check_options(confidence: float, tune: Sequence[str]) -> None:
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence}.")
-    loaded = _load(sweep_dir)
-    runs = runs_frame(loaded, root=sweep_dir)
-    check_baseline(runs, baseline)
-    metrics = resolve_metrics(loaded, runs, metric)
-    compare = _comparison_metric(metric, metrics)
-    summary = summarize(runs, metric=compare, baseline=baseline, confidence=confidence,
-                        loaded=loaded)
-    missing = missing_cells(runs)
-    out = sweep_dir / "report"
-    curves = curves_frame(loaded, runs, compare)
-    # Tables are written while worker processes draw the figures.
-    with drawing_figures(summary, curves, out / "figures", baseline=baseline,
-                         confidence=confidence) as drawn:
-        for name, text in _table_files(runs, summary, missing, baseline, confidence).items():
-            write_atomic(out / name, text)
-        figures = drawn()
+    bad = [key for key in tune if not re.fullmatch(r"[A-Za-z_][\w.]*", key)]
+    if bad:
+        raise ConfigError(f"--tune takes config keys such as train.lr; {bad[0]!r} is not one.")
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
+                 baseline: str | None = None, metric: str | None = None, confidence: float = 0.95,
+                 tune: Sequence[str] = ()) -> Path:
+    """Aggregate every run record under `sweep_dir` into `out_dir` (default
+    SWEEP_DIR/report) and return that folder. `metric` None compares each task on its
+    configured metric (test/<task.metric>); `baseline` None compares with qv where the
+    sweep has it, else with its first target set; `tune` names swept keys (e.g. train.lr)
+    each target set is compared at its own best value of."""
+    _check_options(confidence, tune)
+    with no_cyclic_gc():
+        return _write_report(Path(sweep_dir), out_dir, baseline, metric, confidence, tune)
+
+
+def _write_report(sweep_dir: Path, out_dir: str | Path | None, baseline: str | None,
+                  metric: str | None, confidence: float, tune: Sequence[str]) -> Path:
+    sweep = load_sweep(sweep_dir)
+    if not sweep.records:
+        raise ConfigError(f"There are no run records under {sweep.path}: no result.json was "
+                          f"found in it or below it. Runs write one when they end, so check "
+                          f"the path, or wait until the first run of the sweep finishes.")
+    out = Path(out_dir) if out_dir is not None else sweep.path / "report"
+    if baseline is None:
+        baseline, why = default_baseline(sweep.runs)
+        if why:
+            sweep.notes.append(why)
+    check_baseline(sweep.runs, baseline)
+    metrics = sweep.metrics(metric)
+    summary = summarize(sweep, metric=metric, baseline=baseline, confidence=confidence)
+    tuned = tuned_frame(sweep, tune, metric=metric, baseline=baseline,
+                        confidence=confidence) if tune else None
+    missing = missing_cells(sweep.runs)
+    for name, text in _table_files(sweep, summary, missing, tuned, baseline,
+                                   confidence).items():
+        write_atomic(out / name, text)
+    figures = write_figures(report_figures(summary, sweep.runs, curves(sweep, metric),
+                                           baseline=baseline, confidence=confidence),
+                            out / "figures")
     _remove_stale(out / "figures", figures)
-    blocks = report_blocks(sweep_dir, loaded, runs, summary, missing, figures, metrics,
-                           baseline, confidence)
-    write_atomic(out / "report.md", render_md(blocks))
-    write_atomic(out / "report.html", render_html(blocks, out))
+    context = _context(sweep, summary, tuned, missing, figures, metrics, tune, baseline,
+                       confidence, out)
+    write_atomic(out / "report.md", render("report.md.j2", context))
+    write_atomic(out / "report.html", render("report.html.j2", context))
     return out
+
+
+def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
+             missing: pd.DataFrame, figures: list[Path], metrics: dict[str, str],
+             tune: Sequence[str], baseline: str, confidence: float, out: Path) -> dict:
+    runs = sweep.runs
+    counts, problems = _runs_section(runs)
+    corrupt = runs.loc[runs["status"].eq("corrupt"), ["path", "error"]]
+    tuned_table = None if tuned is None else {"key": ", ".join(tune),
+                                              "tables": tuned_tables(tuned, tune, confidence)}
+    return {
+        "title": f"LoRA target-set ablation: {sweep.path.name}",
+        "overview": _overview(sweep, missing, metrics, baseline, confidence, out),
+        "notes": [*sweep.notes, *summary.attrs.get("notes", [])],
+        "verdicts": verdict_paragraphs(summary, tuned, confidence),
+        "legend": legend(baseline, confidence),
+        "summary_tables": summary_tables(summary, confidence),
+        "table5": table5_tables(summary, confidence),
+        "tuned": tuned_table,
+        "figures": _figure_entries(figures, out),
+        "run_counts": counts, "runs": problems,
+        "other_runs": listing(other_runs_frame(sweep), "records outside the sweep",
+                              "other_runs.csv", "None.", LISTED),
+        "superseded": listing(superseded_frame(sweep), "superseded records",
+                              "superseded.csv", "None.", LISTED),
+        "missing": listing(missing, "cells of the expected grid with no record",
+                           "missing.csv", "None: every cell of the grid has a record."),
+        "corrupt": listing(corrupt.rename(columns={"error": "reason"}),
+                           "records that could not be read", "runs.csv", "None."),
+        "config": _config(sweep),
+        "provenance": provenance(sweep),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lora-ablate-report",
-        description="Aggregate the run records of a sweep into SWEEP_DIR/report/ "
-                    "(CSV, Markdown and LaTeX tables, figures, report.md, report.html).")
+        description="Aggregate the run records of a sweep into a report folder (CSV, "
+                    "Markdown and LaTeX tables, figures, report.md, report.html).")
     parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR")
-    parser.add_argument("--baseline", default="qv",
+    parser.add_argument("--baseline", default=None,
                         help="target set every other one is compared with (default: qv)")
     parser.add_argument("--metric", default=None,
                         help="metric to compare, e.g. test/accuracy (default: each task's "
                              "configured metric)")
+    parser.add_argument("--tune", action="append", default=[], metavar="KEY",
+                        help="swept config key to tune per target set on the validation "
+                             "metric, e.g. train.lr (repeatable)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="folder to write the report to (default: SWEEP_DIR/report)")
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence level of the intervals (default: 0.95)")
     args = parser.parse_args(argv)
     try:
-        folder = write_report(args.sweep_dir, baseline=args.baseline, metric=args.metric,
-                              confidence=args.confidence)
+        folder = write_report(args.sweep_dir, args.out, baseline=args.baseline,
+                              metric=args.metric, confidence=args.confidence, tune=args.tune)
     except ConfigError as err:
         print(f"lora-ablate-report: error: {err}", file=sys.stderr)
         return 2
