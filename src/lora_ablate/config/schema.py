@@ -90,7 +90,8 @@ class TrainConfig:
     eval_every: int = 0  # 0: only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
 
 
 @dataclass
