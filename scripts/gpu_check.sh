@@ -24,8 +24,8 @@ if [ "${REPRO:-1}" != 0 ]; then
   timeout "${REPRO_TIMEOUT:-900}" python3 -c 'from lora_ablate.cli import main; main()' +sweep=qv_vs_others hydra/launcher=parallel \
     hydra.launcher.n_jobs=4 'hydra.sweeper.params.seed="0,1,2,3,4"' hydra.sweep.dir="$OUT/repro" \
     > "$OUT/repro.log" 2>&1 || status=1
-  records=$(find "$OUT/repro" -name record.json | wc -l)
-  bf16=$(grep -l '"precision": "bf16"' $(find "$OUT/repro" -name record.json) 2>/dev/null | wc -l)
+  records=$(find "$OUT/repro" -name result.json | wc -l)
+  bf16=$(grep -l '"precision": "bf16"' $(find "$OUT/repro" -name result.json) 2>/dev/null | wc -l)
   echo "default reproduction on the GPU (45 cells, n_jobs=4): $((SECONDS - start)) s wall, $records records ($bf16 in bf16)" \
     | tee "$OUT/repro-time.txt"
   tail -5 "$OUT/repro.log"
