@@ -28,6 +28,8 @@ def main() -> None:
     args = p.parse_args()
     a, b = cells(args.fp32), cells(args.bf16)
     keys = sorted(set(a) & set(b))
+    if not keys:
+        raise SystemExit("no (target set, seed) cell completed in both folders")
     targets = sorted({t for t, _ in keys})
     seeds = sorted({s for _, s in keys})
     m = args.metric
@@ -44,7 +46,10 @@ def main() -> None:
             ds.append(y - x)
             row.append(f"{x:.3f} / {y:.3f} / {y - x:+.3f}")
         diffs += ds
-        sd = lambda r: statistics.stdev(r[(t, s)]["metrics"][m] for s in seeds if (t, s) in r) if len(seeds) > 1 else float("nan")
+        def sd(r):
+            values = [r[(t, s)]["metrics"][m] for s in seeds if (t, s) in r]
+            return statistics.stdev(values) if len(values) > 1 else float("nan")
+
         print(f"| {t} | " + " | ".join(row) + f" | {statistics.mean(ds):+.4f} | {sd(a):.4f} | {sd(b):.4f} |")
     if diffs:
         print(
