@@ -68,6 +68,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="train.precision for every arm; `auto` is bf16 on CUDA and on CPUs with native bf16",
+    )
+    p.add_argument(
+        "--no-fp32-harness",
+        action="store_true",
+        help="skip the harness at precision=fp32 (timed in every repeat when the run is in bf16)",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--warmup-steps",
@@ -122,6 +133,7 @@ def overrides(args: argparse.Namespace, model: str, steps: int) -> list[str]:
         f"train.batch_size={args.batch_size}",
         "train.eval_every=0",
         f"train.device={args.device}",
+        f"train.precision={args.precision}",
     ]
 
 
@@ -146,7 +158,8 @@ class Context:
         from lora_ablate.run.batches import train_index_batches
         from lora_ablate.model.loading import load_tokenizer
         from lora_ablate.plan.resolve import resolve_run
-        from lora_ablate.run.session import autocast_dtype, pick_device
+        from lora_ablate.run.precision import autocast_dtype, resolve_precision
+        from lora_ablate.run.session import pick_device
         from lora_ablate.data.tasks import load_task
 
         self.args, self.steps = args, steps
@@ -157,7 +170,8 @@ class Context:
                 f"--model {args.model} trains with label words; the plain arms need an encoder with a head"
             )
         self.device = pick_device(self.cfg.train.device)
-        self.amp = autocast_dtype(self.cfg.train.precision, self.device)
+        self.precision = resolve_precision(self.cfg.train.precision, self.device)
+        self.amp = autocast_dtype(self.precision)
         if self.device.type == "cuda":  # as runner.run does
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -215,6 +229,18 @@ def base_model(ctx: Context):
     )
 
 
+def in_run_precision(ctx: Context, model):
+    """The plain arms get what the harness gets in bf16: frozen matmul weights held in bf16
+    (and autocast in the loop), so the comparison is loop against loop, not fp32 against bf16."""
+    import torch
+
+    from lora_ablate.run.precision import hold_frozen_matmul_weights
+
+    if ctx.precision == "bf16":
+        hold_frozen_matmul_weights(model, torch.bfloat16)
+    return model
+
+
 def peft_model(ctx: Context):
     from peft import LoraConfig, get_peft_model
 
@@ -225,7 +251,7 @@ def peft_model(ctx: Context):
         target_modules=ctx.lora_targets,
         modules_to_save=ctx.head,
     )
-    return get_peft_model(base_model(ctx), lora)
+    return in_run_precision(ctx, get_peft_model(base_model(ctx), lora))
 
 
 def param_counts(model) -> tuple[int, int]:
@@ -456,11 +482,13 @@ def reset_rss_peak() -> int:
     return rss_hwm()
 
 
-def matmul_rate(device, seconds: float) -> float:
-    """FLOP/s of a large square matmul: fp32 2048 on CPU, bf16 8192 on CUDA."""
+def matmul_rate(device, seconds: float, dtype=None) -> float:
+    """FLOP/s of a large square matmul (2048 on CPU, 8192 on CUDA) in the dtype the run's
+    matmuls use: bf16 under bf16 autocast, else fp32."""
     import torch
 
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    dtype = dtype or torch.float32
+    n = 8192 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
@@ -554,6 +582,8 @@ def spawn_children(args: argparse.Namespace, whats: list[str], parallel: bool) -
         str(args.max_length),
         "--device",
         args.device,
+        "--precision",
+        args.precision,
         "--threads",
         str(args.threads),
         "--seed",
@@ -711,6 +741,13 @@ def print_report(args, summary, rates, memory, starts, tokens_check) -> None:
             f"{h['cpu_speed_vs_trainer_default']:.3f}x"
         )
     print(line)
+    speedup = summary.get("precision_speedup")
+    if speedup:
+        print(
+            f"harness precision={args.precision} ({speedup['precision']}) / precision=fp32 = {speedup['wall']:.3f}x wall "
+            f"[{speedup['wall_range'][0]:.3f}-{speedup['wall_range'][1]:.3f}], {speedup['cpu']:.3f}x by CPU time "
+            f"(same batches, this process; fp32 median {speedup['fp32_seconds']:.2f} s; target >= 1.5 on a CPU with bf16)"
+        )
     if summary.get("memory_ratio"):
         print(f"memory LoRA (plain) / full FT: {summary['memory_ratio']:.3f} of peak ({summary['memory_basis']})")
     print(
@@ -762,7 +799,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for arm in ARMS:
             run_arm(warm, arm)
     mm_seconds = 0.5 if args.quick else 2.0
-    runs, rates = [], []
+    runs, rates, fp32_runs = [], [], []
+    fp32_ctx = None
+    if ctx.precision != "fp32" and not args.no_fp32_harness:
+        fp32_ctx = copy.copy(ctx)
+        fp32_ctx.cfg = compose(overrides(args, args.model, args.steps) + ["train.precision=fp32"])
+        fp32_ctx.precision, fp32_ctx.amp = "fp32", None
+        if args.warmup_steps:
+            warm_fp32 = copy.copy(fp32_ctx)
+            warm_fp32.batches = ctx.batches[: args.warmup_steps]
+            warm_fp32.cfg = compose(overrides(args, args.model, args.warmup_steps) + ["train.precision=fp32"])
+            run_arm(warm_fp32, "harness")
     inprocess_memory = args.quick and ctx.device.type != "cuda" and not args.no_memory
     for repeat in range(args.repeats):
         rep = {}
@@ -772,7 +819,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"  repeat {repeat + 1} {arm:<8} {rep[arm]['seconds']:7.2f} s",
                 flush=True,
             )
-        rates.append(matmul_rate(ctx.device, mm_seconds))
+        rates.append(matmul_rate(ctx.device, mm_seconds, ctx.amp))
+        if fp32_ctx is not None:  # the same harness in fp32, timed next to it in this process
+            fp32_runs.append(run_arm(fp32_ctx, "harness") | {"batch": args.batch_size})
+            print(f"  repeat {repeat + 1} harness at fp32 {fp32_runs[-1]['seconds']:7.2f} s", flush=True)
         runs.append(rep)
     for rep in runs:
         for arm in SAME_BATCH_ARMS:
@@ -802,10 +852,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     starts = {m: startup_stages(r, t) for m, (r, t) in zip(models, children[len(memory_arms) :])}
     summary: dict[str, Any] = {
         "device": str(ctx.device),
-        "precision": "bf16 autocast" if ctx.amp is not None else "fp32",
-        "matmul": "bf16 8192x8192 torch.mm" if ctx.device.type == "cuda" else "fp32 2048x2048 torch.mm",
+        "precision": "bf16 autocast, frozen matmul weights in bf16" if ctx.amp is not None else "fp32",
+        "matmul": f"{ctx.precision} {'8192x8192' if ctx.device.type == 'cuda' else '2048x2048'} torch.mm",
         "arms": summarize(runs, rates),
     }
+    if fp32_runs:
+        ratios = [f["seconds"] / rep["harness"]["seconds"] for f, rep in zip(fp32_runs, runs)]
+        cpu_ratios = [f["cpu_s"] / rep["harness"]["cpu_s"] for f, rep in zip(fp32_runs, runs)]
+        summary["precision_speedup"] = {
+            "precision": ctx.precision,
+            "fp32_seconds": statistics.median(f["seconds"] for f in fp32_runs),
+            "wall": statistics.median(ratios),
+            "wall_range": [min(ratios), max(ratios)],
+            "cpu": statistics.median(cpu_ratios),
+            "cpu_range": [min(cpu_ratios), max(cpu_ratios)],
+        }
     if ctx.device.type == "cuda":
         summary["memory_ratio"] = (
             summary["arms"]["plain"]["peak_memory_bytes"] / summary["arms"]["full"]["peak_memory_bytes"]

@@ -66,5 +66,12 @@ def test_quick_benchmark_reports_every_arm_with_finite_ratios(tmp_path):
         stages = result["startup"]["tiny_bert"][run]
         assert 0 < stages["prepare"] < stages["start-up"], stages
     assert "import torch" in result["startup"]["tiny_bert"]["cold"]
+    # precision=auto: where it resolves to bf16 the harness is also timed at fp32 in the same process
+    speedup = result["summary"].get("precision_speedup")
+    if result["summary"]["precision"] != "fp32":
+        assert math.isfinite(speedup["wall"]) and speedup["wall"] > 0 and speedup["precision"] == "bf16"
+        assert "precision=fp32" in table and result["summary"]["matmul"].startswith("bf16")
+    else:
+        assert speedup is None and result["summary"]["matmul"].startswith("fp32")
     ratio = result["summary"]["memory_ratio"]
     assert math.isfinite(ratio) and ratio > 0

@@ -19,7 +19,7 @@ def reviews(tmp_path_factory):
 
 
 def gpu_overrides(data, model="tiny_bert"):
-    return [o for o in local_overrides(data, model=model) if o != "train.device=cpu"]
+    return [o for o in local_overrides(data, model=model) if o not in ("train.device=cpu", "train.precision=fp32")]
 
 
 @pytest.mark.parametrize("model", ["tiny_bert", "tiny_llama", "tiny_gpt2"])

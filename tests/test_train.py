@@ -62,6 +62,7 @@ def local_overrides(data: Path, model: str = "tiny_bert", steps: int = 6) -> lis
         "train.batch_size=16",
         "train.eval_every=3",
         "train.device=cpu",
+        "train.precision=fp32",  # exact and machine-independent; bf16 has its own tests
     ]
 
 

@@ -224,7 +224,8 @@ class TrainConfig:
     eval_every: int = 0  # 0: only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs
-    precision: Precision = Precision.auto  # auto: bf16 where the device multiplies it natively
+    precision: Precision = Precision.auto  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
 
     def __post_init__(self) -> None:
         checks = _Checks("train")

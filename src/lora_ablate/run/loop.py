@@ -18,6 +18,7 @@ from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_
 from lora_ablate.config.schema import TrainConfig
 from lora_ablate.run.loggers import Logger
 from lora_ablate.run.metrics import classification_metrics
+from lora_ablate.run.pairing import derived_seed
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
 # Padded tokens per evaluation batch. On CPU small batches stay in cache: MiniLM evaluates
@@ -34,11 +35,12 @@ class Session:
     num_labels: int
     pad_id: int
     device: torch.device
-    autocast_dtype: torch.dtype | None  # bf16 on CUDA, None (fp32) elsewhere
+    autocast_dtype: torch.dtype | None  # bf16, or None for fp32
     train_items: Sequence[Encoded]
     val_items: Sequence[Encoded]
     test_items: Sequence[Encoded]
     eval_batch_size: int = 256  # most rows per evaluation batch (train.eval_batch_size)
+    precision: str = "fp32"  # what runs, for the record: bf16 (autocast, frozen matmul weights in bf16) | fp32
 
 
 @dataclass
@@ -122,16 +124,28 @@ def total_steps(cfg: TrainConfig, train_size: int) -> int:
     return cfg.max_steps
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, head_names: Sequence[str]) -> torch.optim.Optimizer:
-    """AdamW; the head (modules_to_save) may get its own learning rate."""
+def trainable_groups(model: nn.Module, head_names: Sequence[str]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(LoRA parameters, head parameters): the head is every trainable parameter under a head module."""
     lora, head = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (head if any(f".{h}." in name for h in head_names) else lora).append(param)
+    return lora, head
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, head_names: Sequence[str]) -> torch.optim.Optimizer:
+    """AdamW; the head (modules_to_save) may get its own learning rate."""
+    lora, head = trainable_groups(model, head_names)
     groups = [{"params": lora, "lr": cfg.lr}]
     if head:
         groups.append({"params": head, "lr": cfg.head_lr or cfg.lr})
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)  # one kernel, not a loop
+
+
+def clip_apart(groups: Sequence[Sequence[nn.Parameter]], max_norm: float) -> None:
+    """Clip each group's gradient norm on its own."""
+    for group in groups:
+        torch.nn.utils.clip_grad_norm_(group, max_norm, foreach=True)
 
 
 @contextmanager
@@ -182,21 +196,25 @@ def fit(
     result = FitResult() if result is None else result
     running_loss = torch.zeros((), device=session.device)
     last_loss: float | None = None
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # Clipped apart: one joint norm would let the LoRA gradients, which differ by target set,
+    # rescale the head's step, and the head is what every target set shares.
+    clip_groups = [group for group in trainable_groups(model, head_names) if group]
     model.train()
     bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
     start = time.perf_counter()
     with interrupt_checkpoint() as stop_if_interrupted:
         for step in range(1, steps + 1):
             stop_if_interrupted()
-            for _ in range(cfg.grad_accum):
+            for micro in range(cfg.grad_accum):
                 batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
+                # Dropout masks from (seed, step) alone: the same in every target set of a seed.
+                torch.manual_seed(derived_seed(seed, "dropout", step, micro))
                 loss, _ = forward(session, batch)
                 (loss / cfg.grad_accum).backward()
                 running_loss += loss.detach() / cfg.grad_accum
                 result.train_tokens += batch.tokens
             if cfg.grad_clip > 0:  # clip_grad_norm_ with 0 would zero every gradient
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                clip_apart(clip_groups, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -155,12 +155,7 @@ def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: 
 
 
 def session_precision(session: Session | None) -> str | None:
-    if session is None:
-        return None
-    precision = getattr(session, "precision", None)
-    if precision:
-        return precision
-    return "bf16" if session.autocast_dtype == torch.bfloat16 else "fp32"
+    return None if session is None else str(session.precision)
 
 
 def model_identity(model: ModelConfig, resolved: ResolvedRun) -> dict[str, Any]:

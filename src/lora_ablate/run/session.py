@@ -15,6 +15,8 @@ from lora_ablate.model.surgery import split_fused_projections
 from lora_ablate.plan.adapters import lora_config
 from lora_ablate.plan.resolve import ResolvedRun
 from lora_ablate.run.loop import Session
+from lora_ablate.run.pairing import derived_seed, seed_lora_init
+from lora_ablate.run.precision import autocast_dtype, hold_frozen_matmul_weights, resolve_precision
 
 
 def pick_device(requested: str, job_index: int = 0) -> torch.device:
@@ -32,25 +34,25 @@ def pick_device(requested: str, job_index: int = 0) -> torch.device:
     return device
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Session:
     """Everything that can fail on user input happens here, before the first step."""
     tokenizer = load_tokenizer(cfg.model, resolved.source)
     task = cfg.task
     data = encoded_splits(task, tokenizer, resolved.task_format)
-    torch.manual_seed(cfg.seed)  # head init and LoRA init follow the run seed
+    precision = resolve_precision(cfg.train.precision, device)
+    torch.manual_seed(derived_seed(cfg.seed, "head"))  # a new head is drawn from the global RNG
     base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
     split_fused_projections(base, resolved.model_config)
     model = get_peft_model(base, lora_config(resolved.plan, cfg.lora))
+    seed_lora_init(model, cfg.seed)  # each module's A from (seed, its name): paired across target sets
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     expected = resolved.plan.lora_params + resolved.plan.head_params
     if trainable != expected:  # PEFT must have built exactly the plan
         raise RuntimeError(f"PEFT made {trainable} trainable parameters, the plan {expected}")
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if precision == "bf16":  # before .to(device): the GPU never holds the fp32 copy
+        hold_frozen_matmul_weights(model, torch.bfloat16)
     model.to(device)
     return Session(
         model=model,
@@ -58,12 +60,30 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
         num_labels=task.num_labels,
         pad_id=tokenizer.pad_token_id,
         device=device,
-        autocast_dtype=autocast_dtype(cfg.train.precision, device),
+        precision=precision,
+        autocast_dtype=autocast_dtype(precision),
         train_items=data.train,
         val_items=data.validation,
         test_items=data.test,
         eval_batch_size=cfg.train.eval_batch_size,
     )
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (memory for compute, for big models on GPU).
+    Non-reentrant checkpointing needs no input that requires grad; the reentrant kind would,
+    hence enable_input_require_grads for models that fall back to it."""
+    base = model.get_base_model()
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"train.gradient_checkpointing=true, but {type(base).__name__} does not support gradient "
+            "checkpointing; set train.gradient_checkpointing=false."
+        )
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        base.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.enable_input_require_grads()
 
 
 def reset_peak_memory(device: torch.device) -> None:
