@@ -144,15 +144,15 @@ def test_seed_status_paired_mean_and_collapsed_runs(tmp_path):
     assert runs["collapsed"].sum() == 1 and "layers" in runs
     rows = summarize(runs, loaded=find_records(tmp_path)).set_index("target_set")
     q = rows.loc["q"]
-    assert q["seeds_status"] == "2/4 completed, 1 collapsed, 1 diverged"
+    # A collapsed run counts with the value it reached (no survivorship), and says so.
+    assert q["seeds_status"] == "3/4 completed (1 at chance: collapsed), 1 diverged"
     assert "collapsed: seed 2" in q["problem_seeds"] and "diverged: seed 3" in q["problem_seeds"]
-    assert (q["n"], q["n_pairs"]) == (2, 1)  # q has seeds 0, 1; qv lacks seed 0
+    assert (q["n"], q["n_pairs"]) == (3, 2)  # q has seeds 0, 1, 2; qv lacks seed 0
     values = runs.set_index(["target_set", "seed"])["test/accuracy"]
-    assert q["mean"] == pytest.approx(values["q", 1])
-    assert q["mean_unpaired"] == pytest.approx((values["q", 0] + values["q", 1]) / 2)
+    assert q["mean"] == pytest.approx((values["q", 1] + values["q", 2]) / 2)
+    assert q["mean_unpaired"] == pytest.approx((values["q", 0] + values["q", 1] + values["q", 2]) / 3)
     assert "lacks seed 0" in rows.loc["qv", "baseline_note"]
-    # the 1-pair bootstrap resamples examples only and says so
-    assert q["diff_ci_covers"] == "test examples"
+    assert q["diff_ci_covers"] == "seeds+test examples"
 
 
 def test_power_columns_match_noncentral_t():

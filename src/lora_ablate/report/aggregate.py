@@ -268,9 +268,10 @@ def _seed_status(runs: pd.DataFrame, outcomes: pd.Series) -> pd.DataFrame:
     for key, cell in real.groupby(list(CELL), dropna=False, sort=False):
         total = int(group_seeds.loc[key[:-1]])
         counts = cell["_outcome"].value_counts()
-        done = int(counts.get("completed", 0))
-        parts = [f"{done}/{total} completed"]
-        parts += [f"{int(c)} {name}" for name, c in counts.items() if name != "completed"]
+        collapsed = int(counts.get("collapsed", 0))
+        done = int(counts.get("completed", 0)) + collapsed
+        parts = [f"{done}/{total} completed" + (f" ({collapsed} at chance: collapsed)" if collapsed else "")]
+        parts += [f"{int(c)} {name}" for name, c in counts.items() if name not in ("completed", "collapsed")]
         if (missing := total - int(cell["seed"].nunique())) > 0:
             parts.append(f"{missing} missing")
         bad = cell[cell["_outcome"].ne("completed")]
@@ -306,7 +307,9 @@ def _baseline_notes(key: Sequence[Any], group: pd.DataFrame, wanted: str,
 
 
 def _usable(runs: pd.DataFrame, metric: str, outcomes: pd.Series) -> tuple[pd.DataFrame, list[str]]:
-    """Completed, not collapsed runs with the metric, one per (cell, seed)."""
+    """Completed runs with the metric, one per (cell, seed). Collapsed runs (completed at
+    chance) count with the value they reached: leaving them out would credit a target set
+    for the seeds it survived (survivorship); they are named in each cell's status."""
     done = runs[runs["status"].eq("completed")]
     if len(done) and (metric not in runs or done[metric].isna().all()):
         present = ", ".join(metric_columns(done.dropna(axis=1, how="all"))) or "none"
@@ -319,9 +322,9 @@ def _usable(runs: pd.DataFrame, metric: str, outcomes: pd.Series) -> tuple[pd.Da
         notes.append(f"{lacking} completed runs lack {metric} and are left out of its "
                      f"statistics")
     if (collapsed := int(outcomes.eq("collapsed").sum())):
-        notes.append(f"{collapsed} completed runs collapsed to chance; like diverged runs "
-                     f"they are left out of the statistics and named in each cell's status")
-    usable = runs[outcomes.eq("completed")]
+        notes.append(f"{collapsed} completed runs collapsed to chance; they enter the "
+                     f"statistics with the value they reached and are named in each cell's status")
+    usable = runs[outcomes.isin(["completed", "collapsed"])]
     ordered = usable.assign(_end=usable["ended_at"].fillna("").astype(str)).sort_values("_end")
     unique = ordered.drop_duplicates([*CELL, "seed"], keep="last").drop(columns="_end")
     if len(unique) < len(usable):
