@@ -103,6 +103,17 @@ class LoggerConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Why a target set wins (lora_ablate.analysis), after training, on bounded subsets."""
+
+    enabled: bool = True
+    probe_size: int = 64  # first test examples for attention and content shift
+    eval_size: int = 256  # first test examples for the merge curve and attention patching
+    merge_weights: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5])
+    top_k: int = 8  # singular vectors per module kept in analysis.safetensors
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     task: TaskConfig = MISSING
@@ -111,6 +122,7 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = MISSING
     logger: LoggerConfig = MISSING
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 0
     dry_run: bool = False
     save_adapter: bool = False
