@@ -211,3 +211,13 @@ def test_run_records_the_analysis_and_writes_the_vectors(reviews, tmp_path):
     record = json.loads((tmp_path / "off" / RECORD_NAME).read_text())
     assert record["analysis"] is None and record["cost"]["analysis_seconds"] is None
     assert not (tmp_path / "off" / "analysis.safetensors").exists()
+
+
+@pytest.mark.parametrize("bad", ["analysis.probe_size=0", "analysis.top_k=-1", "analysis.merge_weights=[]"])
+def test_bad_analysis_settings_are_config_errors(reviews, tmp_path, bad):
+    from lora_ablate.errors import ConfigError
+
+    args = overrides(reviews, "tiny_bert", "qv") + [bad]
+    with pytest.raises(ConfigError, match="analysis."):
+        train(compose_run(args), run_dir=tmp_path, overrides=args)
+    assert not (tmp_path / RECORD_NAME).exists()

@@ -1,6 +1,8 @@
 """Checks of user input that need no training: each raises ConfigError with one paragraph."""
 
-from lora_ablate.config.schema import TrainConfig
+import math
+
+from lora_ablate.config.schema import AnalysisConfig, TrainConfig
 from lora_ablate.errors import ConfigError
 
 
@@ -24,3 +26,13 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.grad_clip must be a maximum gradient norm >= 0 (0: no clipping), got {cfg.grad_clip}.")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}.")
+
+
+def check_analysis_config(cfg: AnalysisConfig) -> None:
+    for name in ("probe_size", "eval_size", "top_k"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"analysis.{name} must be a positive integer, got {getattr(cfg, name)} "
+                              "(turn the analysis off with analysis.enabled=false instead).")
+    weights = list(cfg.merge_weights)
+    if not weights or not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"analysis.merge_weights must be a non-empty list of finite numbers (e.g. [0,0.5,1]), got {weights}.")

@@ -2,7 +2,7 @@
 returned as a matplotlib Figure (the caller saves or embeds it). No torch, no pyplot."""
 
 import math
-from collections.abc import Sequence
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -14,10 +14,12 @@ from lora_ablate.report.aggregate import target_order
 PANEL = (3.6, 2.6)  # inches
 
 
-def _panels(n: int, title: str, ncols: int = 3) -> tuple[Figure, list[Axes]]:
+def _panels(n: int, title: str, ncols: int = 3, size: tuple[float, float] | None = None) -> tuple[Figure, list[Axes]]:
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(PANEL[0] * ncols + 0.8, PANEL[1] * nrows + 0.9), layout="constrained")
+    width, height = size or (PANEL[0] * ncols + 0.8, PANEL[1] * nrows + 0.9)
+    title = textwrap.fill(title, width=max(30, int(width * 11)))  # about 11 characters an inch at 11 pt
+    fig = Figure(figsize=(width, height + 0.2 * title.count("\n")), layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -56,6 +58,7 @@ def plot_relative_norm(frame: pd.DataFrame) -> Figure:
             rows = rows.groupby("layer", as_index=False).mean(numeric_only=True).sort_values("layer")
             ax.errorbar(rows["layer"], rows["mean"], yerr=_errorbars(rows), marker="o", ms=3, capsize=2, label=matrix)
         ax.set_title(target_set)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("layer")
         ax.set_ylabel("‖ΔW‖ / ‖W‖")
         ax.legend(fontsize=7)
@@ -69,8 +72,7 @@ def plot_amplification(frame: pd.DataFrame) -> Figure:
         return _empty(title)
     sets = _ordered_sets(frame)
     matrices = sorted(frame["matrix"].unique())
-    fig, (ax,) = _panels(1, title)
-    fig.set_size_inches(max(6.0, 0.7 * len(sets) * max(1, len(matrices)) / 2 + 2), 3.6)
+    fig, (ax,) = _panels(1, title, size=(max(6.0, 0.7 * len(sets) * max(1, len(matrices)) / 2 + 2), 3.6))
     width = 0.8 / len(matrices)
     for k, matrix in enumerate(matrices):
         rows = frame[frame["matrix"] == matrix].groupby("target_set").mean(numeric_only=True).reindex(sets)
@@ -106,8 +108,7 @@ def plot_shifts(frame: pd.DataFrame) -> Figure:
     title = "Where the update acts: attention shift vs content shift (mean over seeds, 95% CI)"
     if frame.empty:
         return _empty(title)
-    fig, (ax,) = _panels(1, title)
-    fig.set_size_inches(6.4, 4.4)
+    fig, (ax,) = _panels(1, title, size=(6.4, 4.4))
     for _, row in frame.iterrows():
         xerr = [[row["mean_content"] - row["ci_low_content"]], [row["ci_high_content"] - row["mean_content"]]]
         yerr = [[row["mean_attention"] - row["ci_low_attention"]], [row["ci_high_attention"] - row["mean_attention"]]]
@@ -125,8 +126,7 @@ def _bars(frame: pd.DataFrame, title: str, ylabel: str, zero: bool = True, note_
         return _empty(title)
     sets = _ordered_sets(frame)
     rows = frame.groupby("target_set").mean(numeric_only=True).reindex(sets)
-    fig, (ax,) = _panels(1, title)
-    fig.set_size_inches(max(6.0, 0.8 * len(sets) + 2), 3.8)
+    fig, (ax,) = _panels(1, title, size=(max(6.0, 0.8 * len(sets) + 2), 3.8))
     x = np.arange(len(sets))
     ax.bar(x, rows["mean"], 0.6, yerr=_errorbars(rows), capsize=3, color="tab:blue")
     labels = [f"{s}\nn={int(n) if n == n else 0}" for s, n in zip(sets, rows["n"])]
@@ -148,8 +148,7 @@ def plot_merge_curve(frame: pd.DataFrame) -> Figure:
     title = "Metric vs merge weight s (s=0: base model with the trained head; s=1: as trained)"
     if frame.empty:
         return _empty(title)
-    fig, (ax,) = _panels(1, title)
-    fig.set_size_inches(6.8, 4.2)
+    fig, (ax,) = _panels(1, title, size=(6.8, 4.2))
     for target_set in _ordered_sets(frame):
         rows = frame[frame["target_set"] == target_set].groupby("weight", as_index=False).mean(numeric_only=True)
         ax.plot(rows["weight"], rows["mean"], marker="o", ms=3, label=target_set)

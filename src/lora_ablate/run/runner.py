@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lora_ablate.config.schema import ModelConfig, RunConfig
-from lora_ablate.config.validation import check_train_config
+from lora_ablate.config.validation import check_analysis_config, check_train_config
 from lora_ablate.data.tasks import data_identity
 from lora_ablate.errors import ConfigError
 from lora_ablate.identity import RunKey, run_key
@@ -65,6 +65,7 @@ def train(cfg: RunConfig, *, run_dir: Path, overrides: list[str] | tuple[str, ..
     """Train one cell into `run_dir`, or return its completed record when one of the same
     config exists there. Raises what stopped the run after writing its record."""
     check_train_config(cfg.train)
+    check_analysis_config(cfg.analysis)
     resolved = resolved or resolve_run(cfg)
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     key = run_key(config, resolved.plan.target_set, list(overrides))
