@@ -9,6 +9,7 @@ run's test metric restricted to them; s=0 comes from the patching pass's base pr
 (the same model: the update at weight 0, the trained head kept).
 """
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from lora_ablate.files import write_atomic
 from lora_ablate.plan.layout import Plan
 from lora_ablate.run.loop import Session
 
+log = logging.getLogger(__name__)
 VECTORS_NAME = "analysis.safetensors"
 ANALYSIS_VERSION = 1
 
@@ -34,8 +36,18 @@ ANALYSIS_VERSION = 1
 def analyze(session: Session, plan: Plan, cfg: RunConfig, *, run_dir: Path | None = None,
             test_predicted: list[int] | None = None) -> tuple[dict[str, Any], float]:
     """(the record's `analysis` section, seconds it took). `test_predicted`: the run's test
-    predictions in split order (s=1 of the merge curve); evaluated here when None."""
+    predictions in split order (s=1 of the merge curve); evaluated here when None. An
+    analysis that fails leaves the trained run completed: the section then holds the error."""
     started = time.perf_counter()
+    try:
+        return _analyze(session, plan, cfg, run_dir, test_predicted, started)
+    except Exception as err:  # noqa: BLE001 (the run itself succeeded; say why the analysis did not)
+        log.warning("analysis failed: %s: %s", type(err).__name__, err)
+        return {"version": ANALYSIS_VERSION, "error": f"{type(err).__name__}: {err}"}, time.perf_counter() - started
+
+
+def _analyze(session: Session, plan: Plan, cfg: RunConfig, run_dir: Path | None, test_predicted: list[int] | None,
+             started: float) -> tuple[dict[str, Any], float]:
     settings = cfg.analysis
     modules = adapted_modules(session.model, plan.modules)
     seconds: dict[str, float] = {}
