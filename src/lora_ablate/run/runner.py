@@ -53,6 +53,8 @@ class Outcome:
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)
     collapsed: bool = False
     merge_max_abs_diff: float | None = None
+    analysis: dict[str, Any] | None = None
+    analysis_seconds: float | None = None
     eval_seconds: float | None = None
     error: RunError | None = None
 
@@ -94,7 +96,7 @@ def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any],
                                  job_type=resolved.plan.target_set, config=config, run_dir=run_dir,
                                  plan=resolved.plan.to_dict())
             session = prepare(cfg, resolved, device)
-            _train_and_evaluate(cfg, resolved, session, outcome, logger)
+            _train_and_evaluate(cfg, resolved, session, outcome, logger, run_dir)
             if cfg.save_adapter and outcome.status == "completed":
                 save_adapter(session, run_dir / "adapter")
     except ConfigError:  # bad user input, found before training: reported, not recorded
@@ -114,7 +116,7 @@ def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any],
 
 
 def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session, outcome: Outcome,
-                        logger: Any) -> None:
+                        logger: Any, run_dir: Path | None = None) -> None:
     fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger, result=outcome.fit)
     outcome.history = outcome.fit.history
     if outcome.fit.diverged_at is not None:
@@ -132,6 +134,10 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
     outcome.best = _best(outcome.fit.history, outcome.metrics, outcome.fit.steps, cfg.task.metric)
     outcome.collapsed = is_collapsed(outcome.predictions["val"])
     outcome.merge_max_abs_diff = merge_difference(session)
+    if cfg.analysis.enabled:
+        from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)
+        outcome.analysis, outcome.analysis_seconds = analyze(
+            session, resolved.plan, cfg, run_dir=run_dir, test_predicted=test.predicted)
     outcome.status = "completed"
 
 
@@ -141,14 +147,14 @@ def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: 
     cost = Cost(
         train_seconds=fit_result.train_seconds, steps=fit_result.steps, train_tokens=fit_result.train_tokens,
         tokens_per_second=fit_result.train_tokens / fit_result.train_seconds if fit_result.train_seconds else None,
-        eval_seconds=outcome.eval_seconds, peak_memory_bytes=peak_memory_bytes(device), device=str(device),
+        eval_seconds=outcome.eval_seconds, analysis_seconds=outcome.analysis_seconds, peak_memory_bytes=peak_memory_bytes(device), device=str(device),
         precision=session_precision(session),
     )
     return RunRecord(
         status=outcome.status, run_id=key.run_id, labels=key.labels, config=config,
         config_hash=key.config_hash, plan=resolved.plan.to_dict(), metrics=outcome.metrics,
         history=outcome.history, best=outcome.best, predictions=outcome.predictions,
-        collapsed=outcome.collapsed, cost=cost, provenance=provenance(device, started_at),
+        collapsed=outcome.collapsed, analysis=outcome.analysis, cost=cost, provenance=provenance(device, started_at),
         identity={"model": model_identity(cfg.model, resolved), "data": data_identity(cfg.task)},
         error=outcome.error, merge_max_abs_diff=outcome.merge_max_abs_diff,
     )

@@ -1,0 +1,97 @@
+"""Report-side frames and figures of the analysis (no torch): subspace similarity against
+hand-made subspaces, aggregation of synthetic records, the routing gap paired by seed."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from safetensors.numpy import save_file
+
+from lora_ablate.records import Labels, RunRecord
+from lora_ablate.report import analysis_frames as af
+from lora_ablate.report import analysis_plots as ap
+
+
+def test_subspace_similarity_of_known_subspaces():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(20, 6)))
+    same = af.subspace_similarity(q[:, :3], q[:, :3])
+    assert np.allclose(np.diag(same), 1.0)
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rotated = af.subspace_similarity(q[:, :3], q[:, :3] @ rotation)
+    assert rotated[2, 2] == pytest.approx(1.0)  # the same 3-dimensional subspace, other basis
+    assert af.subspace_similarity(q[:, :3], q[:, 3:6])[2, 2] == pytest.approx(0.0, abs=1e-12)
+    # φ(1, 2): first column of a against two of b: ‖a1ᵀ[b1 b2]‖² / 1
+    b = np.stack([q[:, 0] * 0.6 + q[:, 1] * 0.8, q[:, 2]], axis=1)
+    assert af.subspace_similarity(q[:, :1], b)[0, 1] == pytest.approx(0.36)
+
+
+def record(task: str, target_set: str, seed: int, accuracy: float, *, share=None, layers=2) -> RunRecord:
+    modules = [{"name": f"l{l}.{m}", "matrix": m, "layer": l, "rank": 2, "singular_values": [0.2, 0.1],
+                "relative_norm": 0.01 * (l + 1), "effective_rank": 1.8, "amplification": 2.0 + seed,
+                "content_shift": 0.1} for l in range(layers) for m in target_set]
+    analysis = {"modules": modules, "attention_shift": [0.0, 0.02 * (seed + 1)],
+                "patching": {"attention_share": share, "surviving_share": None if share is None else 1 - share, "gain": 0.1},
+                "merge_curve": {"metric": "accuracy", "weights": [0.0, 1.0], "values": [0.5, accuracy]}}
+    return RunRecord(status="completed", run_id=f"{task}-{target_set}-{seed}",
+                     labels=Labels("minilm", task, target_set, "reference", seed=seed), config={}, config_hash="h",
+                     plan={}, metrics={"test/accuracy": accuracy}, analysis=analysis)
+
+
+def test_routing_gap_is_paired_by_seed():
+    records = [record("diag_routing", "qk", s, 0.70 + 0.01 * s) for s in range(3)]
+    records += [record("diag_control", "qk", s, 0.60 + 0.02 * s) for s in range(3)]
+    records += [record("diag_routing", "v", 0, 0.65), record("diag_control", "v", 1, 0.6)]  # no pair
+    gap = af.routing_gap_frame(records)
+    row = gap[gap["target_set"] == "qk"].iloc[0]
+    diffs = np.array([0.10, 0.09, 0.08])
+    assert row["n"] == 3 and row["mean"] == pytest.approx(diffs.mean())
+    half = 4.302652729911275 * diffs.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert row["ci_high"] - row["mean"] == pytest.approx(half)
+    assert "v" not in set(gap["target_set"])
+    assert isinstance(ap.plot_routing_gap(gap), Figure)
+
+
+def test_frames_aggregate_over_seeds():
+    runs = [record("rt", "qv", s, 0.8, share=0.2 * s if s else None) for s in range(3)]
+    norms = af.relative_norm_frame(runs)
+    assert set(norms["matrix"]) == {"q", "v"} and norms["n"].eq(3).all()
+    assert norms.loc[norms["layer"] == 1, "mean"].tolist() == pytest.approx([0.02, 0.02])
+    amp = af.amplification_frame(runs)
+    assert amp["mean"].tolist() == pytest.approx([3.0, 3.0])  # (2 + 3 + 4) / 3
+    share = af.attention_share_frame(runs).iloc[0]
+    assert share["n"] == 2 and share["n_undefined"] == 1 and share["mean"] == pytest.approx(0.3)
+    shifts = af.shift_summary_frame(runs).iloc[0]
+    assert shifts["mean_attention"] == pytest.approx(np.mean([0.01, 0.02, 0.03]))
+    curve = af.merge_curve_frame(runs)
+    assert curve["weight"].tolist() == [0.0, 1.0] and curve["mean"].tolist() == pytest.approx([0.5, 0.8])
+    for figure in (ap.plot_relative_norm(norms), ap.plot_amplification(amp), ap.plot_shifts(af.shift_summary_frame(runs)),
+                   ap.plot_attention_share(af.attention_share_frame(runs)), ap.plot_merge_curve(curve),
+                   ap.plot_seed_similarity(pd.DataFrame()), ap.plot_routing_gap(af.routing_gap_frame([]))):
+        assert isinstance(figure, Figure)
+        figure.savefig(__import__("io").BytesIO(), format="png")
+
+
+def test_seed_similarity_reads_the_vectors(tmp_path):
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(16, 4)))
+    runs = []
+    for seed in range(3):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        rec = record("rt", "qv", seed, 0.8, layers=1)
+        vectors = {}
+        for m in rec.analysis["modules"]:  # q: the same subspace every seed; v: disjoint ones
+            basis = q[:, :2] if m["matrix"] == "q" else np.linalg.qr(rng.normal(size=(16, 2)))[0]
+            vectors[f"{m['name']}.right"] = basis.astype(np.float16)
+            vectors[f"{m['name']}.left"] = basis.astype(np.float16)
+        save_file(vectors, str(folder / af.VECTORS_NAME))
+        runs.append((rec, folder))
+    frame = af.seed_similarity_frame(runs, "qv")
+    q_phi = frame[(frame["matrix"] == "q") & (frame["i"] == 2) & (frame["j"] == 2)].iloc[0]
+    assert q_phi["pairs"] == 3 and q_phi["phi"] == pytest.approx(1.0, abs=1e-3)
+    v_phi = frame[(frame["matrix"] == "v") & (frame["i"] == 2) & (frame["j"] == 2)].iloc[0]["phi"]
+    assert v_phi < 0.9
+    assert isinstance(ap.plot_seed_similarity(frame), Figure)
