@@ -27,7 +27,11 @@ from lora_ablate.report.verdict import Verdict, verdicts
 from lora_ablate.report.aggregate import (check_baseline, default_baseline, distinct, missing_cells,
                                           sweep_config)
 from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
+from lora_ablate.report.analysis_section import CAPTIONS as ANALYSIS_CAPTIONS
+from lora_ablate.report.analysis_section import analysis_figures, mechanism_sentence
 from lora_ablate.report.plots import CAPTIONS, report_figures, write_figures
+
+FIGURE_CAPTIONS = CAPTIONS | ANALYSIS_CAPTIONS
 from lora_ablate.report.sweep import Sweep, curves, load_sweep, no_cyclic_gc, summarize
 from lora_ablate.report.tables import (MARK, Table, frame_table, legend, md_table,
                                        summary_tables, table5_frame, table5_tables, tex_table,
@@ -178,7 +182,7 @@ def _figure_entries(paths: Iterable[Path], folder: Path) -> list[dict[str, str]]
         if path.suffix != ".png":
             continue
         stem = re.sub(r"_\d+$", "", path.stem)
-        entries.append({"file": f"figures/{path.name}", "caption": CAPTIONS.get(stem, stem),
+        entries.append({"file": f"figures/{path.name}", "caption": FIGURE_CAPTIONS.get(stem, stem),
                         "data": base64.b64encode(path.read_bytes()).decode("ascii")})
     return entries
 
@@ -209,7 +213,7 @@ def _remove_stale(folder: Path, keep: Iterable[Path]) -> None:
     """Drop figures of an earlier report that this one did not redraw (only the report's
     own figure names: the folder may be one the user chose)."""
     names = {p.name for p in keep}
-    ours = re.compile(rf"^({'|'.join(CAPTIONS)}|forest)(_\d+)?\.(png|svg)$")
+    ours = re.compile(rf"^({'|'.join(FIGURE_CAPTIONS)}|forest)(_\d+)?\.(png|svg)$")
     for path in folder.glob("*.*"):
         if ours.match(path.name) and path.name not in names:
             path.unlink(missing_ok=True)
@@ -277,9 +281,12 @@ def _write_report(sweep_dir: Path, out_dir: str | Path | None, baseline: str | N
     for name, text in _table_files(sweep, summary, missing, tuned, baseline,
                                    confidence).items():
         write_atomic(out / name, text)
-    figures = write_figures(report_figures(summary, sweep.runs, curves(sweep, metric),
-                                           baseline=baseline, confidence=confidence),
-                            out / "figures")
+    drawn = report_figures(summary, sweep.runs, curves(sweep, metric), baseline=baseline,
+                           confidence=confidence)
+    drawn |= analysis_figures(sweep, baseline=baseline, confidence=confidence)
+    if mechanism := mechanism_sentence(sweep, confidence=confidence):
+        sweep.notes.append(mechanism)
+    figures = write_figures(drawn, out / "figures")
     _remove_stale(out / "figures", figures)
     context = _context(sweep, summary, tuned, missing, figures, metrics, tune, baseline,
                        confidence, out)
