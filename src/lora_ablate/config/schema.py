@@ -283,7 +283,7 @@ class AnalysisConfig:
 
     enabled: bool = True
     probe_size: int = 64  # first test examples for attention and content shift
-    eval_size: int = 256  # first test examples for the merge curve and attention patching
+    eval_size: int = 128  # first test examples for the merge curve and attention patching (cost: see README)
     merge_weights: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5])
     top_k: int = 8  # singular vectors per module kept in analysis.safetensors
 
