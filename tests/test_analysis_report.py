@@ -95,3 +95,13 @@ def test_seed_similarity_reads_the_vectors(tmp_path):
     v_phi = frame[(frame["matrix"] == "v") & (frame["i"] == 2) & (frame["j"] == 2)].iloc[0]["phi"]
     assert v_phi < 0.9
     assert isinstance(ap.plot_seed_similarity(frame), Figure)
+
+
+def test_target_sets_are_sorted_into_routing_content_and_mixed():
+    from lora_ablate.report.analysis_section import _kind
+
+    kinds = {name: _kind(name) for name in ("q", "k", "qk", "v", "o", "ffn", "qv", "qkv", "qkvo",
+                                              "qkv_ffn", "all", "q+ffn_down", "v+ffn_up")}
+    assert kinds == {"q": "routing", "k": "routing", "qk": "routing", "v": "content", "o": "content",
+                     "ffn": "content", "qv": "mixed", "qkv": "mixed", "qkvo": "mixed", "qkv_ffn": "mixed",
+                     "all": "mixed", "q+ffn_down": "mixed", "v+ffn_up": "content"}

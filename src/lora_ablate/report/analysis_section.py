@@ -55,18 +55,26 @@ def mechanism_sentence(sweep: Sweep, *, confidence: float) -> str | None:
     share = frames.attention_share_frame(frames.analysed_runs(kept), confidence)
     if share.empty:
         return None
-    routes = share["target_set"].map(lambda name: any(m in ("q", "k") for m in _matrices(name)))
+    kinds = share["target_set"].map(_kind)
     parts = [f"{row.target_set} {row['mean']:.0%} (n={row.n})" for _, row in share.iterrows()]
     text = ("Share of each target set's gain carried by re-routing attention (attention patching; "
-            f"mean over seeds): {', '.join(parts)}.")
-    if routes.any() and (~routes).any():
-        with_qk, without = share.loc[routes, "mean"].mean(), share.loc[~routes, "mean"].mean()
-        verdict = "fits" if with_qk > without else "does not fit"
-        text += (f" Sets that adapt q or k carry {with_qk:.0%} of their gain through attention, "
-                 f"sets that do not {without:.0%}: this {verdict} the folk account that Q decides "
-                 f"where the model looks and V what it retrieves (an unweighted comparison of means, "
-                 f"not a test).")
+            f"mean over seeds): {', '.join(parts)}. Sets that adapt only q and k act through the "
+            "attention maps alone, so their share is 100 % by construction.")
+    mixed = share.loc[kinds.eq("mixed"), "mean"]
+    if len(mixed):
+        where = "re-routing attention" if mixed.mean() > 0.5 else "changed content (v, o, FFN)"
+        text += (f" Where a set can change both where the model looks (q, k) and what it retrieves "
+                 f"(v, o, FFN), re-routing carries {mixed.mean():.0%} of the gain on average "
+                 f"({', '.join(share.loc[kinds.eq('mixed'), 'target_set'])}): on this model and task "
+                 f"the improvement comes mostly through {where} (means over seeds, not a test).")
     return text
+
+
+def _kind(target_set: str) -> str:
+    """routing (only q/k), content (no q/k) or mixed."""
+    matrices = set(_matrices(target_set))
+    routing = matrices & {"q", "k"}
+    return "routing" if routing == matrices else "mixed" if routing else "content"
 
 
 def _matrices(target_set: str) -> list[str]:

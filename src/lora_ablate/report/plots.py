@@ -207,8 +207,11 @@ def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
     bounds = interval_columns(rows)
     if rows.empty:
         return []
-    covers = ("seeds and test examples (hierarchical bootstrap)"
-              if bounds and bounds[0].startswith("boot") else "seeds (paired t)")
+    if "diff_ci_covers" in rows and rows["diff_ci_covers"].notna().any():  # what aggregate says
+        covers = " / ".join(sorted(set(rows["diff_ci_covers"].dropna().astype(str))))
+    else:
+        covers = ("seeds and test examples (hierarchical bootstrap)"
+                  if bounds and bounds[0].startswith("boot") else "seeds (paired t)")
 
     def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         y = np.arange(len(group))[::-1]
