@@ -29,4 +29,4 @@ def test_unchecked_package_exits_2_before_pip(name: str, tmp_path: Path) -> None
 
 def test_task_settings_are_checked_in_a_dry_run(tmp_path: Path) -> None:
     done = run_cli(["model=tiny_bert", "task=local", "task.path=x.csv", "task.max_length=0", "dry_run=true"], tmp_path, timeout=300)
-    assert done.returncode == 2 and "task.max_length=0" in done.stderr and "positive" in done.stderr, done.explain()
+    assert done.returncode == 2 and "task.max_length must be a positive" in done.stderr and "got 0" in done.stderr, done.explain()

@@ -351,8 +351,8 @@ def test_num_labels_must_match_the_data(tmp_path: Path) -> None:
         ({"prompt": "{text} {text_pair}"}, "{text_pair} needs task.text_pair_column"),
         ({"prompt": "{text"}, "task.prompt='{text'"),
         ({"num_labels": 1}, "task.num_labels=1"),
-        ({"max_length": 0}, "task.max_length=0"),
-        ({"max_length": -5}, "task.max_length=-5"),
+        ({"max_length": 0}, "task.max_length must be a positive number of tokens, got 0"),
+        ({"max_length": -5}, "task.max_length must be a positive number of tokens, got -5"),
         ({"encoding": "utf-9"}, "task.encoding='utf-9'"),
         ({"encoding": "base64"}, "task.encoding='base64'"),  # a codec, but not for text
     ],

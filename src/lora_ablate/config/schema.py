@@ -98,7 +98,7 @@ class _Checks:
         if value is None and optional:
             return
         if value is None or not value > 0 or (isinstance(value, float) and math.isinf(value)):
-            self.problems.append(f"{self.section}.{name}={value} is not valid: it must be {what}{' or null' if optional else ''}.")
+            self.problems.append(f"{self.section}.{name} must be {what}{' or null' if optional else ''}, got {value}.")
 
     def require(self, ok: bool, problem: str) -> None:
         if not ok:

@@ -184,19 +184,26 @@ def unpacked(archive: Path, sha256: str | None = None) -> Path:
     if not archive.is_file():
         raise ConfigError(f"Cannot unpack {str(archive)!r}: no such file.")
     digest = sha256.strip().lower() if sha256 else _sha256_of(archive)
-    root = cache_root() / "unpacked"
-    target = root / digest
-    if has_digest(target, digest):
+    return content_keyed_folder("unpacked", digest, lambda scratch: _extract(archive, scratch))
+
+
+def content_keyed_folder(kind: str, key: str, build: Callable[[Path], None]) -> Path:
+    """cache_root()/<kind>/<key>, made once (under a lock) by `build(scratch folder)` and
+    reused only if its digest file, written last, holds `key`: a folder without it is an
+    unfinished or foreign one and is made again."""
+    root = cache_root() / kind
+    target = root / key
+    if has_digest(target, key):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with locked(f"unpack-{digest}"):
-        if has_digest(target, digest):
+    with locked(f"{kind}-{key}"):
+        if has_digest(target, key):
             return target
-        _remove_partials(root, digest)
-        shutil.rmtree(target, ignore_errors=True)  # a folder without its digest file is not ours to trust
-        with built_folder(root, digest, digest) as scratch:
-            _extract(archive, scratch)
-        return target
+        _remove_partials(root, key)
+        shutil.rmtree(target, ignore_errors=True)
+        with built_folder(root, key, key) as scratch:
+            build(scratch)
+    return target
 
 
 def has_digest(folder: Path, key: str) -> bool:

@@ -5,7 +5,6 @@ import copy
 import functools
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,20 +161,9 @@ def converted_gguf(folder: Path, gguf_file: str, key: str) -> Path:
     """A safetensors copy of a GGUF model, made once under cache_root()/converted/<key>/,
     `key` naming the GGUF's content (dequantising takes ~17 s for SmolLM2, loading the copy
     about a second). Reused only if its digest file, written last, holds `key`."""
-    from lora_ablate.data.assets import built_folder, cache_root, has_digest, locked
+    from lora_ablate.data.assets import content_keyed_folder
 
-    root = cache_root() / "converted"
-    target = root / key
-    if has_digest(target, key):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with locked(f"convert-{key}"):
-        if has_digest(target, key):
-            return target
-        shutil.rmtree(target, ignore_errors=True)  # no digest file: unfinished or not ours
-        with built_folder(root, key, key) as staging:
-            _convert_gguf(folder, gguf_file, staging)
-    return target
+    return content_keyed_folder("converted", key, lambda staging: _convert_gguf(folder, gguf_file, staging))
 
 
 def _convert_gguf(folder: Path, gguf_file: str, staging: Path) -> None:
