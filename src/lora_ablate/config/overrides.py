@@ -106,11 +106,6 @@ class Groups:
         return Groups({g: sorted(o) for g, o in options.items()}, complete)
 
 
-def group_options(group: str) -> list[str]:
-    """The options of one of our groups (conf/<group>/, or sweeps/ for `sweep`)."""
-    return Groups.find([], []).options.get(group, [])
-
-
 def _problem(o: Any, groups: Groups) -> str | None:
     key = o.key_or_group
     if o.is_hydra_override():
