@@ -108,14 +108,14 @@ def test_hierarchical_bootstrap_covers_seeds_and_examples(tmp_path):
         expected = [sps.binomtest(int(w), int(w + l), 0.5).pvalue for w, l in zip(wins, losses)]
         got = [float(x.split(":")[1]) for x in row["p_mcnemar_by_seed"].split()]
         assert got == pytest.approx(expected, rel=1e-2)
-    assert rows.loc["all", "diff_ci_low"] > 0.01 and rows.loc["all", "resolved"]
+    assert rows.loc["all", "diff_ci_low"] > 0 and rows.loc["all", "resolved"]
     assert rows.loc["k", "diff_ci_low"] < 0 < rows.loc["k", "diff_ci_high"]
 
 
 def test_bootstrap_interval_matches_a_direct_resampling_loop():
     rng = np.random.default_rng(5)
     d = rng.choice([-1, 0, 0, 0, 1], size=(4, 300), p=[0.1, 0.25, 0.25, 0.25, 0.15])
-    low, high = stats.hierarchical_bootstrap(d, resamples=3000, seed=2)
+    low, high = stats.hierarchical_bootstrap(d, resamples=3000, seed=2, expand=False)
     slow = []
     for _ in range(3000):
         s = rng.integers(0, 4, 4)
@@ -254,3 +254,23 @@ def test_records_written_twice_supersede_the_older(tmp_path):
     assert json.loads((tmp_path / "cell" / "result.json").read_text())["metrics"][
         "test/accuracy"] == frames.runs["test/accuracy"].iloc[0]
     assert isinstance(frames.superseded, pd.DataFrame)
+
+
+def test_small_sample_expansion_is_sqrt_n_over_n_minus_1_times_t_over_z():
+    # t_{4, 0.975} = 2.776445, z_{0.975} = 1.959964 (tables); √(5/4) = 1.118034
+    assert stats.small_sample_expansion(5, 0.95) == pytest.approx(1.118034 * 2.776445 / 1.959964, rel=1e-5)
+    assert stats.small_sample_expansion(1, 0.95) == 1.0
+    assert stats.small_sample_expansion(200, 0.95) == pytest.approx(1.0, abs=0.01)
+
+
+def test_expanded_bootstrap_is_as_wide_as_the_t_interval_when_seeds_carry_the_variance():
+    # each seed's differences are one constant, so resampling examples changes nothing and
+    # the interval is a bootstrap over five seed means: plain, it is too narrow for n = 5
+    seed_means = np.array([-0.099, -0.031, -0.052, -0.045, -0.033])
+    d = np.repeat(seed_means[:, None], 200, axis=1)
+    t_half = sps.t.ppf(0.975, 4) * seed_means.std(ddof=1) / np.sqrt(5)
+    plain = stats.hierarchical_bootstrap(d, resamples=4000, expand=False)
+    wide = stats.hierarchical_bootstrap(d, resamples=4000)
+    assert (plain[1] - plain[0]) < 0.8 * 2 * t_half
+    assert (wide[1] - wide[0]) == pytest.approx(2 * t_half, rel=0.2)
+    assert wide[0] < plain[0] < seed_means.mean() < plain[1] < wide[1]

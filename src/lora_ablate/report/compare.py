@@ -3,7 +3,7 @@
 Shared by the plain summary and the tuned comparison, so both report the same statistics:
 the mean over the seeds shared with the baseline (and the unpaired mean beside it), the
 t-interval over seeds, the paired difference with its interval (a hierarchical bootstrap
-over seeds and test examples where per-example predictions exist, else the t-interval over
+over seeds and test examples, widened for few seeds, where per-example predictions exist, else the t-interval over
 seeds), seed-level tests Holm-adjusted over every non-baseline target set of the group,
 McNemar per seed, and what it would take to resolve the difference.
 """
@@ -68,7 +68,9 @@ def _example_stats(runs: np.ndarray, base_runs: np.ndarray, correct: Correctness
     p = stats.mcnemar_exact((diffs == 1).sum(axis=1), (diffs == -1).sum(axis=1))
     return {"diff_ci_low": low, "diff_ci_high": high,
             "diff_ci_covers": COVERS_BOTH if len(runs) >= 2 else COVERS_EXAMPLES,
-            "diff_ci_method": f"hierarchical bootstrap ({settings.resamples} resamples)",
+            "diff_ci_method": f"hierarchical bootstrap ({settings.resamples} resamples, widened "
+                              f"×{stats.small_sample_expansion(len(runs), settings.confidence):.2f} "
+                              f"for {len(runs)} seeds)",
             "p_mcnemar": p, "mcnemar_seeds_below_alpha": int((p < settings.alpha).sum())}
 
 

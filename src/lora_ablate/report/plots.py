@@ -410,8 +410,8 @@ CAPTIONS = {
     "means": "Every seed (grey dots) and the mean per target set with its t-interval over "
              "seeds (test examples held fixed); one-seed cells have no bar and say n=1.",
     "differences": "Difference to the baseline per target set: the hierarchical bootstrap "
-                   "interval over seeds and test examples where per-example predictions "
-                   "exist, else the t-interval of the paired differences over seeds.",
+                   "interval over seeds and test examples (widened for few seeds) where "
+                   "per-example predictions exist, else the t-interval of the paired differences over seeds.",
     "curves": "Validation metric during training: mean over seeds with its t-interval over "
               "the seeds that reached the step; n in the legend.",
     "depth": "Metric by layer band per target set: mean with its t-interval over seeds.",

@@ -236,12 +236,13 @@ def interval_caption(frame: pd.DataFrame, confidence: float) -> str:
         diff_text = (f"covers {' / '.join(diff_covers)} as the 'Δ interval covers' column says"
                      + (f" ({', '.join(methods)})" if methods else ""))
     elif bounds and bounds[0].startswith("boot"):
-        diff_text = "hierarchical bootstrap over seeds and test examples"
+        diff_text = "hierarchical bootstrap over seeds and test examples, widened for few seeds"
     else:
         diff_text = "t-interval over shared seeds"
     return (f"Intervals are {confidence:.0%}. mean ± CI: Student t over {mean_covers} (test "
             f"examples held fixed). Δ [CI]: {diff_text}. n: seeds completed; n pairs: seeds "
-            f"shared with the baseline.")
+            f"shared with the baseline. Each interval is per comparison, not adjusted for the "
+            f"others; the Holm-adjusted p is.")
 
 
 def tuned_columns(tune: Sequence[str]) -> list[Column]:
