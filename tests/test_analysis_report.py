@@ -51,6 +51,9 @@ def test_routing_gap_is_paired_by_seed():
     half = 4.302652729911275 * diffs.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
     assert row["ci_high"] - row["mean"] == pytest.approx(half)
     assert "v" not in set(gap["target_set"])
+    assert row["routing"] == pytest.approx(0.71) and row["control"] == pytest.approx(0.62)
+    routing = np.array([0.70, 0.71, 0.72])
+    assert row["routing_ci_low"] == pytest.approx(0.71 - 4.302652729911275 * routing.std(ddof=1) / math.sqrt(3))
     assert isinstance(ap.plot_routing_gap(gap), Figure)
 
 
@@ -105,3 +108,29 @@ def test_target_sets_are_sorted_into_routing_content_and_mixed():
     assert kinds == {"q": "routing", "k": "routing", "qk": "routing", "v": "content", "o": "content",
                      "ffn": "content", "qv": "mixed", "qkv": "mixed", "qkvo": "mixed", "qkv_ffn": "mixed",
                      "all": "mixed", "q+ffn_down": "mixed", "v+ffn_up": "content"}
+
+
+def test_routing_sentence_states_gaps_intervals_and_whether_routing_is_learned(tmp_path):
+    from lora_ablate.records import write_record
+    from lora_ablate.report.analysis_section import routing_sentence
+    from lora_ablate.report.sweep import load_sweep
+
+    def write(records):
+        for r in records:
+            write_record(tmp_path / f"{r.labels.task}-{r.labels.target_set}-{r.labels.seed}", r)
+        return load_sweep(tmp_path)
+
+    chance = [record(t, s, seed, 0.5 + 0.002 * seed) for t in ("diag_routing", "diag_control")
+              for s in ("qk", "v") for seed in range(3)]
+    text = routing_sentence(write(chance), confidence=0.95)
+    assert "No target set learns the routing task" in text and "say nothing" in text
+
+    learned = [record("diag_routing", "qk", s, 0.70 + 0.01 * s) for s in range(3)]
+    learned += [record("diag_control", "qk", s, 0.60 + 0.02 * s) for s in range(3)]
+    text = routing_sentence(write(learned), confidence=0.95)
+    gaps = np.array([0.10, 0.09, 0.08])
+    half = 4.302652729911275 * gaps.std(ddof=1) / math.sqrt(3)
+    assert f"qk {gaps.mean():+.3f} [{gaps.mean() - half:+.3f}, {gaps.mean() + half:+.3f}] (n=3)" in text
+    assert "1 of 2 target sets learn the routing task" in text and "best qk 0.710" in text
+    # v (content only) has gap 0 and qk (q and k only) 0.09: both means are stated
+    assert "sets that adapt q or k: +0.090 (1 set)" in text and "adapt neither: +0.000 (1 set)" in text

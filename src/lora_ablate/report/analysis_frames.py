@@ -209,12 +209,13 @@ def routing_gap_frame(records: Sequence[RunRecord], *, metric: str = "test/accur
                       routing: str = "diag_routing", control: str = "diag_control",
                       confidence: float = 0.95) -> pd.DataFrame:
     """Routing-minus-control difference of `metric` per target set, paired by seed (and
-    every other label), with its t-interval over pairs."""
+    every other label), with its t-interval over pairs; beside it the routing and control
+    means over the same pairs and the routing metric's own t-interval (is it learned?)."""
     rows = [_labels(r) | {"value": r.metrics.get(metric)} for r in records
             if r.status == "completed" and r.labels.task in (routing, control)]
     frame = pd.DataFrame(rows)
     columns = ["model", "budget", "budget_scale", "layers", "variant", "target_set", "mean", "std", "n",
-               "ci_low", "ci_high", "routing", "control"]
+               "ci_low", "ci_high", "routing", "control", "routing_ci_low", "routing_ci_high"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     pair = ["model", "budget", "budget_scale", "layers", "variant", "target_set", "seed"]
@@ -226,4 +227,6 @@ def routing_gap_frame(records: Sequence[RunRecord], *, metric: str = "test/accur
     out = _interval(wide, pair[:-1], "gap", confidence)
     means = wide.groupby(pair[:-1], dropna=False)[[routing, control]].mean().reset_index()
     means = means.rename(columns={routing: "routing", control: "control"})
-    return out.merge(means, on=pair[:-1], how="left")
+    learned = _interval(wide, pair[:-1], routing, confidence)[[*pair[:-1], "ci_low", "ci_high"]]
+    learned = learned.rename(columns={"ci_low": "routing_ci_low", "ci_high": "routing_ci_high"})
+    return out.merge(means, on=pair[:-1], how="left").merge(learned, on=pair[:-1], how="left")

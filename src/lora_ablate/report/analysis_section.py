@@ -22,8 +22,9 @@ CAPTIONS = {
     "merge_curve": "Test metric with the adapter scaled by s and merged, on the analysis subset of "
                    "test examples: mean with its t-interval over seeds (s=1 is the run's own "
                    "evaluation; s=0 the base model with the trained head).",
-    "routing_gap": "diag_routing minus diag_control test metric per target set, paired by seed, "
-                   "with its t-interval over seeds.",
+    "routing_gap": "diag_routing minus diag_control test accuracy per target set, paired by "
+                   "seed, with its t-interval over seeds; the routing and control means beside "
+                   "each bar (a gap means little where routing itself stays at chance, 0.50).",
 }
 
 
@@ -68,6 +69,48 @@ def mechanism_sentence(sweep: Sweep, *, confidence: float) -> str | None:
                  f"({', '.join(share.loc[kinds.eq('mixed'), 'target_set'])}): on this model and task "
                  f"the improvement comes mostly through {where} (means over seeds, not a test).")
     return text
+
+
+DIAGNOSTIC_CHANCE = 0.5  # diag_routing and diag_control are balanced two-class tasks
+
+
+def routing_sentence(sweep: Sweep, *, confidence: float) -> str | None:
+    """The diagnostic tasks' result in words, formatted from routing_gap_frame: the gap
+    per target set with its interval, whether any set learns routing at all (its routing
+    interval above chance), and the mean gap of sets with and without q/k. None when the
+    sweep has no paired diag_routing and diag_control runs."""
+    kept = [sweep.records[i] for i in sweep.runs.index if sweep.runs.at[i, "status"] == "completed"]
+    gap = frames.routing_gap_frame([item.record for item in kept if item.record is not None],
+                                   confidence=confidence)
+    if gap.empty:
+        return None
+    parts = [f"{row.target_set} {row['mean']:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (n={row.n})"
+             for _, row in gap.iterrows()]
+    text = (f"Diagnostic tasks (test accuracy, chance {DIAGNOSTIC_CHANCE:.2f}): diag_routing minus "
+            f"diag_control per target set, paired by seed, mean with its {confidence:.0%} "
+            f"t-interval over seeds: {', '.join(parts)}.")
+    learned = gap[gap["routing_ci_low"] > DIAGNOSTIC_CHANCE]
+    best = gap.loc[gap["routing"].idxmax()]
+    best_text = (f"best {best.target_set} {best.routing:.3f} [{best.routing_ci_low:.3f}, "
+                 f"{best.routing_ci_high:.3f}]")
+    if learned.empty:
+        return text + (f" No target set learns the routing task (no routing interval lies above "
+                       f"chance; {best_text}), so the gaps say nothing about re-routing.")
+    text += (f" {len(learned)} of {len(gap)} target sets learn the routing task (routing interval "
+             f"above chance; {best_text}).")
+    kinds = gap["target_set"].map(_kind)
+    moves = gap.loc[kinds.ne("content"), "mean"]
+    reads = gap.loc[kinds.eq("content"), "mean"]
+    if len(moves) and len(reads):
+        text += (f" Mean gap of the sets that adapt q or k: {moves.mean():+.3f} ({_sets(len(moves))}); "
+                 f"of the sets that adapt neither: {reads.mean():+.3f} ({_sets(len(reads))}), a "
+                 f"mean over target sets, not a test. If q and k are what moves attention, the "
+                 f"first is the larger.")
+    return text
+
+
+def _sets(n: int) -> str:
+    return f"{n} set" if n == 1 else f"{n} sets"
 
 
 def _kind(target_set: str) -> str:

@@ -28,7 +28,7 @@ from lora_ablate.report.aggregate import (check_baseline, default_baseline, dist
                                           sweep_config)
 from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
 from lora_ablate.report.analysis_section import CAPTIONS as ANALYSIS_CAPTIONS
-from lora_ablate.report.analysis_section import analysis_figures, mechanism_sentence
+from lora_ablate.report.analysis_section import analysis_figures, mechanism_sentence, routing_sentence
 from lora_ablate.report.plots import CAPTIONS, report_figures, write_figures
 
 FIGURE_CAPTIONS = CAPTIONS | ANALYSIS_CAPTIONS
@@ -286,6 +286,8 @@ def _write_report(sweep_dir: Path, out_dir: str | Path | None, baseline: str | N
     drawn |= analysis_figures(sweep, baseline=baseline, confidence=confidence)
     if mechanism := mechanism_sentence(sweep, confidence=confidence):
         sweep.notes.append(mechanism)
+    if routing := routing_sentence(sweep, confidence=confidence):
+        sweep.notes.append(routing)
     figures = write_figures(drawn, out / "figures")
     _remove_stale(out / "figures", figures)
     context = _context(sweep, summary, tuned, missing, figures, metrics, tune, baseline,
