@@ -131,6 +131,10 @@ def test_routing_sentence_states_gaps_intervals_and_whether_routing_is_learned(t
     gaps = np.array([0.10, 0.09, 0.08])
     half = 4.302652729911275 * gaps.std(ddof=1) / math.sqrt(3)
     assert f"qk {gaps.mean():+.3f} [{gaps.mean() - half:+.3f}, {gaps.mean() + half:+.3f}] (n=3)" in text
-    assert "1 of 2 target sets learn the routing task" in text and "best qk 0.710" in text
+    assert "1 of 2 target sets learn the routing task" in text and "best qk 0.710 [" in text
     # v (content only) has gap 0 and qk (q and k only) 0.09: both means are stated
     assert "sets that adapt q or k: +0.090 (1 set)" in text and "adapt neither: +0.000 (1 set)" in text
+
+    one_seed = [record("diag_routing", "o", 0, 0.55), record("diag_control", "o", 0, 0.6)]
+    text = routing_sentence(write(one_seed), confidence=0.95)
+    assert "o -0.050 (n=1, no interval)" in text and "nan" not in text

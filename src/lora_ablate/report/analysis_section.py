@@ -84,15 +84,15 @@ def routing_sentence(sweep: Sweep, *, confidence: float) -> str | None:
                                    confidence=confidence)
     if gap.empty:
         return None
-    parts = [f"{row.target_set} {row['mean']:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (n={row.n})"
+    parts = [f"{row.target_set} {row['mean']:+.3f} {_interval_text(row.ci_low, row.ci_high, row.n, '+.3f')}"
              for _, row in gap.iterrows()]
     text = (f"Diagnostic tasks (test accuracy, chance {DIAGNOSTIC_CHANCE:.2f}): diag_routing minus "
             f"diag_control per target set, paired by seed, mean with its {confidence:.0%} "
             f"t-interval over seeds: {', '.join(parts)}.")
     learned = gap[gap["routing_ci_low"] > DIAGNOSTIC_CHANCE]
     best = gap.loc[gap["routing"].idxmax()]
-    best_text = (f"best {best.target_set} {best.routing:.3f} [{best.routing_ci_low:.3f}, "
-                 f"{best.routing_ci_high:.3f}]")
+    best_text = (f"best {best.target_set} {best.routing:.3f} "
+                 f"{_interval_text(best.routing_ci_low, best.routing_ci_high, best.n, '.3f')}")
     if learned.empty:
         return text + (f" No target set learns the routing task (no routing interval lies above "
                        f"chance; {best_text}), so the gaps say nothing about re-routing.")
@@ -107,6 +107,13 @@ def routing_sentence(sweep: Sweep, *, confidence: float) -> str | None:
                  f"mean over target sets, not a test. If q and k are what moves attention, the "
                  f"first is the larger.")
     return text
+
+
+def _interval_text(low: float, high: float, n: int, spec: str) -> str:
+    """"[low, high] (n=3)", or "(n=1, no interval)" where one seed gives none."""
+    if n < 2:
+        return f"(n={n}, no interval)"
+    return f"[{low:{spec}}, {high:{spec}}] (n={n})"
 
 
 def _sets(n: int) -> str:
