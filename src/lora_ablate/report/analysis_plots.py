@@ -126,6 +126,11 @@ def _bars(frame: pd.DataFrame, title: str, ylabel: str, zero: bool = True, note_
         return _empty(title)
     sets = _ordered_sets(frame)
     rows = frame.groupby("target_set").mean(numeric_only=True).reindex(sets)
+    # Several groups per target set (e.g. two tasks): a mean of their means, and no bar,
+    # since averaged interval ends are not an interval.
+    pooled = frame.groupby("target_set").size().reindex(sets) > 1
+    rows.loc[pooled, ["ci_low", "ci_high"]] = np.nan
+    rows["n"] = frame.groupby("target_set")["n"].sum().reindex(sets)
     fig, (ax,) = _panels(1, title, size=(max(6.0, 0.8 * len(sets) + 2), 3.8))
     x = np.arange(len(sets))
     ax.bar(x, rows["mean"], 0.6, yerr=_errorbars(rows), capsize=3, color="tab:blue")
