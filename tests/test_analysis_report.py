@@ -138,3 +138,20 @@ def test_routing_sentence_states_gaps_intervals_and_whether_routing_is_learned(t
     one_seed = [record("diag_routing", "o", 0, 0.55), record("diag_control", "o", 0, 0.6)]
     text = routing_sentence(write(one_seed), confidence=0.95)
     assert "o -0.050 (n=1, no interval)" in text and "nan" not in text
+
+
+def test_bars_pool_several_tasks_of_a_target_set_without_an_interval():
+    # one task with three seeds (an interval), one with one seed (none): averaging the
+    # interval ends across tasks put the mean outside them, and matplotlib refused the bars
+    runs = [record("rt", "qv", s, 0.8, share=0.9 + 0.01 * s) for s in range(3)]
+    runs += [record("diag_routing", "qv", 0, 0.6, share=0.1)]
+    frame = af.attention_share_frame(runs)
+    assert len(frame) == 2
+    figure = ap.plot_attention_share(frame)
+    from matplotlib.container import BarContainer
+
+    (bars,) = [c for c in figure.axes[0].containers if isinstance(c, BarContainer)]
+    assert bars.patches[0].get_height() == pytest.approx((0.91 + 0.1) / 2)  # mean of the task means
+    (segment,) = bars.errorbar.lines[2][0].get_segments()
+    assert np.allclose(segment[:, 1], (0.91 + 0.1) / 2)  # a zero-length bar: no interval
+    figure.canvas.draw()
