@@ -25,7 +25,8 @@ correlated with the label until the model already routes (version 1, one cue wor
 end: 0.50 for every set up to 300 steps; markers in front of each sentence: qv and qkv_ffn
 0.50; as sentence pairs with segment ids: 0.50). The sentences shown alone teach the head
 what sentiment is; on the pairs, looking more at the marked sentence then lowers the loss
-from the first steps: qv 0.63 and qkv_ffn 0.73 on test pairs (version 2).
+from the first steps: qv 0.71 and qkv_ffn 0.69 on test pairs (version 2, the `diagnostic`
+sweep's seed 0; over its three seeds qkv, qkv_ffn and v learn routing, q, k and qk do not).
 
 Deterministic given data_seed; pair labels exactly balanced (the four combinations of the
 first sentence's sentiment and the marked position are dealt in turn); no sentence

@@ -225,8 +225,7 @@ def routing_gap_frame(records: Sequence[RunRecord], *, metric: str = "test/accur
     wide = wide.dropna(subset=[routing, control])
     wide["gap"] = wide[routing] - wide[control]
     out = _interval(wide, pair[:-1], "gap", confidence)
-    means = wide.groupby(pair[:-1], dropna=False)[[routing, control]].mean().reset_index()
-    means = means.rename(columns={routing: "routing", control: "control"})
-    learned = _interval(wide, pair[:-1], routing, confidence)[[*pair[:-1], "ci_low", "ci_high"]]
-    learned = learned.rename(columns={"ci_low": "routing_ci_low", "ci_high": "routing_ci_high"})
-    return out.merge(means, on=pair[:-1], how="left").merge(learned, on=pair[:-1], how="left")
+    learned = _interval(wide, pair[:-1], routing, confidence)[[*pair[:-1], "mean", "ci_low", "ci_high"]]
+    learned = learned.rename(columns={"mean": "routing", "ci_low": "routing_ci_low", "ci_high": "routing_ci_high"})
+    control_means = wide.groupby(pair[:-1], dropna=False)[control].mean().rename("control").reset_index()
+    return out.merge(learned, on=pair[:-1], how="left").merge(control_means, on=pair[:-1], how="left")
