@@ -11,7 +11,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lora_ablate.config.schema import RunConfig, register_configs, resource_dir
+from lora_ablate.app.store import register_configs, resource_dir
+from lora_ablate.config.schema import RunConfig
 from lora_ablate.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    from lora_ablate.config.overrides import check_overrides, normalise_sweep_selection, read_command_line
+    from lora_ablate.app.overrides import check_overrides, normalise_sweep_selection, read_command_line
 
     register_configs()
     sys.argv = [sys.argv[0], *normalise_sweep_selection(sys.argv[1:])]  # Hydra reads sys.argv
