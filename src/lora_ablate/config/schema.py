@@ -81,9 +81,13 @@ class LoggerMode(StrEnum):
 
 
 def close_match(word: str, options: list[str]) -> str:
-    """' (did you mean 'x'?)' for the closest option, or ''."""
-    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """' (did you mean 'x'?)' for the closest option (or the one option that contains the
+    word, e.g. f1 -> macro_f1), or ''."""
+    names = [str(o) for o in options]
+    match = difflib.get_close_matches(str(word), names, n=1)
+    containing = [name for name in names if str(word) and str(word).lower() in name.lower()]
+    best = match[0] if match else containing[0] if len(containing) == 1 else None
+    return f" (did you mean '{best}'?)" if best else ""
 
 
 def choice_problem(key: str, value: Any, enum: type[Enum]) -> str | None:
