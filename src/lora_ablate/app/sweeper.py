@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# Hydra's own grid expansion, so a grid means here what it means in Hydra (pinned by test_config).
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
@@ -20,28 +21,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from lora_ablate.config.schema import RunConfig
+from lora_ablate.app.preflight import check_run
 from lora_ablate.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> None:
-    """Everything a run would reject, short of loading weights; task data checked once per task config."""
-    from lora_ablate.plan.resolve import resolve_run
-    from lora_ablate.data.tasks import load_task
-
-    run_cfg: RunConfig = OmegaConf.to_object(cell)  # the schema's checks (__post_init__)
-    resolve_run(run_cfg)
-    task_key = OmegaConf.to_yaml(cell.task)
-    if task_key not in task_checks:
-        try:
-            load_task(run_cfg.task)  # reads, checks and splits the data
-            task_checks[task_key] = None
-        except ConfigError as err:
-            task_checks[task_key] = str(err)
-    if task_checks[task_key]:
-        raise ConfigError(task_checks[task_key])
 
 
 class ValidatingSweeper(Sweeper):
@@ -68,7 +51,7 @@ class ValidatingSweeper(Sweeper):
                     cell = loader.load_sweep_config(self.config, list(overrides))
                     with read_write(cell), open_dict(cell):
                         del cell["hydra"]  # as Hydra does before handing a job its config
-                    check_cell(cell, task_checks)
+                    check_run(cell, task_checks)
                 except ConfigError as err:
                     problems.append(f"[{','.join(overrides)}] {err}")
                 except (HydraException, OmegaConfBaseException) as err:  # the cell does not compose
