@@ -171,3 +171,9 @@ def test_the_hydra_internals_we_rely_on_are_those_of_the_installed_hydra():
     parsed = OverridesParser.create().parse_overrides(["seed=0,1", "targets=qv,qk"])
     cells = [cell for batch in BasicSweeper.split_arguments(parsed, None) for cell in batch]
     assert sorted(map(tuple, cells)) == sorted((f"seed={s}", f"targets={t}") for s in (0, 1) for t in ("qv", "qk"))
+
+
+def test_help_names_version_and_completion(project, monkeypatch, capsys):
+    status, out, err = call(monkeypatch, capsys, ["--help"])
+    assert status == 0, err
+    assert 'eval "$(lora-ablate -sc install=bash)"' in out and "--version" in out, out
