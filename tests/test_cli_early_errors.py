@@ -93,13 +93,23 @@ def test_a_sweep_value_without_m_names_the_fix(project, monkeypatch, capsys):
                          "key=[a,b]")
 
 
-def test_a_bad_value_in_a_config_file_is_one_paragraph(project, monkeypatch, capsys):
-    """The Enum is checked by OmegaConf where a file sets it; the message is still ours."""
+@pytest.mark.parametrize("line, needles", [
+    ("format: lm", ("task.format='lm' is not valid", "auto, head, label_words")),
+    ("source: lokal", ("task.source='lokal'", "did you mean 'local'")),
+    ("num_labels: two", ("task.num_labels=two", "an integer")),
+    ("num_labelz: 2", ("'task.num_labelz' is not a config key", "did you mean 'num_labels'")),
+])
+def test_a_bad_value_in_a_config_file_is_said_like_a_bad_override(project, monkeypatch, capsys, line, needles):
+    """OmegaConf checks what a file sets while composing; the message is still the project's
+    one paragraph, naming the key, the value, what is valid and the file."""
     (project / "task").mkdir()
-    (project / "task" / "mine.yaml").write_text("name: mine\nsource: local\npath: data.csv\nformat: lm\n")
+    key = line.split(":")[0]
+    base = {"name": "mine", "source": "local", "path": "data.csv"}
+    text = "".join(f"{k}: {v}\n" for k, v in base.items() if k != key) + line + "\n"
+    (project / "task" / "mine.yaml").write_text(text)
     status, _, err = call(monkeypatch, capsys, [*TINY, f"hydra.searchpath=[file://{project}]", "task=mine",
                                                 "dry_run=true"])
-    assert_one_paragraph(status, err, project, "'lm'", "auto, head, label_words")
+    assert_one_paragraph(status, err, project, *needles, "task/mine.yaml")
 
 
 def test_a_single_dry_run_prints_its_plan_and_makes_no_folder(project, monkeypatch, capsys):

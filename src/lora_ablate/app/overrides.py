@@ -7,6 +7,7 @@ everything Hydra accepts (choice, range, interval, glob, sort, shuffle, tag, quo
 `+`/`~`/`@package`) is read exactly as Hydra will read it."""
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -241,3 +242,23 @@ def _describe(hint: Any) -> str:
     if isinstance(hint, type) and issubclass(hint, Enum):
         return "one of " + ", ".join(m.name for m in hint)
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def composition_problem(err: Exception) -> str:
+    """Hydra's or OmegaConf's refusal to compose, as one paragraph; for a key or value that a
+    config file sets, said as the override check says it (key, value, what is valid)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = err if isinstance(err, OmegaConfBaseException) else (err.__cause__ or err.__context__)
+    key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
+    if key:
+        value = getattr(cause, "value", None)
+        hint, said = _walk(str(key).split("."))
+        if said is None and hint is not None and value is not None and not dataclasses.is_dataclass(hint):
+            enum = _enum_of(hint)
+            said = (choice_problem(key, value, enum) if enum is not None and isinstance(value, str) else None) or (
+                f"{key}={_show(value)} is not valid: {key} takes {_describe(hint)}.")
+        if said:
+            where = re.match(r"In '([^']+)'", str(err))
+            return said + (f" It is set in the config file {where.group(1)}.yaml." if where else "")
+    return f"the config does not compose: {' '.join(str(err).split())}"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from lora_ablate.app.overrides import CommandLine, parse
+from lora_ablate.app.overrides import CommandLine, composition_problem, parse
 from lora_ablate.app.store import resource_dir
 from lora_ablate.config.schema import RunConfig
 from lora_ablate.errors import ConfigError
@@ -86,4 +86,4 @@ def compose_config(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3", job_name="lora-ablate"):
             return compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:  # e.g. a bad value in a config file
-        raise ConfigError(f"the config does not compose: {' '.join(str(err).split())}") from None
+        raise ConfigError(composition_problem(err)) from None

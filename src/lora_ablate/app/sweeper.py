@@ -21,6 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from lora_ablate.app.overrides import composition_problem
 from lora_ablate.app.preflight import check_run
 from lora_ablate.errors import ConfigError
 
@@ -55,7 +56,7 @@ class ValidatingSweeper(Sweeper):
                 except ConfigError as err:
                     problems.append(f"[{','.join(overrides)}] {err}")
                 except (HydraException, OmegaConfBaseException) as err:  # the cell does not compose
-                    problems.append(f"[{','.join(overrides)}] {str(err).strip().splitlines()[0]}")
+                    problems.append(f"[{','.join(overrides)}] {composition_problem(err)}")
         if problems:
             message = f"{len(problems)} of {sum(map(len, batches))} sweep cells are invalid; nothing was trained:\n"
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
