@@ -38,7 +38,7 @@ def read_command_line(args: list[str]) -> CommandLine:
     This is the project's one use of `hydra._internal` for the command line, on purpose:
     `get_args_parser` is the parser `@hydra.main` applies to the same argv a moment later,
     so every flag and spelling Hydra accepts is read here exactly as Hydra reads it (a
-    copy of its flags would drift). test_config pins it against the installed Hydra."""
+    copy of its flags would drift). tests/test_cli_early_errors.py pins it to the installed Hydra."""
     from hydra._internal.utils import get_args_parser
 
     parsed = get_args_parser().parse_args(args)

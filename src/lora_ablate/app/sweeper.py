@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-# Hydra's own grid expansion, so a grid means here what it means in Hydra (pinned by test_config).
+# Hydra's own grid expansion, so a grid means here what it means in Hydra (pinned by
+# tests/test_cli_early_errors.py, like app/overrides.py's use of Hydra's argument parser).
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper

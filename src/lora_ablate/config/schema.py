@@ -266,10 +266,6 @@ class LoggerConfig:
     mode: LoggerMode = LoggerMode.offline
     tags: List[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        checks = _Checks("logger")
-        checks.raise_any()
-
 
 @dataclass
 class ReportConfig:
