@@ -618,3 +618,57 @@ def test_oversized_local_file_is_refused_before_reading(tmp_path: Path, monkeypa
     with pytest.raises(ConfigError) as err:
         load_task(local_cfg(path))
     assert "big.csv" in message_of(err) and "bytes" in str(err.value)
+
+
+# --- splits pinned: the exact splits v0.2 made (computed before the sources moved) ----------
+
+PINNED_SMALL = {  # (data_seed, train_size) -> (train, validation, test) as (row id, label id)
+    (3, None): (
+        [(37, 1), (21, 2), (15, 2), (4, 1), (40, 2), (29, 0), (14, 0), (39, 2), (36, 2), (7, 1), (38, 0), (35, 0),
+         (22, 1), (46, 2), (28, 1), (10, 1), (34, 1), (26, 0), (17, 0), (24, 2), (23, 0), (43, 2), (27, 2), (47, 1),
+         (19, 1), (11, 0), (9, 2)],
+        [(6, 2), (20, 0), (30, 2), (13, 1), (25, 1), (32, 0)],
+        [(8, 0), (16, 1), (41, 1), (5, 0), (31, 1), (12, 2), (42, 0), (33, 2), (18, 2)],
+    ),
+    (5, 12): (
+        [(14, 0), (46, 2), (16, 1), (5, 0), (21, 2), (13, 1), (23, 0), (28, 1), (15, 2), (35, 0), (24, 2), (41, 1)],
+        [(9, 2), (8, 0), (37, 1), (38, 0), (4, 1), (43, 2)],
+        [(32, 0), (33, 2), (42, 0), (40, 2), (10, 1), (7, 1), (6, 2), (31, 1), (29, 0)],
+    ),
+}
+# sha256 of [[text, text_pair, label] ...] per split, and the split sizes, for packaged corpora
+PINNED_PRESETS = {
+    "rt_sentiment": ((8066, 500, 2000), "4987e7d2bcad726b01aef7f5290f1642087b38263c45d36d43859b7a4bc57f35"),
+    "diag_routing": ((3789, 500, 2000), "392fc724876ef3ae9d284c1c97a65ee8ef8a35f1a200170af724428a2e44af23"),
+    "tweets_sentiment": ((2896, 300, 1000), "7d05a2298462ddf9537e6e88f2f27220ef81e0bde01dce6dd576cd1d1777e4d1"),
+}
+
+
+def small_rows() -> list[tuple[int, str, str]]:
+    """48 rows: three labels, four repeats of earlier texts (extra spaces), one conflict."""
+    words, labels = ["good", "bad", "meh"], ["pos", "neg", "mid"]
+    rows = [(i, f"item {i} says {words[i % 3]}", labels[i % 3]) for i in range(40)]
+    rows += [(i, f"item  {i - 40} says {words[(i - 40) % 3]} ", labels[(i - 40) % 3]) for i in range(40, 44)]
+    return rows + [(44, "torn", "pos"), (45, "torn", "neg"), (46, "last one", "pos"), (47, "last two", "neg")]
+
+
+@pytest.mark.parametrize(("data_seed", "train_size"), sorted(PINNED_SMALL, key=str))
+def test_split_of_a_small_local_file_is_pinned(tmp_path: Path, data_seed: int, train_size: int | None) -> None:
+    path = tmp_path / "small.csv"
+    path.write_text("id,text,label\n" + "".join(f'{i},"{text}",{label}\n' for i, text, label in small_rows()))
+    cfg = local_cfg(path, num_labels=3, val_size=6, test_size=9, data_seed=data_seed, train_size=train_size)
+    data = load_task(cfg)
+    row_id = {text.strip(): i for i, text, _ in small_rows()}
+    got = tuple([(row_id[e.text], e.label) for e in split] for split in (data.train, data.validation, data.test))
+    assert data.label_names == ["mid", "neg", "pos"]
+    assert got == PINNED_SMALL[(data_seed, train_size)]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_PRESETS))
+def test_split_of_a_packaged_corpus_is_pinned(name: str) -> None:
+    import hashlib
+
+    data = load_task(preset(name))
+    splits_ = (data.train, data.validation, data.test)
+    digest = hashlib.sha256(json.dumps([[[e.text, e.text_pair, e.label] for e in s] for s in splits_]).encode()).hexdigest()
+    assert (tuple(len(s) for s in splits_), digest) == PINNED_PRESETS[name]
