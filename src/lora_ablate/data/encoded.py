@@ -20,14 +20,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lora_ablate.run import batches
-
-from lora_ablate.data import splits
-
-from lora_ablate.data import tasks
-from lora_ablate.data.assets import cache_root, write_json_atomic
-from lora_ablate.run.batches import Encoded, encode
 from lora_ablate.config.schema import TaskConfig
+from lora_ablate.data import encoding, splits, tasks
+from lora_ablate.data.assets import cache_root, write_json_atomic
+from lora_ablate.data.encoding import Encoded, encode
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
@@ -116,7 +112,7 @@ def _code_identity() -> str:
     """The source of the modules that turn files into token ids: change one, and every
     cached split is made again."""
     digest = hashlib.sha256()
-    for module in (tasks, splits, batches):
+    for module in (tasks, splits, encoding):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
