@@ -17,13 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from lora_ablate.config.schema import TaskConfig, TaskSource
 from lora_ablate.data import splits
-
-from lora_ablate.data import tasks
-from lora_ablate.config.schema import TaskConfig
+from lora_ablate.data.sources import SOURCES, bbc, local, vader
+from lora_ablate.data.splits import Example, allocate, deduplicate, normalised, split_examples
+from lora_ablate.data.tasks import check_task_config, load_task
 from lora_ablate.errors import ConfigError
-from lora_ablate.data.splits import allocate, deduplicate, normalised
-from lora_ablate.data.tasks import Example, check_task_config, load_task, split_examples
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -126,7 +125,7 @@ def test_split_order_is_shuffled_not_grouped_by_label() -> None:
 
 def test_split_ignores_python_hash_seed() -> None:
     code = (
-        "from lora_ablate.data.tasks import Example, split_examples;"
+        "from lora_ablate.data.splits import Example, split_examples;"
         "ex=[Example(f'text {i % 97} {i}', i % 3) for i in range(600)];"
         "print([[e.text for e in s] for s in split_examples(ex, train_size=None, val_size=50, test_size=100, data_seed=5)])"
     )
@@ -259,46 +258,26 @@ def test_local_path_null_is_explained() -> None:
     assert "task.path is not set" in message_of(err)
 
 
-def test_missing_local_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(tmp_path / "nope.csv"))
-    assert "nope.csv" in message_of(err) and "does not exist" in str(err.value)
-
-
-def test_unsupported_extension(tmp_path: Path) -> None:
-    path = tmp_path / "data.parquet"
-    path.write_text("x")
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(path))
-    assert "data.parquet" in message_of(err) and ".csv" in str(err.value)
-
-
-def test_malformed_csv_names_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text("text,label\nfine,pos\nnot quoted, has a comma,neg\n")
+@pytest.mark.parametrize(
+    ("name", "content", "needles"),
+    [
+        ("nope.csv", None, ["nope.csv", "does not exist"]),
+        ("data.parquet", "x", ["data.parquet", ".csv"]),
+        ("bad.csv", "text,label\nfine,pos\nnot quoted, has a comma,neg\n", ["Line 3", "bad.csv", "3 fields"]),
+        ("empty.csv", "text,label\n\n", ["empty.csv", "no examples"]),
+        ("bad.jsonl", '{"text": "fine", "label": 1}\n\n{"text": "oops", label: 0}\n', ["Line 3", "bad.jsonl"]),
+        ("list.jsonl", '["text", "label"]\n', ["Line 1", "holds a JSON list"]),
+    ],
+    ids=["missing", "extension", "csv_fields", "no_examples", "jsonl_syntax", "jsonl_not_object"],
+)
+def test_unreadable_local_files_are_named_with_the_problem(tmp_path: Path, name: str, content: str | None, needles: list[str]) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
     with pytest.raises(ConfigError) as err:
         load_task(local_cfg(path))
     message = message_of(err)
-    assert "Line 3" in message and "bad.csv" in message and "3 fields" in message
-
-
-def test_file_without_examples_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "empty.csv"
-    path.write_text("text,label\n\n")
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(path))
-    assert "empty.csv" in message_of(err) and "no examples" in str(err.value)
-
-
-def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "fine", "label": 1}\n\n{"text": "oops", label: 0}\n')
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(path))
-    assert "Line 3" in message_of(err) and "bad.jsonl" in str(err.value)
-    path.write_text('["text", "label"]\n')
-    with pytest.raises(ConfigError, match="holds a JSON list"):
-        load_task(local_cfg(path))
+    assert all(needle in message for needle in needles), message
 
 
 @pytest.mark.parametrize(("setting", "value"), [("text_column", "sentence"), ("label_column", "stars"), ("text_pair_column", "hypothesis")])
@@ -366,7 +345,7 @@ def test_config_errors_name_the_bad_value(overrides: dict, named: str) -> None:
 def test_unknown_vader_subset_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as err:
         load_task(TaskConfig(name="t", source="vader", subset="imdb"))
-    assert all(subset in message_of(err) for subset in tasks.VADER_SUBSETS)
+    assert all(subset in message_of(err) for subset in vader.VADER_SUBSETS)
 
 
 def test_unknown_source_lists_the_valid_ones() -> None:
@@ -506,9 +485,9 @@ VADER_COUNTS = {
 @pytest.mark.parametrize("subset", sorted(VADER_COUNTS))
 def test_vader_corpus_counts(subset: str) -> None:
     raw, nonzero, unique, balance = VADER_COUNTS[subset]
-    path = tasks.vader_path(subset)
+    path = vader.vader_path(subset)
     assert len(path.read_bytes().decode("utf-8").splitlines()) == raw
-    examples = tasks.parse_vader(path)
+    examples = vader.parse_vader(path)
     assert len(examples) == nonzero and len(deduplicate(examples)) == unique
     assert tuple(Counter(e.label for e in deduplicate(examples)).get(label, 0) for label in (0, 1)) == balance
     assert not any("&amp;" in e.text or "\t" in e.text for e in examples)
@@ -529,8 +508,9 @@ def test_rt_sentiment_is_split_without_leaks() -> None:
 
 
 def test_bbc_topics_has_2225_articles_in_5_classes() -> None:
-    names, examples = tasks._read(preset("bbc_topics"))
-    assert names == ["business", "entertainment", "politics", "sports", "tech"]
+    raw = SOURCES[TaskSource.bbc].load(preset("bbc_topics"))
+    names, examples = raw.label_names, raw.examples
+    assert names == ["business", "entertainment", "politics", "sports", "tech"] == bbc.BBC_TOPICS
     assert len(examples) == 2_225
     assert Counter(e.label for e in examples) == {0: 510, 1: 386, 2: 417, 3: 511, 4: 401}
     assert all(e.text == e.text.strip() and "&#" not in e.text for e in examples)
@@ -593,14 +573,14 @@ def test_single_class_file_says_a_comparison_needs_two_classes(tmp_path: Path, l
 def test_local_file_is_parsed_once_per_process_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_reviews(tmp_path / "r.csv")
     reads: list[Path] = []
-    decode = tasks._decode_local
+    decode = local.decode_local
 
     def counting(file: Path, encoding: str) -> str:
         reads.append(file)
         return decode(file, encoding)
 
-    monkeypatch.setattr(tasks, "_decode_local", counting)
-    tasks._local_rows.cache_clear()
+    monkeypatch.setattr(local, "decode_local", counting)
+    local.local_rows.cache_clear()
     first = load_task(local_cfg(path))
     assert load_task(local_cfg(path, test_size=8)) and load_task(local_cfg(path)) == first
     assert len(reads) == 1
@@ -613,8 +593,8 @@ def test_local_file_is_parsed_once_per_process_until_it_changes(tmp_path: Path, 
 
 def test_oversized_local_file_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_reviews(tmp_path / "big.csv")
-    monkeypatch.setattr(tasks, "MAX_LOCAL_BYTES", 100)
-    monkeypatch.setattr(tasks, "_decode_local", lambda *a: pytest.fail("read"))
+    monkeypatch.setattr(local, "MAX_LOCAL_BYTES", 100)
+    monkeypatch.setattr(local, "decode_local", lambda *a: pytest.fail("read"))
     with pytest.raises(ConfigError) as err:
         load_task(local_cfg(path))
     assert "big.csv" in message_of(err) and "bytes" in str(err.value)

@@ -20,9 +20,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from lora_ablate.cache import cache_root
+from lora_ablate.cache.root import write_json_atomic
 from lora_ablate.config.schema import TaskConfig
-from lora_ablate.data import encoding, splits, tasks
-from lora_ablate.data.assets import cache_root, write_json_atomic
+from lora_ablate.data import tasks
 from lora_ablate.data.encoding import Encoded, encode
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,12 @@ def _tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str | None:
 
 @functools.cache
 def _code_identity() -> str:
-    """The source of the modules that turn files into token ids: change one, and every
-    cached split is made again."""
+    """The source of data/, every module that turns files into token ids (sources,
+    splitter, encoding, this one): change one, and every cached split is made again."""
     digest = hashlib.sha256()
-    for module in (tasks, splits, encoding):
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
+    data = Path(__file__).parent
+    for path in sorted(data.rglob("*.py")):
+        digest.update(path.relative_to(data).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
