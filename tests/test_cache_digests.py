@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,7 +152,7 @@ def test_a_task_name_never_leads_out_of_the_cache(cache, tmp_path) -> None:
     data = tmp_path / "r.csv"
     data.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(40)))
     task = TaskConfig(name="../../escaped", source="local", path=str(data), val_size=5, test_size=5)
-    encoded.encoded_splits(replace(task), byte_tokenizer(), "head")
+    encoded.encoded_splits(task, byte_tokenizer(), "head")
     (path,) = (cache / "encoded").iterdir()
     assert path.name.startswith("_.._escaped-") and not list(tmp_path.glob("escaped*"))
 
@@ -171,3 +170,16 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(cache
     message = str(err.value)
     assert "\n" not in message and str(cache / "locks" / "download-x.lock") in message and "Delete it" in message
     assert victim.read_text() == "keep me"
+
+
+def test_a_cache_that_cannot_be_written_is_one_paragraph_naming_the_folder(cache, archive, monkeypatch) -> None:
+    from lora_ablate.cache import folders
+
+    def read_only(name: str):
+        raise PermissionError(13, "Permission denied", str(cache / "locks" / f"{name}.lock"))
+
+    monkeypatch.setattr(folders, "locked", read_only)
+    with pytest.raises(ConfigError) as err:
+        unpacked(archive)
+    message = str(err.value)
+    assert "\n" not in message and str(cache / "unpacked") in message and "LORA_ABLATE_CACHE" in message

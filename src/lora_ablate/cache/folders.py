@@ -39,9 +39,9 @@ def content_keyed_folder(kind: str, key: str, build: Callable[[Path], None]) -> 
             _make(root, key, build, problem)
     except PermissionError as err:
         raise ConfigError(
-            f"The cache folder {target} has to be made or checked again, but this user cannot write "
-            f"the cache ({err}); set LORA_ABLATE_CACHE to a folder you can write, or ask the cache's owner "
-            "to run lora-ablate once."
+            f"The cache folder {target} has to be made or checked again, which failed with a permission "
+            f"error ({err}); if the cache is not yours to write, set LORA_ABLATE_CACHE to a folder you can "
+            "write, or ask its owner to run lora-ablate once."
         ) from err
     return target
 
