@@ -123,7 +123,6 @@ def _entry(path: str, st: os.stat_result) -> Entry:
     return Entry("other")
 
 
-
 def _save(folder: Path, manifest: Manifest) -> None:
     entries = {rel: {k: v for k, v in vars(e).items() if v is not None} for rel, e in sorted(manifest.items())}
     write_json_atomic(folder / MANIFEST_FILE, {"version": MANIFEST_VERSION, "entries": entries}, indent=None)
