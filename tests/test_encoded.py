@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_ablate.data import encoded
-
-from lora_ablate.data import tasks
-from lora_ablate.run.batches import encode
 from lora_ablate.config.schema import TaskConfig
+from lora_ablate.data import encoded, tasks
+from lora_ablate.data.encoding import encode
 from lora_ablate.model.loading import byte_tokenizer
 
 

@@ -17,13 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from lora_ablate.config.schema import TaskConfig, TaskSource
 from lora_ablate.data import splits
-
-from lora_ablate.data import tasks
-from lora_ablate.config.schema import TaskConfig
+from lora_ablate.data.sources import SOURCES, bbc, local, vader
+from lora_ablate.data.splits import Example, allocate, deduplicate, normalised, split_examples
+from lora_ablate.data.tasks import check_task_config, load_task
 from lora_ablate.errors import ConfigError
-from lora_ablate.data.splits import allocate, deduplicate, normalised
-from lora_ablate.data.tasks import Example, check_task_config, load_task, split_examples
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -126,7 +125,7 @@ def test_split_order_is_shuffled_not_grouped_by_label() -> None:
 
 def test_split_ignores_python_hash_seed() -> None:
     code = (
-        "from lora_ablate.data.tasks import Example, split_examples;"
+        "from lora_ablate.data.splits import Example, split_examples;"
         "ex=[Example(f'text {i % 97} {i}', i % 3) for i in range(600)];"
         "print([[e.text for e in s] for s in split_examples(ex, train_size=None, val_size=50, test_size=100, data_seed=5)])"
     )
@@ -259,46 +258,26 @@ def test_local_path_null_is_explained() -> None:
     assert "task.path is not set" in message_of(err)
 
 
-def test_missing_local_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(tmp_path / "nope.csv"))
-    assert "nope.csv" in message_of(err) and "does not exist" in str(err.value)
-
-
-def test_unsupported_extension(tmp_path: Path) -> None:
-    path = tmp_path / "data.parquet"
-    path.write_text("x")
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(path))
-    assert "data.parquet" in message_of(err) and ".csv" in str(err.value)
-
-
-def test_malformed_csv_names_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text("text,label\nfine,pos\nnot quoted, has a comma,neg\n")
+@pytest.mark.parametrize(
+    ("name", "content", "needles"),
+    [
+        ("nope.csv", None, ["nope.csv", "does not exist"]),
+        ("data.parquet", "x", ["data.parquet", ".csv"]),
+        ("bad.csv", "text,label\nfine,pos\nnot quoted, has a comma,neg\n", ["Line 3", "bad.csv", "3 fields"]),
+        ("empty.csv", "text,label\n\n", ["empty.csv", "no examples"]),
+        ("bad.jsonl", '{"text": "fine", "label": 1}\n\n{"text": "oops", label: 0}\n', ["Line 3", "bad.jsonl"]),
+        ("list.jsonl", '["text", "label"]\n', ["Line 1", "holds a JSON list"]),
+    ],
+    ids=["missing", "extension", "csv_fields", "no_examples", "jsonl_syntax", "jsonl_not_object"],
+)
+def test_unreadable_local_files_are_named_with_the_problem(tmp_path: Path, name: str, content: str | None, needles: list[str]) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
     with pytest.raises(ConfigError) as err:
         load_task(local_cfg(path))
     message = message_of(err)
-    assert "Line 3" in message and "bad.csv" in message and "3 fields" in message
-
-
-def test_file_without_examples_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "empty.csv"
-    path.write_text("text,label\n\n")
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(path))
-    assert "empty.csv" in message_of(err) and "no examples" in str(err.value)
-
-
-def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "fine", "label": 1}\n\n{"text": "oops", label: 0}\n')
-    with pytest.raises(ConfigError) as err:
-        load_task(local_cfg(path))
-    assert "Line 3" in message_of(err) and "bad.jsonl" in str(err.value)
-    path.write_text('["text", "label"]\n')
-    with pytest.raises(ConfigError, match="holds a JSON list"):
-        load_task(local_cfg(path))
+    assert all(needle in message for needle in needles), message
 
 
 @pytest.mark.parametrize(("setting", "value"), [("text_column", "sentence"), ("label_column", "stars"), ("text_pair_column", "hypothesis")])
@@ -364,7 +343,7 @@ def test_config_errors_name_the_bad_value(overrides: dict, named: str) -> None:
 def test_unknown_vader_subset_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as err:
         load_task(TaskConfig(name="t", source="vader", subset="imdb"))
-    assert all(subset in message_of(err) for subset in tasks.VADER_SUBSETS)
+    assert all(subset in message_of(err) for subset in vader.VADER_SUBSETS)
 
 
 # --- hub (no network here: a stand-in `datasets` module) -----------------------------
@@ -498,9 +477,9 @@ VADER_COUNTS = {
 @pytest.mark.parametrize("subset", sorted(VADER_COUNTS))
 def test_vader_corpus_counts(subset: str) -> None:
     raw, nonzero, unique, balance = VADER_COUNTS[subset]
-    path = tasks.vader_path(subset)
+    path = vader.vader_path(subset)
     assert len(path.read_bytes().decode("utf-8").splitlines()) == raw
-    examples = tasks.parse_vader(path)
+    examples = vader.parse_vader(path)
     assert len(examples) == nonzero and len(deduplicate(examples)) == unique
     assert tuple(Counter(e.label for e in deduplicate(examples)).get(label, 0) for label in (0, 1)) == balance
     assert not any("&amp;" in e.text or "\t" in e.text for e in examples)
@@ -521,8 +500,9 @@ def test_rt_sentiment_is_split_without_leaks() -> None:
 
 
 def test_bbc_topics_has_2225_articles_in_5_classes() -> None:
-    names, examples = tasks._read(preset("bbc_topics"))
-    assert names == ["business", "entertainment", "politics", "sports", "tech"]
+    raw = SOURCES[TaskSource.bbc].load(preset("bbc_topics"))
+    names, examples = raw.label_names, raw.examples
+    assert names == ["business", "entertainment", "politics", "sports", "tech"] == bbc.BBC_TOPICS
     assert len(examples) == 2_225
     assert Counter(e.label for e in examples) == {0: 510, 1: 386, 2: 417, 3: 511, 4: 401}
     assert all(e.text == e.text.strip() and "&#" not in e.text for e in examples)
@@ -585,14 +565,14 @@ def test_single_class_file_says_a_comparison_needs_two_classes(tmp_path: Path, l
 def test_local_file_is_parsed_once_per_process_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_reviews(tmp_path / "r.csv")
     reads: list[Path] = []
-    decode = tasks._decode_local
+    decode = local.decode_local
 
     def counting(file: Path, encoding: str) -> str:
         reads.append(file)
         return decode(file, encoding)
 
-    monkeypatch.setattr(tasks, "_decode_local", counting)
-    tasks._local_rows.cache_clear()
+    monkeypatch.setattr(local, "decode_local", counting)
+    local.local_rows.cache_clear()
     first = load_task(local_cfg(path))
     assert load_task(local_cfg(path, test_size=8)) and load_task(local_cfg(path)) == first
     assert len(reads) == 1
@@ -605,8 +585,62 @@ def test_local_file_is_parsed_once_per_process_until_it_changes(tmp_path: Path, 
 
 def test_oversized_local_file_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_reviews(tmp_path / "big.csv")
-    monkeypatch.setattr(tasks, "MAX_LOCAL_BYTES", 100)
-    monkeypatch.setattr(tasks, "_decode_local", lambda *a: pytest.fail("read"))
+    monkeypatch.setattr(local, "MAX_LOCAL_BYTES", 100)
+    monkeypatch.setattr(local, "decode_local", lambda *a: pytest.fail("read"))
     with pytest.raises(ConfigError) as err:
         load_task(local_cfg(path))
     assert "big.csv" in message_of(err) and "bytes" in str(err.value)
+
+
+# --- splits pinned: the exact splits v0.2 made (computed before the sources moved) ----------
+
+PINNED_SMALL = {  # (data_seed, train_size) -> (train, validation, test) as (row id, label id)
+    (3, None): (
+        [(37, 1), (21, 2), (15, 2), (4, 1), (40, 2), (29, 0), (14, 0), (39, 2), (36, 2), (7, 1), (38, 0), (35, 0),
+         (22, 1), (46, 2), (28, 1), (10, 1), (34, 1), (26, 0), (17, 0), (24, 2), (23, 0), (43, 2), (27, 2), (47, 1),
+         (19, 1), (11, 0), (9, 2)],
+        [(6, 2), (20, 0), (30, 2), (13, 1), (25, 1), (32, 0)],
+        [(8, 0), (16, 1), (41, 1), (5, 0), (31, 1), (12, 2), (42, 0), (33, 2), (18, 2)],
+    ),
+    (5, 12): (
+        [(14, 0), (46, 2), (16, 1), (5, 0), (21, 2), (13, 1), (23, 0), (28, 1), (15, 2), (35, 0), (24, 2), (41, 1)],
+        [(9, 2), (8, 0), (37, 1), (38, 0), (4, 1), (43, 2)],
+        [(32, 0), (33, 2), (42, 0), (40, 2), (10, 1), (7, 1), (6, 2), (31, 1), (29, 0)],
+    ),
+}
+# sha256 of [[text, text_pair, label] ...] per split, and the split sizes, for packaged corpora
+PINNED_PRESETS = {
+    "rt_sentiment": ((8066, 500, 2000), "4987e7d2bcad726b01aef7f5290f1642087b38263c45d36d43859b7a4bc57f35"),
+    "diag_routing": ((3789, 500, 2000), "392fc724876ef3ae9d284c1c97a65ee8ef8a35f1a200170af724428a2e44af23"),
+    "tweets_sentiment": ((2896, 300, 1000), "7d05a2298462ddf9537e6e88f2f27220ef81e0bde01dce6dd576cd1d1777e4d1"),
+}
+
+
+def small_rows() -> list[tuple[int, str, str]]:
+    """48 rows: three labels, four repeats of earlier texts (extra spaces), one conflict."""
+    words, labels = ["good", "bad", "meh"], ["pos", "neg", "mid"]
+    rows = [(i, f"item {i} says {words[i % 3]}", labels[i % 3]) for i in range(40)]
+    rows += [(i, f"item  {i - 40} says {words[(i - 40) % 3]} ", labels[(i - 40) % 3]) for i in range(40, 44)]
+    return rows + [(44, "torn", "pos"), (45, "torn", "neg"), (46, "last one", "pos"), (47, "last two", "neg")]
+
+
+@pytest.mark.parametrize(("data_seed", "train_size"), sorted(PINNED_SMALL, key=str))
+def test_split_of_a_small_local_file_is_pinned(tmp_path: Path, data_seed: int, train_size: int | None) -> None:
+    path = tmp_path / "small.csv"
+    path.write_text("id,text,label\n" + "".join(f'{i},"{text}",{label}\n' for i, text, label in small_rows()))
+    cfg = local_cfg(path, num_labels=3, val_size=6, test_size=9, data_seed=data_seed, train_size=train_size)
+    data = load_task(cfg)
+    row_id = {text.strip(): i for i, text, _ in small_rows()}
+    got = tuple([(row_id[e.text], e.label) for e in split] for split in (data.train, data.validation, data.test))
+    assert data.label_names == ["mid", "neg", "pos"]
+    assert got == PINNED_SMALL[(data_seed, train_size)]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_PRESETS))
+def test_split_of_a_packaged_corpus_is_pinned(name: str) -> None:
+    import hashlib
+
+    data = load_task(preset(name))
+    splits_ = (data.train, data.validation, data.test)
+    digest = hashlib.sha256(json.dumps([[[e.text, e.text_pair, e.label] for e in s] for s in splits_]).encode()).hexdigest()
+    assert (tuple(len(s) for s in splits_), digest) == PINNED_PRESETS[name]

@@ -96,7 +96,7 @@ def _package_problem(text: str) -> str | None:
     key, has_value, value = text.partition("=")
     if not has_value or key.lstrip("+~") != "model.package":
         return None
-    from lora_ablate.data.assets import package_override_problem
+    from lora_ablate.cache.pins import package_override_problem
 
     return package_override_problem(value)
 

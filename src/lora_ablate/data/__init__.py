@@ -1,1 +1,1 @@
-"""Data: packaged assets (fetched and verified), tasks, deterministic splits, the tokenised-split cache."""
+"""Data: one module per task source, tasks, deterministic splits, encoding, the tokenised-split cache."""

