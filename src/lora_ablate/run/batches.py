@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lora_ablate.config.schema import TaskFormat
 from lora_ablate.errors import ConfigError
 from lora_ablate.data.tasks import Example
 
@@ -35,7 +36,7 @@ def encode(
     prompt: str,
     label_words: Sequence[str] | None,
 ) -> list[Encoded]:
-    if task_format == "head":
+    if task_format == TaskFormat.head:
         texts = [e.text for e in examples]
         pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
         ids = tokenizer(
