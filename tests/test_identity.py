@@ -81,6 +81,16 @@ def test_observing_keys_are_the_fields_the_schema_marks():
     assert {"train.threads", "logger", "analysis"} <= OBSERVING_KEYS and "train.lr" not in OBSERVING_KEYS
 
 
+def test_an_empty_table5_frame_has_every_group_key_but_the_task():
+    import pandas as pd
+
+    from lora_ablate.report.tables import table5_frame
+
+    empty = table5_frame(pd.DataFrame(columns=["task", "target_set", "mean", "ci_half"]))
+    assert list(empty.columns[:-2]) == [*(k for k in GROUP if k != "task"), "target_set"]
+    assert "layers" in empty
+
+
 def test_label_keys_groups_and_cells_come_from_the_labels_fields():
     names = [f.name for f in dataclasses.fields(Labels)]
     assert list(LABELS) == names
