@@ -33,8 +33,9 @@ def items(value: Any, name: str) -> list[Any]:
 
 
 def known(kind: type[T], value: Any, name: str, **nested: Any) -> T:
-    """A dataclass from the keys of `value` it knows (older records lack some, newer ones may
-    hold more); `nested` gives already-converted values for fields that are sections."""
+    """A dataclass or NamedTuple from the keys of `value` it knows (older records lack some,
+    newer ones may hold more); `nested` gives already-converted values for fields that are
+    sections."""
     data = mapping(value, name)
     names = field_names(kind)
     if not nested and data.keys() == names:  # the common case, 10,000s of times per report
@@ -44,6 +45,8 @@ def known(kind: type[T], value: Any, name: str, **nested: Any) -> T:
 
 @functools.cache
 def field_names(kind: type) -> frozenset[str]:
+    if hasattr(kind, "_fields"):  # a NamedTuple
+        return frozenset(kind._fields)
     return frozenset(f.name for f in dataclasses.fields(kind))
 
 

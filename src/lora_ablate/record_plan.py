@@ -4,14 +4,14 @@ the budget and the deviation from it. plan/layout.py resolves a plan on a model 
 converts it to this type; the report reads this type. No torch here."""
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from lora_ablate.record_fields import items, known, mapping, optional_float, optional_int
 
 
-@dataclass(frozen=True)
-class Module:
-    """One adapted linear module."""
+class Module(NamedTuple):
+    """One adapted linear module (a NamedTuple: a report reads 10,000s of them per sweep)."""
 
     name: str
     matrix: str
@@ -79,7 +79,7 @@ class Plan:
     memory_estimate: MemoryEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(self) | {"modules": [m._asdict() for m in self.modules]}
         if self.memory_estimate is None:
             del data["memory_estimate"]  # written only when estimated
         return data
@@ -97,7 +97,7 @@ class Plan:
             layer_count=optional_int(data.get("layer_count")),
             matrices={k: known(MatrixSummary, v, f"plan.matrices.{k}")
                       for k, v in mapping(data.get("matrices"), "plan.matrices").items()},
-            modules=[known(Module, m, "plan.modules") for m in items(data.get("modules"), "plan.modules")],
+            modules=_modules(items(data.get("modules"), "plan.modules")),
             lora_params=optional_int(data.get("lora_params")),
             head_modules=[str(m) for m in items(data.get("head_modules"), "plan.head_modules")],
             head_params=optional_int(data.get("head_params")),
@@ -120,3 +120,14 @@ def _budget(value: Any) -> PlanBudget:
     return PlanBudget(kind=None if data.get("kind") is None else str(data["kind"]),
                       target=optional_int(data.get("target")), actual=optional_int(data.get("actual")),
                       deviation=optional_float(data.get("deviation")))
+
+
+_MODULE_VALUES = itemgetter(*Module._fields)  # always one value per field, so no length check
+_new_tuple = tuple.__new__
+
+
+def _modules(values: list[Any]) -> list[Module]:
+    try:  # the fast path (C-level lookups): every module an object with the fields
+        return [_new_tuple(Module, _MODULE_VALUES(m)) for m in values]
+    except (KeyError, TypeError):  # say which module is malformed
+        return [known(Module, m, "plan.modules") for m in values]
