@@ -72,12 +72,20 @@ def test_version_1_records_load_with_labels_from_their_config(tmp_path):
     (tmp_path / RECORD_NAME).write_text(json.dumps(v1))
     loaded = read_record(tmp_path / RECORD_NAME).record
     assert loaded.schema_version == 1
-    assert loaded.labels == Labels(model="minilm", task="rt", target_set="q+v", budget="reference", seed=2)
+    assert loaded.labels == Labels(model="minilm", task="rt", target_set="qv", budget="reference", seed=2)
     assert loaded.predictions == {} and loaded.cost.train_seconds == 3
-    # The plan names the target set by the rule new runs use (a v1 plan holds it).
-    v1["plan"] = {"target_set": "qkv_ffn", "targets": ["q", "k", "v", "ffn_up", "ffn_down"]}
-    v1["config"]["targets"]["matrices"] = ["q", "k", "v", "ffn"]
-    assert RunRecord.from_dict(v1).labels.target_set == "qkv_ffn"
+
+
+@pytest.mark.parametrize("requested, plan_name, label", [
+    (["q", "k", "v", "ffn"], None, "qkv_ffn"),  # joined, this was "qkvffn"
+    (["qkv", "ffn"], None, "qkv_ffn"),
+    (["v", "q", "ffn_down"], None, "q+v+ffn_down"),
+    (["q", "k", "v", "ffn_up", "ffn_down"], "qkv_ffn", "qkv_ffn"),  # the planner knew BERT's FFN
+])
+def test_version_1_target_sets_are_named_by_the_planners_rule(requested, plan_name, label):
+    v1 = {"status": "completed", "config": {"targets": {"matrices": requested}},
+          "plan": {"target_set": plan_name} if plan_name else {}}
+    assert RunRecord.from_dict(v1).labels.target_set == label
 
 
 @pytest.mark.parametrize("path", V2_RECORDS, ids=lambda p: p.stem)

@@ -65,8 +65,6 @@ LABELS = tuple(f.name for f in fields(Labels))  # the runs frame's label columns
 COMPARED, REPLICATE = "target_set", "seed"  # what a group compares; what repeats a cell
 GROUP = tuple(name for name in LABELS if name not in (COMPARED, REPLICATE))
 CELL = (*GROUP, COMPARED)
-# Labels at their default say nothing about a group (layers=all, no variant), as frame values.
-LABEL_DEFAULTS = {f.name: f.default for f in fields(Labels) if f.name in ("layers", "variant")} | {"variant": ""}
 _OVERRIDE = re.compile(r"^(~[\w.\-/@]+$|\+*[A-Za-z_][\w.\-/@]*=)")  # a part that starts an override
 
 
@@ -99,3 +97,8 @@ def layers_label(layers: Any) -> str:
     if isinstance(layers, (list, tuple)):
         return "[" + ",".join(str(x) for x in layers) + "]"
     return str(layers)
+
+
+# Labels that say nothing about a group at their default (every layer, no variant), as the
+# runs frame holds them: a group's title leaves them out.
+LABEL_DEFAULTS = {"layers": next(f.default for f in fields(Labels) if f.name == "layers"), "variant": variant_text({})}

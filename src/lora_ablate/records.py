@@ -9,7 +9,7 @@ never overwritten: `write_record` moves it aside as `result.<config hash>.json` 
 """
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,10 @@ from typing import Any
 from lora_ablate.files import write_atomic
 from lora_ablate.labels import CELL, GROUP, LABELS, Labels, layers_label, parse_variant  # noqa: F401
 from lora_ablate.record_analysis import VECTORS_NAME, Analysis  # noqa: F401  (public re-exports)
-from lora_ablate.record_fields import RecordError, finite, mapping
+from lora_ablate.record_fields import RecordError, finite, known, mapping
 from lora_ablate.record_origin import Identity, ModelIdentity, Provenance  # noqa: F401
 from lora_ablate.record_plan import Module, Plan  # noqa: F401
+from lora_ablate.target_sets import as_written, target_set_name
 
 SCHEMA_VERSION = 3
 RECORD_NAME = "result.json"
@@ -202,8 +203,7 @@ def _history(value: Any) -> list[dict[str, float]]:
 
 
 def _cost(value: Any) -> Cost:
-    known = {f.name for f in fields(Cost)}
-    return Cost(**{k: v for k, v in mapping(value, "cost").items() if k in known})
+    return known(Cost, value, "cost")
 
 
 def _error(value: Any) -> RunError | None:
@@ -216,10 +216,12 @@ def _error(value: Any) -> RunError | None:
 
 def _labels(value: Any, config: dict[str, Any], plan: Plan) -> Labels:
     """The record's labels. A version-1 record lacks some: they come from its config, and
-    its target set from its plan, which layout named by the rule run_key uses."""
+    its target set from its plan, which the planner named (every plan holds the name); a
+    record without one is named by the same rule from the requested matrices as written."""
     stored = mapping(value, "labels")
-    matrices = (config.get("targets") or {}).get("matrices") if isinstance(config.get("targets"), dict) else None
-    target_set = plan.target_set or "+".join(str(m) for m in matrices or []) or "None"
+    targets = config.get("targets") if isinstance(config.get("targets"), dict) else {}
+    requested = [str(m) for m in targets.get("matrices") or []]
+    target_set = plan.target_set or (target_set_name(as_written(requested), as_written) if requested else "None")
     fallback = Labels.from_config(config, target_set=target_set)
     variant = stored.get("variant")
     return Labels(

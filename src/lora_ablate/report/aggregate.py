@@ -450,7 +450,7 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([p for p in parts if len(p)], ignore_index=True)[columns]
     out["seed"] = out["seed"].astype("Int64")
     out = out.assign(_order=target_order(out["target_set"])).sort_values(
-        ["model", "budget", "task", "budget_scale", "layers", "variant", "_order", "seed"],
+        ["model", "budget", *(d for d in dims if d not in ("target_set", "seed")), "_order", "seed"],
         kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
 
