@@ -23,6 +23,8 @@ import numpy as np
 
 from lora_ablate.identity import run_key
 from lora_ablate.record_plan import Module, Plan, PlanBudget
+from lora_ablate.target_sets import FFN as FFN_OPTION
+from lora_ablate.target_sets import TARGET_SETS
 from lora_ablate.records import (
     Cost, Identity, ModelIdentity, Provenance, RunError, RunRecord, SplitPredictions, Status, write_record,
 )
@@ -31,9 +33,7 @@ LAYERS, HIDDEN, FFN = 12, 384, 1536  # a MiniLM-L12-H384-like BERT
 SHAPES = MappingProxyType({
     "q": (HIDDEN, HIDDEN), "k": (HIDDEN, HIDDEN), "v": (HIDDEN, HIDDEN), "o": (HIDDEN, HIDDEN),
     "ffn_up": (HIDDEN, FFN), "ffn_down": (FFN, HIDDEN)})
-NAMED_SETS = MappingProxyType({
-    "ffn": ("ffn_up", "ffn_down"), "qkv_ffn": ("q", "k", "v", "ffn_up", "ffn_down"),
-    "all": ("q", "k", "v", "o", "ffn_up", "ffn_down")})
+BERT_FFN = ("ffn_up", "ffn_down")  # what `ffn` means on a BERT
 MODULE_PATHS = MappingProxyType({
     "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
     "o": "attention.output.dense", "ffn_up": "intermediate.dense", "ffn_down": "output.dense"})
@@ -42,12 +42,12 @@ START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
 def target_matrices(target_set: str) -> list[str]:
-    if target_set in NAMED_SETS:
-        return list(NAMED_SETS[target_set])
+    if target_set in TARGET_SETS:
+        return [m for name in TARGET_SETS[target_set] for m in (BERT_FFN if name == FFN_OPTION else (name,))]
     if not set(target_set) <= set("qkvo"):
-        raise ValueError(f"fake sweeps know q/k/v/o combinations, ffn, qkv_ffn and all, "
+        raise ValueError(f"fake sweeps know the targets options and q/k/v/o combinations, "
                          f"not {target_set!r}")
-    return list(target_set)  # "qv" -> ["q", "v"]
+    return list(target_set)  # "kv" -> ["k", "v"]
 
 
 def make_plan(target_set: str, budget: str = "reference", scale: float = 1.0) -> Plan:
