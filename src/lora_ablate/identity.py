@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lora_ablate.config.schema import RunConfig
-from lora_ablate.labels import Labels, label_overrides, variant_text
+from lora_ablate.labels import Labels, label_overrides
 
 SWEEP_GROUP = "sweep"  # `sweep=NAME` picks a sweep file: the cells it makes carry their own overrides
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]]")
