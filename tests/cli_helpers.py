@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-STATUSES = ("completed", "failed", "diverged", "interrupted")
+from lora_ablate.records import Status
+
+STATUSES = tuple(Status)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -22,15 +22,18 @@ from typing import Any
 import numpy as np
 
 from lora_ablate.identity import run_key
-from lora_ablate.records import Cost, RunError, RunRecord, SplitPredictions, write_record
+from lora_ablate.record_plan import Module, Plan, PlanBudget
+from lora_ablate.target_sets import FFN as FFN_OPTION
+from lora_ablate.target_sets import TARGET_SETS
+from lora_ablate.records import (
+    Cost, Identity, ModelIdentity, Provenance, RunError, RunRecord, SplitPredictions, Status, write_record,
+)
 
 LAYERS, HIDDEN, FFN = 12, 384, 1536  # a MiniLM-L12-H384-like BERT
 SHAPES = MappingProxyType({
     "q": (HIDDEN, HIDDEN), "k": (HIDDEN, HIDDEN), "v": (HIDDEN, HIDDEN), "o": (HIDDEN, HIDDEN),
     "ffn_up": (HIDDEN, FFN), "ffn_down": (FFN, HIDDEN)})
-NAMED_SETS = MappingProxyType({
-    "ffn": ("ffn_up", "ffn_down"), "qkv_ffn": ("q", "k", "v", "ffn_up", "ffn_down"),
-    "all": ("q", "k", "v", "o", "ffn_up", "ffn_down")})
+BERT_FFN = ("ffn_up", "ffn_down")  # what `ffn` means on a BERT
 MODULE_PATHS = MappingProxyType({
     "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
     "o": "attention.output.dense", "ffn_up": "intermediate.dense", "ffn_down": "output.dense"})
@@ -39,15 +42,15 @@ START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
 def target_matrices(target_set: str) -> list[str]:
-    if target_set in NAMED_SETS:
-        return list(NAMED_SETS[target_set])
+    if target_set in TARGET_SETS:
+        return [m for name in TARGET_SETS[target_set] for m in (BERT_FFN if name == FFN_OPTION else (name,))]
     if not set(target_set) <= set("qkvo"):
-        raise ValueError(f"fake sweeps know q/k/v/o combinations, ffn, qkv_ffn and all, "
+        raise ValueError(f"fake sweeps know the targets options and q/k/v/o combinations, "
                          f"not {target_set!r}")
-    return list(target_set)  # "qv" -> ["q", "v"]
+    return list(target_set)  # "kv" -> ["k", "v"]
 
 
-def make_plan(target_set: str, budget: str = "reference", scale: float = 1.0) -> dict[str, Any]:
+def make_plan(target_set: str, budget: str = "reference", scale: float = 1.0) -> Plan:
     """A plan whose ranks fill the budget as closely as whole ranks allow (so ranks can
     differ between modules, e.g. 3–4)."""
     matrices = target_matrices(target_set)
@@ -61,16 +64,13 @@ def make_plan(target_set: str, budget: str = "reference", scale: float = 1.0) ->
         if target and actual + d_in + d_out <= target:
             ranks[i] += 1
             actual += d_in + d_out
-    modules = [
-        {"name": f"encoder.layer.{layer}.{MODULE_PATHS[m]}", "matrix": m, "layer": layer,
-         "d_in": d_in, "d_out": d_out, "rank": r, "params": r * (d_in + d_out)}
-        for (m, layer, d_in, d_out), r in zip(shapes, ranks)
-    ]
+    modules = [Module(f"encoder.layer.{layer}.{MODULE_PATHS[m]}", m, layer, d_in, d_out, r, r * (d_in + d_out))
+               for (m, layer, d_in, d_out), r in zip(shapes, ranks)]
     deviation = (actual - target) / target if target else 0.0
-    return {"model_type": "bert", "targets": matrices,
-            "budget": {"target": target, "actual": actual, "deviation": deviation},
-            "modules": modules, "lora_params": actual, "head_params": HIDDEN * 2 + 2,
-            "base_params": 33_360_000}
+    return Plan(model_type="bert", target_set=target_set, targets=matrices,
+                budget=PlanBudget(budget, target, actual, deviation), ranks=sorted(set(ranks)),
+                layers=list(range(LAYERS)), layer_count=LAYERS, modules=modules, lora_params=actual,
+                head_modules=["classifier"], head_params=HIDDEN * 2 + 2, base_params=33_360_000)
 
 
 def make_config(model: str, task: str, target_set: str, budget: str, scale: float,
@@ -127,7 +127,7 @@ def make_predictions(task: str, split: str, size: int, accuracy: float,
 
 def make_record(*, model: str, task: str, target_set: str, budget: str, scale: float,
                 seed: int, accuracy: float, history_points: int, index: int,
-                rng: np.random.Generator, status: str = "completed", lr: float | None = None,
+                rng: np.random.Generator, status: str = Status.completed, lr: float | None = None,
                 collapsed: bool = False, test_size: int = 2000, val_size: int = 500,
                 val_accuracy: float | None = None) -> RunRecord:
     """One run record, as the runner makes it. `test_size` 0 leaves out the predictions
@@ -140,7 +140,7 @@ def make_record(*, model: str, task: str, target_set: str, budget: str, scale: f
                          0.01 if lr is None else lr, test_size, val_size)
     key = run_key(config, target_set, overrides)
     val = (accuracy if val_accuracy is None else val_accuracy) + float(rng.normal(0, 0.003))
-    done = status == "completed"
+    done = status == Status.completed
     predictions, metrics = {}, {}
     if done:
         test, val = accuracy, val
@@ -155,11 +155,11 @@ def make_record(*, model: str, task: str, target_set: str, budget: str, scale: f
                    "val/loss": 1.2 - val}
     history = make_history(val, history_points, rng) if done else []
     best = max(history, key=lambda h: h["val/accuracy"]) if history else None
-    seconds = 40.0 + 10.0 * len(plan["modules"]) / LAYERS + float(rng.uniform(0, 5))
+    seconds = 40.0 + 10.0 * len(plan.modules) / LAYERS + float(rng.uniform(0, 5))
     started = START + timedelta(minutes=index)
-    errors = {"failed": RunError("RuntimeError", "CUDA out of memory (fake)"),
-              "diverged": RunError("FloatingPointError", "loss is nan at step 40"),
-              "interrupted": RunError("KeyboardInterrupt", "SIGTERM at step 120")}
+    errors = {Status.failed: RunError("RuntimeError", "CUDA out of memory (fake)"),
+              Status.diverged: RunError("FloatingPointError", "loss is nan at step 40"),
+              Status.interrupted: RunError("KeyboardInterrupt", "SIGTERM at step 120")}
     return RunRecord(
         status=status, run_id=key.run_id, labels=key.labels, config=config,
         config_hash=key.config_hash, plan=plan, metrics=metrics, history=history,
@@ -167,16 +167,16 @@ def make_record(*, model: str, task: str, target_set: str, budget: str, scale: f
         predictions=predictions, collapsed=collapsed and done,
         cost=Cost(train_seconds=seconds, steps=200, train_tokens=200 * 32 * 64,
                   tokens_per_second=200 * 32 * 64 / seconds,
-                  peak_memory_bytes=300_000_000 + 50 * plan["lora_params"], device="cpu",
+                  peak_memory_bytes=300_000_000 + 50 * plan.lora_params, device="cpu",
                   precision="fp32"),
-        provenance={
-            "versions": {"python": "3.11.9", "torch": "2.5.1", "transformers": "4.46.3",
-                         "peft": "0.13.2", "lora_ablate": "0.1.0"},
-            "git_commit": "0123456789abcdef0123456789abcdef01234567",
-            "device_name": "cpu", "hostname": "fake-host",
-            "started_at": started.isoformat(),
-            "ended_at": (started + timedelta(seconds=seconds)).isoformat()},
-        identity={"model": {"name": model}, "data": {"task": task}},
+        provenance=Provenance(
+            versions={"python": "3.11.9", "torch": "2.5.1", "transformers": "4.46.3",
+                      "peft": "0.13.2", "lora_ablate": "0.1.0"},
+            git_commit="0123456789abcdef0123456789abcdef01234567",
+            device_name="cpu", hostname="fake-host",
+            started_at=started.isoformat(),
+            ended_at=(started + timedelta(seconds=seconds)).isoformat()),
+        identity=Identity(ModelIdentity(name_or_path="nreimers/MiniLM-L12-H384-uncased"), data=f"vader:fake:{task}"),
         error=errors.get(status),
     )
 
@@ -227,9 +227,9 @@ def write_fake_sweep(root: Path, *, tasks: Iterable[str] = ("rt_sentiment",),
                                     + 0.01 * math.log2(scale) + shift + offsets[s]
                                     + noise * rng.normal())
                         roll = rng.uniform()
-                        status = ("completed" if roll >= fail_rate else
-                                  "failed" if roll < fail_rate / 2 else "diverged")
-                        collapsed = status == "completed" and rng.uniform() < collapse_rate
+                        status = (Status.completed if roll >= fail_rate else
+                                  Status.failed if roll < fail_rate / 2 else Status.diverged)
+                        collapsed = status == Status.completed and rng.uniform() < collapse_rate
                         record = make_record(
                             model=model, task=task, target_set=target_set, budget=budget,
                             scale=scale, seed=s, accuracy=float(min(1.0, max(0.0, accuracy))),

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_records import write_fake_sweep, write_json
+from lora_ablate.records import Module, Plan
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from lora_ablate.report.aggregate import (check_baseline, holm, missing_cells, rank_string,
+from lora_ablate.report.aggregate import (check_baseline, holm, missing_cells,
                                           record_frames, resolve_metrics, runs_frame, summarize)
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import find_records
@@ -73,10 +74,12 @@ def test_runs_frame_has_one_row_per_record_with_labels_metrics_and_plan(sweep):
     assert ranks["qv"] == "8" and ranks["q"] == "16" and ranks["all"] == "1–2"
 
 
-def test_rank_string():
-    assert rank_string([{"rank": 8}, {"rank": 8}]) == "8"
-    assert rank_string([{"rank": 5}, {"rank": 4}, {"rank": 5}]) == "4–5"
-    assert rank_string([]) is None and rank_string(None) is None
+def test_rank_text():
+    def plan(*ranks):
+        return Plan(modules=[Module(f"m{i}", "q", i, 4, 4, r, 8 * r) for i, r in enumerate(ranks)])
+    assert plan(8, 8).rank_text() == "8"
+    assert plan(5, 4, 5).rank_text() == "4–5"
+    assert plan().rank_text() is None
 
 
 def test_corrupt_records_are_rows_not_dropped(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 from matplotlib.figure import Figure
 from safetensors.numpy import save_file
 
-from lora_ablate.records import Labels, RunRecord
+from lora_ablate.record_analysis import Analysis, MergeCurve, ModuleAnalysis, Patching
+from lora_ablate.records import Labels, Plan, RunRecord, Status
 from lora_ablate.report import analysis_frames as af
 from lora_ablate.report import analysis_plots as ap
 
@@ -29,15 +30,17 @@ def test_subspace_similarity_of_known_subspaces():
 
 
 def record(task: str, target_set: str, seed: int, accuracy: float, *, share=None, layers=2) -> RunRecord:
-    modules = [{"name": f"l{l}.{m}", "matrix": m, "layer": l, "rank": 2, "singular_values": [0.2, 0.1],
-                "relative_norm": 0.01 * (l + 1), "effective_rank": 1.8, "amplification": 2.0 + seed,
-                "content_shift": 0.1} for l in range(layers) for m in target_set]
-    analysis = {"modules": modules, "attention_shift": [0.0, 0.02 * (seed + 1)],
-                "patching": {"attention_share": share, "surviving_share": None if share is None else 1 - share, "gain": 0.1},
-                "merge_curve": {"metric": "accuracy", "weights": [0.0, 1.0], "values": [0.5, accuracy]}}
-    return RunRecord(status="completed", run_id=f"{task}-{target_set}-{seed}",
+    modules = [ModuleAnalysis(f"l{l}.{m}", m, l, 2, singular_values=[0.2, 0.1], relative_norm=0.01 * (l + 1),
+                              effective_rank=1.8, amplification=2.0 + seed, content_shift=0.1)
+               for l in range(layers) for m in target_set]
+    analysis = Analysis(modules=modules, attention_shift=[0.0, 0.02 * (seed + 1)],
+                        patching=Patching(True, attention_share=share,
+                                          surviving_share=None if share is None else 1 - share, gain=0.1),
+                        merge_curve=MergeCurve("accuracy", [0.0, 1.0], [0.5, accuracy]))
+    return RunRecord(status=Status.completed, run_id=f"{task}-{target_set}-{seed}",
                      labels=Labels("minilm", task, target_set, "reference", seed=seed), config={}, config_hash="h",
-                     plan={}, metrics={"test/accuracy": accuracy}, analysis=analysis)
+                     plan=Plan(target_set=target_set, targets=list(target_set)), metrics={"test/accuracy": accuracy},
+                     analysis=analysis)
 
 
 def test_routing_gap_is_paired_by_seed():
@@ -86,10 +89,10 @@ def test_seed_similarity_reads_the_vectors(tmp_path):
         folder.mkdir()
         rec = record("rt", "qv", seed, 0.8, layers=1)
         vectors = {}
-        for m in rec.analysis["modules"]:  # q: the same subspace every seed; v: disjoint ones
-            basis = q[:, :2] if m["matrix"] == "q" else np.linalg.qr(rng.normal(size=(16, 2)))[0]
-            vectors[f"{m['name']}.right"] = basis.astype(np.float16)
-            vectors[f"{m['name']}.left"] = basis.astype(np.float16)
+        for m in rec.analysis.modules:  # q: the same subspace every seed; v: disjoint ones
+            basis = q[:, :2] if m.matrix == "q" else np.linalg.qr(rng.normal(size=(16, 2)))[0]
+            vectors[f"{m.name}.right"] = basis.astype(np.float16)
+            vectors[f"{m.name}.left"] = basis.astype(np.float16)
         save_file(vectors, str(folder / af.VECTORS_NAME))
         runs.append((rec, folder))
     frame = af.seed_similarity_frame(runs, "qv")
@@ -103,11 +106,12 @@ def test_seed_similarity_reads_the_vectors(tmp_path):
 def test_target_sets_are_sorted_into_routing_content_and_mixed():
     from lora_ablate.report.analysis_section import _kind
 
-    kinds = {name: _kind(name) for name in ("q", "k", "qk", "v", "o", "ffn", "qv", "qkv", "qkvo",
-                                              "qkv_ffn", "all", "q+ffn_down", "v+ffn_up")}
-    assert kinds == {"q": "routing", "k": "routing", "qk": "routing", "v": "content", "o": "content",
-                     "ffn": "content", "qv": "mixed", "qkv": "mixed", "qkvo": "mixed", "qkv_ffn": "mixed",
-                     "all": "mixed", "q+ffn_down": "mixed", "v+ffn_up": "content"}
+    sets = {"q": ["q"], "qk": ["q", "k"], "v": ["v"], "ffn": ["ffn_up", "ffn_down"], "qv": ["q", "v"],
+            "qkv_ffn": ["q", "k", "v", "ffn_gate", "ffn_up", "ffn_down"], "q+ffn_down": ["q", "ffn_down"],
+            "unknown": []}
+    kinds = {name: _kind(matrices) for name, matrices in sets.items()}
+    assert kinds == {"q": "routing", "qk": "routing", "v": "content", "ffn": "content", "qv": "mixed",
+                     "qkv_ffn": "mixed", "q+ffn_down": "mixed", "unknown": None}
 
 
 def test_routing_sentence_states_gaps_intervals_and_whether_routing_is_learned(tmp_path):

@@ -11,9 +11,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top. A module may import its own layer and the layers below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("lora_ablate.errors", "lora_ablate.files"),
+    ("lora_ablate.errors", "lora_ablate.files", "lora_ablate.target_sets"),
     ("lora_ablate.config", "lora_ablate.cache"),  # the typed schema; the download and folder cache
-    ("lora_ablate.records", "lora_ablate.identity"),
+    # The run record and its typed sections, the labels of a cell, run identity.
+    ("lora_ablate.records", "lora_ablate.record_fields", "lora_ablate.record_plan",
+     "lora_ablate.record_analysis", "lora_ablate.record_origin", "lora_ablate.labels",
+     "lora_ablate.identity"),
     ("lora_ablate.model", "lora_ablate.data", "lora_ablate.plan"),
     ("lora_ablate.run", "lora_ablate.analysis"),
     # The root package (itself only, not its subpackages) re-exports report functions.

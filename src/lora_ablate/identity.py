@@ -2,35 +2,49 @@
 is observed, and which make a variant. The config hash, the run folder's name, the skip
 check, a sweep's manifest and the report's cells all derive from these rules.
 
-- Label keys say what a cell is (model, task, target set, layers, budget, scale, seed).
+- Label keys say what a cell is: the fields of `labels.Labels` name the override keys they
+  hold (model, task, target set, layers, budget, scale, seed).
 - Observing keys change how a run is watched or where it runs, not what it computes
   (logger, device, threads, evaluation batch size, dry run, adapter saving, the report's and
-  analysis settings): they are left out of the hash and the folder name, so rerunning a
+  analysis settings): the schema marks them (`observing` in a field's metadata, see
+  config/schema.py); they are left out of the hash and the folder name, so rerunning a
   finished sweep with `logger=wandb` or `train.threads=1` skips every completed cell.
 - Every other overridden key (e.g. `train.lr=0.001`) is a variant: a cell of its own.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
-from lora_ablate.records import Labels, layers_label
+from lora_ablate.config.schema import RunConfig
+from lora_ablate.labels import Labels, label_overrides
 
-# Override keys (command line or sweep params) that the labels already hold.
-LABEL_KEYS = frozenset({
-    "model", "model.name", "task", "task.name", "targets", "targets.matrices", "targets.layers",
-    "budget", "budget.kind", "budget.scale", "seed", "sweep",
-})
-# Config keys (dotted prefixes) that change how a run is observed, not what it computes.
-OBSERVING_KEYS = frozenset({
-    "logger", "dry_run", "save_adapter", "sweep_name", "report", "analysis",
-    "train.device", "train.threads", "train.eval_batch_size",
-})
+SWEEP_GROUP = "sweep"  # `sweep=NAME` picks a sweep file: the cells it makes carry their own overrides
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]]")
 MAX_VALUE = 40  # longer override values are shortened with a hash in folder names
 MAX_NAME = 180
+
+
+def observing_keys(schema: type = RunConfig, prefix: str = "") -> frozenset[str]:
+    """Dotted config keys whose schema field is marked `observing`."""
+    found: set[str] = set()
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.metadata.get("observing"):
+            found.add(prefix + f.name)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            found |= observing_keys(hints[f.name], f"{prefix}{f.name}.")
+    return frozenset(found)
+
+
+# Override keys (command line or sweep params) that the labels already hold.
+LABEL_KEYS = label_overrides() | {SWEEP_GROUP}
+# Config keys (dotted prefixes) that change how a run is observed, not what it computes.
+OBSERVING_KEYS = observing_keys()
 
 
 def _key(override: str) -> str:
@@ -45,11 +59,22 @@ def is_hydra(key: str) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
-def variant(overrides: list[str]) -> str:
-    """The overrides that set a run apart beyond its labels, e.g. 'train.lr=0.001'."""
-    kept = [o.lstrip("+") for o in overrides
-            if not (is_hydra(k := _key(o)) or k in LABEL_KEYS or is_observing(k))]
-    return ",".join(sorted(kept))
+def identifying(overrides: list[str]) -> list[str]:
+    """The overrides that say which cell a run is (labels and variant), without '+'
+    prefixes: not Hydra's own, not the sweep file's name, not observing ones."""
+    return [o.lstrip("+") for o in overrides
+            if not (is_hydra(k := _key(o)) or k == SWEEP_GROUP or is_observing(k))]
+
+
+def variant(overrides: list[str]) -> dict[str, str | None]:
+    """The identifying overrides beyond the labels, e.g. {'train.lr': '0.001'}; a `~key`
+    deletion maps to None."""
+    out: dict[str, str | None] = {}
+    for override in identifying(overrides):
+        key, eq, value = override.partition("=")
+        if _key(key) not in LABEL_KEYS:
+            out[key] = value if eq else None
+    return out
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -83,8 +108,7 @@ def safe_part(text: str) -> str:
 def run_dirname(overrides: list[str]) -> str:
     """The folder of a sweep cell: its identifying overrides (labels and variant), sorted,
     made safe; observing and Hydra overrides do not change it."""
-    parts = sorted(safe_part(o.lstrip("+")) for o in overrides
-                   if not (is_hydra(k := _key(o)) or k == "sweep" or is_observing(k)))
+    parts = sorted(safe_part(o) for o in identifying(overrides))
     name = ",".join(parts) or "default"
     if len(name) > MAX_NAME:
         name = f"{name[:MAX_NAME - 9]}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
@@ -103,16 +127,10 @@ class RunKey:
 def run_key(config: dict[str, Any], target_set: str, overrides: list[str]) -> RunKey:
     """The identity of a run from its resolved config (a plain dict), the plan's target-set
     label and the overrides that made it."""
-    budget = config["budget"]
-    labels = Labels(
-        model=config["model"]["name"], task=config["task"]["name"], target_set=target_set,
-        budget=budget["kind"], budget_scale=float(budget.get("scale", 1.0)),
-        layers=layers_label(config["targets"].get("layers")), variant=variant(overrides),
-        seed=config.get("seed"),
-    )
+    labels = Labels.from_config(config, target_set=target_set, variant=variant(overrides))
     scale = f"x{labels.budget_scale:g}" if labels.budget_scale != 1 else ""
     layers = f"@{labels.layers}" if labels.layers != "all" else ""
     run_id = (f"model={labels.model},task={labels.task},targets={target_set}{layers},"
               f"budget={labels.budget}{scale},seed={labels.seed}"
-              + (f",{labels.variant}" if labels.variant else ""))
+              + (f",{labels.variant_text}" if labels.variant else ""))
     return RunKey(labels, run_id, config_hash(config))

@@ -1,45 +1,42 @@
 """The run record (`result.json`): one typed schema, written by the runner, read by the
-report, made by the test fixtures, all through `RunRecord`.
+report, made by the test fixtures, all through `RunRecord`. Its sections are typed too
+(`Plan`, `Analysis`, `Provenance`, `Identity`); only the resolved `config` stays a mapping.
 
-Version 2 adds `schema_version`, the labels as a type, per-example predictions, the
-`collapsed` flag, model and data identity, analysis, and `interrupted` status; records of
-version 1 (no `schema_version`) keep loading. A completed record is never overwritten:
-`write_record` moves it aside as `result.<config hash>.json` first.
+Version 3 types every section and writes the variant as an object; version 2 added
+`schema_version`, the labels, per-example predictions, the `collapsed` flag, identity,
+analysis and `interrupted`. Records of versions 1 and 2 keep loading. A completed record is
+never overwritten: `write_record` moves it aside as `result.<config hash>.json` first.
 """
 
-import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from lora_ablate.files import write_atomic
+from lora_ablate.labels import CELL, GROUP, LABELS, Labels, layers_label, parse_variant  # noqa: F401
+from lora_ablate.record_analysis import VECTORS_NAME, Analysis  # noqa: F401  (public re-exports)
+from lora_ablate.record_fields import RecordError, finite, known, mapping
+from lora_ablate.record_origin import Identity, ModelIdentity, Provenance  # noqa: F401
+from lora_ablate.record_plan import Module, Plan  # noqa: F401
+from lora_ablate.target_sets import as_written, target_set_name
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECORD_NAME = "result.json"
 RECORD_GLOB = "result*.json"  # result.json and completed records moved aside
-STATUSES = ("completed", "failed", "diverged", "interrupted")
+CORRUPT = "corrupt"  # what the report lists a file under that is not a readable record
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DECODE = bytes(_DIGITS.index(chr(b)) if chr(b) in _DIGITS else 255 for b in range(256))
 
 
-class RecordError(ValueError):
-    """A file that is not a readable run record; the message says why."""
+class Status(StrEnum):
+    """How a run ended. Members equal their names, so frames and JSON hold plain strings."""
 
-
-@dataclass(frozen=True)
-class Labels:
-    """What a cell of a report is: runs that share every label but the seed are one cell."""
-
-    model: str
-    task: str
-    target_set: str
-    budget: str
-    budget_scale: float = 1.0
-    layers: str = "all"  # targets.layers: all, bottom, middle, top, or a list
-    variant: str = ""  # other overrides that set the run apart, e.g. "train.lr=0.001"
-    seed: int | None = None
+    completed = "completed"
+    failed = "failed"
+    diverged = "diverged"
+    interrupted = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -105,34 +102,46 @@ class Cost:
 
 @dataclass(frozen=True)
 class RunRecord:
-    status: str
+    status: Status
     run_id: str
     labels: Labels
     config: dict[str, Any]  # resolved
     config_hash: str
-    plan: dict[str, Any]
+    plan: Plan
     metrics: dict[str, float] = field(default_factory=dict)  # final test/<name>, val/<name>
     history: list[dict[str, float]] = field(default_factory=list)  # validation curve
     best: dict[str, float] | None = None  # best validation point
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)  # "val", "test"
     collapsed: bool = False  # completed, but the validation metric is at chance
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
     cost: Cost = field(default_factory=Cost)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    identity: dict[str, Any] = field(default_factory=dict)  # {"model": ..., "data": ...}
+    provenance: Provenance = field(default_factory=Provenance)
+    identity: Identity = field(default_factory=Identity)
     error: RunError | None = None
     nonfinite: list[str] = field(default_factory=list)  # fields whose NaN/inf became null
     merge_max_abs_diff: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise RecordError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        if self.status not in Status.__members__:
+            raise RecordError(f"status must be one of {', '.join(Status)}, got {self.status!r}")
+        object.__setattr__(self, "status", Status(self.status))  # a plain name becomes the member
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["predictions"] = {split: p.to_dict() for split, p in self.predictions.items()}
-        cleaned, nonfinite = _finite(data)
+        data = {
+            "status": self.status.value, "run_id": self.run_id, "labels": self.labels.to_dict(),
+            "config": self.config, "config_hash": self.config_hash, "plan": self.plan.to_dict(),
+            "metrics": dict(self.metrics), "history": [dict(p) for p in self.history],
+            "best": None if self.best is None else dict(self.best),
+            "predictions": {split: p.to_dict() for split, p in self.predictions.items()},
+            "collapsed": self.collapsed, "analysis": None if self.analysis is None else self.analysis.to_dict(),
+            "cost": vars(self.cost).copy(), "provenance": self.provenance.to_dict(),
+            "identity": self.identity.to_dict(),
+            "error": None if self.error is None else vars(self.error).copy(),
+            "nonfinite": list(self.nonfinite), "merge_max_abs_diff": self.merge_max_abs_diff,
+            "schema_version": self.schema_version,
+        }
+        cleaned, nonfinite = finite(data)
         cleaned["nonfinite"] = sorted(set(self.nonfinite) | set(nonfinite))
         return cleaned
 
@@ -142,27 +151,29 @@ class RunRecord:
         naming the problem when the shape is wrong."""
         if not isinstance(data, dict):
             raise RecordError("not a JSON object")
-        if data.get("status") not in STATUSES:
+        if data.get("status") not in Status.__members__:
             raise RecordError(f"not a run record (status {data.get('status')!r})")
         try:
-            config = _mapping(data.get("config"), "config")
+            config = mapping(data.get("config"), "config")
+            plan = Plan.from_dict(data.get("plan"))
+            analysis = data.get("analysis")
             return cls(
-                status=data["status"],
+                status=Status(data["status"]),
                 run_id=str(data.get("run_id") or ""),
-                labels=_labels(data.get("labels"), config),
+                labels=_labels(data.get("labels"), config, plan),
                 config=config,
                 config_hash=str(data.get("config_hash") or ""),
-                plan=_mapping(data.get("plan"), "plan"),
+                plan=plan,
                 metrics=_metrics(data.get("metrics")),
                 history=_history(data.get("history")),
-                best=_mapping(data.get("best"), "best") or None,
+                best=mapping(data.get("best"), "best") or None,
                 predictions={k: SplitPredictions.from_dict(v)
-                             for k, v in _mapping(data.get("predictions"), "predictions").items()},
+                             for k, v in mapping(data.get("predictions"), "predictions").items()},
                 collapsed=bool(data.get("collapsed", False)),
-                analysis=data.get("analysis"),
-                cost=_dataclass(Cost, data.get("cost"), "cost"),
-                provenance=_mapping(data.get("provenance"), "provenance"),
-                identity=_mapping(data.get("identity"), "identity"),
+                analysis=Analysis.from_dict(analysis) if analysis else None,
+                cost=_cost(data.get("cost")),
+                provenance=Provenance.from_dict(data.get("provenance")),
+                identity=Identity.from_dict(data.get("identity")),
                 error=_error(data.get("error")),
                 nonfinite=list(data.get("nonfinite") or []),
                 merge_max_abs_diff=data.get("merge_max_abs_diff"),
@@ -175,19 +186,11 @@ class RunRecord:
 
     @property
     def ended_at(self) -> str:
-        return str(self.provenance.get("ended_at") or "")
-
-
-def _mapping(value: Any, name: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RecordError(f"malformed record: '{name}' is a {type(value).__name__}, not an object")
-    return value
+        return self.provenance.ended_at or ""
 
 
 def _metrics(value: Any) -> dict[str, float]:
-    metrics = _mapping(value, "metrics")
+    metrics = mapping(value, "metrics")
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
@@ -199,9 +202,8 @@ def _history(value: Any) -> list[dict[str, float]]:
     return value
 
 
-def _dataclass(kind: type, value: Any, name: str) -> Any:
-    known = {f.name for f in dataclasses.fields(kind)}
-    return kind(**{k: v for k, v in _mapping(value, name).items() if k in known})
+def _cost(value: Any) -> Cost:
+    return known(Cost, value, "cost")
 
 
 def _error(value: Any) -> RunError | None:
@@ -212,54 +214,26 @@ def _error(value: Any) -> RunError | None:
     return RunError("Error", str(value))
 
 
-def _labels(value: Any, config: dict[str, Any]) -> Labels:
-    """The record's labels; a version-1 record without some falls back to its config."""
-    labels = _mapping(value, "labels")
-    section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
-    targets = section("targets")
-    fallback = {
-        "model": section("model").get("name"),
-        "task": section("task").get("name"),
-        "target_set": "".join(targets.get("matrices") or []) or None,
-        "budget": section("budget").get("kind"),
-        "budget_scale": section("budget").get("scale", 1.0),
-        "layers": layers_label(targets.get("layers")),
-        "variant": "",
-        "seed": config.get("seed"),
-    }
-    merged = {k: labels.get(k, fallback[k]) for k in fallback}
-    seed = merged["seed"]
+def _labels(value: Any, config: dict[str, Any], plan: Plan) -> Labels:
+    """The record's labels. A version-1 record lacks some: they come from its config, and
+    its target set from its plan, which the planner named (every plan holds the name); a
+    record without one is named by the same rule from the requested matrices as written."""
+    stored = mapping(value, "labels")
+    targets = config.get("targets") if isinstance(config.get("targets"), dict) else {}
+    requested = [str(m) for m in targets.get("matrices") or []]
+    target_set = plan.target_set or (target_set_name(as_written(requested), as_written) if requested else "None")
+    fallback = Labels.from_config(config, target_set=target_set)
+    variant = stored.get("variant")
     return Labels(
-        model=str(merged["model"]), task=str(merged["task"]), target_set=str(merged["target_set"]),
-        budget=str(merged["budget"]), budget_scale=float(merged["budget_scale"] or 1.0),
-        layers=str(merged["layers"] or "all"), variant=str(merged["variant"] or ""),
-        seed=None if seed is None else int(seed),
+        model=str(stored.get("model", fallback.model)), task=str(stored.get("task", fallback.task)),
+        target_set=str(stored.get("target_set", fallback.target_set)),
+        budget=str(stored.get("budget", fallback.budget)),
+        budget_scale=float(stored.get("budget_scale") or fallback.budget_scale),
+        layers=str(stored.get("layers") or fallback.layers),
+        variant=({str(k): None if v is None else str(v) for k, v in variant.items()}
+                 if isinstance(variant, dict) else parse_variant(variant or "")),
+        seed=fallback.seed if "seed" not in stored else None if stored["seed"] is None else int(stored["seed"]),
     )
-
-
-def layers_label(layers: Any) -> str:
-    """targets.layers as a label: all, a band name, or indices joined by '-'."""
-    if layers in (None, "all"):
-        return "all"
-    if isinstance(layers, (list, tuple)):
-        return "[" + ",".join(str(x) for x in layers) + "]"
-    return str(layers)
-
-
-def _finite(value: Any, path: str = "") -> tuple[Any, list[str]]:
-    """The value with every NaN/inf float replaced by None, and where they were."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None, [path or "."]
-    if isinstance(value, dict):
-        out, bad = {}, []
-        for k, v in value.items():
-            out[k], where = _finite(v, f"{path}.{k}" if path else str(k))
-            bad += where
-        return out, bad
-    if isinstance(value, (list, tuple)):
-        items = [_finite(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return [v for v, _ in items], [w for _, where in items for w in where]
-    return value, []
 
 
 # ---------------------------------------------------------------- on disk
@@ -293,7 +267,7 @@ def write_record(run_dir: Path, record: RunRecord) -> Path:
     there is moved aside as result.<its config hash>[.N].json, never overwritten."""
     target = Path(run_dir) / RECORD_NAME
     previous = read_record(target) if target.exists() else None
-    if previous and previous.record and previous.record.status == "completed":
+    if previous and previous.record and previous.record.status == Status.completed:
         _move_aside(target, previous.record.config_hash or "unhashed")
     text = json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=False, default=str)
     return write_atomic(target, text)
@@ -312,6 +286,6 @@ def completed_record(run_dir: Path, config_hash: str) -> RunRecord | None:
     """A completed record of this exact config in run_dir (current or moved aside)."""
     for path in sorted(Path(run_dir).glob(RECORD_GLOB)):
         record = read_record(path).record
-        if record and record.status == "completed" and record.config_hash == config_hash:
+        if record and record.status == Status.completed and record.config_hash == config_hash:
             return record
     return None

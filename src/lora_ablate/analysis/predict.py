@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from lora_ablate.config.schema import TaskFormat
 from lora_ablate.run.batches import Encoded, eval_index_batches
 from lora_ablate.run.loop import EVAL_MAX_TOKENS, Session, collate, forward
 from lora_ablate.run.metrics import classification_metrics
@@ -18,7 +19,7 @@ def batches(session: Session, items: Sequence[Encoded], *, all_answers: bool = T
 
 def predicted(session: Session, score: torch.Tensor, rows: int) -> torch.Tensor:
     """Class ids from a forward pass's scores (label words: one score per candidate)."""
-    return (score.view(rows, -1) if session.task_format == "label_words" else score).argmax(-1)
+    return (score.view(rows, -1) if session.task_format == TaskFormat.label_words else score).argmax(-1)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from lora_ablate import __version__
 from lora_ablate.app.store import register_configs, resource_dir
 from lora_ablate.config.schema import RunConfig
 from lora_ablate.errors import ConfigError
+from lora_ablate.records import Status
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     job = JobSlot(index=hydra_cfg.job.get("num") or 0, parallel_jobs=_parallel_jobs(hydra_cfg))
     record = train(run_cfg, run_dir=Path(hydra_cfg.runtime.output_dir),
                    overrides=list(hydra_cfg.overrides.task), job=job, resolved=resolved)
-    if record.status != "completed":  # a sweep goes on; a single run exits non-zero
+    if record.status != Status.completed:  # a sweep goes on; a single run exits non-zero
         message = f"run {record.run_id} ended {record.status}: {record.error.message if record.error else ''}"
         from hydra.types import RunMode
 

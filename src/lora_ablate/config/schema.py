@@ -19,6 +19,10 @@ from omegaconf import MISSING
 
 from lora_ablate.errors import ConfigError
 
+# Marks a field that changes how a run is observed or where it runs, not what it computes:
+# left out of the config hash and the run folder's name (lora_ablate.identity reads it).
+OBSERVING = {"observing": True}
+
 # StrEnum members equal their names, so code compares them with plain strings
 # (cfg.train.schedule == "cosine") and records hold the plain name.
 
@@ -222,7 +226,7 @@ class TrainConfig:
     max_steps: int = 200
     epochs: Optional[float] = None  # when set, overrides max_steps
     batch_size: int = 32
-    eval_batch_size: int = 256  # most rows per evaluation batch (padded tokens capped by device)
+    eval_batch_size: int = field(default=256, metadata=OBSERVING)  # most rows per evaluation batch (padded tokens capped by device)
     grad_accum: int = 1
     lr: float = 3e-3
     head_lr: Optional[float] = None  # defaults to lr
@@ -231,8 +235,8 @@ class TrainConfig:
     schedule: Schedule = Schedule.linear
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 0  # 0: only at the end
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs
+    device: str = field(default="auto", metadata=OBSERVING)  # auto | cpu | cuda | cuda:N | mps
+    threads: Optional[int] = field(default=None, metadata=OBSERVING)  # torch CPU threads; None: all cores, shared among parallel jobs
     precision: Precision = Precision.auto  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
 
@@ -314,10 +318,12 @@ class RunConfig:
     budget: BudgetConfig = MISSING
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = MISSING
-    logger: LoggerConfig = MISSING
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    logger: LoggerConfig = field(default=MISSING, metadata=OBSERVING)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata=OBSERVING)
     seed: int = 0
-    dry_run: bool = False
-    save_adapter: bool = False
-    sweep_name: Optional[str] = None  # set by sweep files; groups runs in reports and wandb
-    report: ReportConfig = field(default_factory=ReportConfig)
+    dry_run: bool = field(default=False, metadata=OBSERVING)
+    save_adapter: bool = field(default=False, metadata=OBSERVING)
+    # Set by sweep files; groups runs in reports and wandb.
+    sweep_name: Optional[str] = field(default=None, metadata=OBSERVING)
+    report: ReportConfig = field(default_factory=ReportConfig, metadata=OBSERVING)
+

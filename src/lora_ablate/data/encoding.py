@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from lora_ablate.config.schema import TaskFormat
 from lora_ablate.data.splits import Example
 from lora_ablate.errors import ConfigError
 
@@ -32,7 +33,7 @@ def encode(
     prompt: str,
     label_words: Sequence[str] | None,
 ) -> list[Encoded]:
-    if task_format == "head":
+    if task_format == TaskFormat.head:
         texts = [e.text for e in examples]
         pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
         ids = tokenizer(

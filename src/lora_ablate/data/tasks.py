@@ -6,7 +6,7 @@ import codecs
 import string
 from dataclasses import dataclass
 
-from lora_ablate.config.schema import TaskConfig
+from lora_ablate.config.schema import TaskConfig, TaskFormat
 from lora_ablate.data.sources import source_for
 from lora_ablate.data.splits import Example, split_examples
 from lora_ablate.errors import ConfigError
@@ -101,7 +101,7 @@ def _check_labels(cfg: TaskConfig) -> None:
             f"task.label_words={words} does not fit task.num_labels={cfg.num_labels}; give {cfg.num_labels} "
             "distinct non-empty words, one per label id in order (with a leading space, e.g. ' positive')."
         )
-    if cfg.format == "label_words" and words is None:
+    if cfg.format == TaskFormat.label_words and words is None:
         raise ConfigError("task.format='label_words' needs task.label_words, one word per label; set it or use task.format=head.")
 
 

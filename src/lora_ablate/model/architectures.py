@@ -1,7 +1,7 @@
 """The architecture registry: for each supported `model_type`, one `Architecture` says
 where each logical matrix lives, whether the model is an encoder (classification head) or
-a decoder (label words), and how its fused projections are split. Plus the logical
-matrices and target sets themselves.
+a decoder (label words), and how its fused projections are split. The logical matrices
+and target sets are in lora_ablate.target_sets (torch-free; re-exported here).
 
 An architecture's matrix map gives, for each matrix, the module path *inside one block*
 (after `surgery` has split fused projections). A module adapts matrix M when its full
@@ -13,26 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lora_ablate.errors import ConfigError
+from lora_ablate.target_sets import FFN, FFN_MATRICES, MATRICES, TARGET_SETS, target_set_name
 from lora_ablate.model.surgery import SplitRules, gpt2_rules, gpt_neox_rules, phi3_rules
-
-MATRICES = ("q", "k", "v", "o", "ffn_gate", "ffn_up", "ffn_down")
-FFN_MATRICES = ("ffn_gate", "ffn_up", "ffn_down")
-FFN = "ffn"  # stands for every FFN matrix the architecture has
-
-# The `targets` options of DESIGN.md, in the abstract (before `ffn` is expanded).
-TARGET_SETS: dict[str, tuple[str, ...]] = {
-    "q": ("q",),
-    "k": ("k",),
-    "v": ("v",),
-    "o": ("o",),
-    "qk": ("q", "k"),
-    "qv": ("q", "v"),
-    "qkv": ("q", "k", "v"),
-    "qkvo": ("q", "k", "v", "o"),
-    "ffn": (FFN,),
-    "qkv_ffn": ("q", "k", "v", FFN),
-    "all": ("q", "k", "v", "o", FFN),
-}
 
 _LLAMA = {
     "q": "self_attn.q_proj",
@@ -177,14 +159,7 @@ def expand_matrices(requested: Sequence[str], arch_map: Mapping[str, str], model
 def target_set_label(matrices: Sequence[str], arch_map: Mapping[str, str], model_type: str) -> str:
     """The `targets` option name a concrete matrix set equals on this architecture
     (e.g. all FFN matrices plus q, k, v is `qkv_ffn`), else the matrices joined by '+'."""
-    concrete = set(matrices)
-    for option, abstract in TARGET_SETS.items():
-        try:
-            if set(expand_matrices(abstract, arch_map, model_type)) == concrete:
-                return option
-        except ConfigError:
-            continue
-    return "+".join(m for m in MATRICES if m in concrete)
+    return target_set_name(matrices, lambda abstract: expand_matrices(abstract, arch_map, model_type))
 
 
 def layer_pattern(module_path: str) -> re.Pattern[str]:

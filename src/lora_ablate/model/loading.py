@@ -24,7 +24,7 @@ from lora_ablate.cache.downloads import fetch_distribution
 from lora_ablate.cache.folders import content_keyed_folder
 from lora_ablate.cache.pins import check_pinned
 from lora_ablate.cache.unpack import unpacked
-from lora_ablate.config.schema import ModelConfig
+from lora_ablate.config.schema import ModelConfig, TaskFormat
 from lora_ablate.errors import ConfigError
 from lora_ablate.model.architectures import ARCHITECTURES
 
@@ -50,16 +50,16 @@ def is_encoder(config: PretrainedConfig) -> bool:
     return config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
-def resolve_format(requested: str, config: PretrainedConfig) -> str:
+def resolve_format(requested: str, config: PretrainedConfig) -> TaskFormat:
     """`auto` means a classification head on encoders and label words on decoders."""
-    if requested == "auto":
-        return "head" if is_encoder(config) else "label_words"
-    if requested == "label_words" and is_encoder(config):
+    if requested == TaskFormat.auto:
+        return TaskFormat.head if is_encoder(config) else TaskFormat.label_words
+    if requested == TaskFormat.label_words and is_encoder(config):
         raise ConfigError(
             f"task.format=label_words needs a decoder (causal LM), but model_type '{config.model_type}' is an "
             "encoder; use task.format=head or auto."
         )
-    return requested
+    return TaskFormat(requested)
 
 
 def resolve_source(cfg: ModelConfig) -> ModelSource:
@@ -134,18 +134,18 @@ def build_skeleton(config: PretrainedConfig, task_format: str, num_labels: int, 
 
 def head_module_names(model: nn.Module, task_format: str) -> list[str]:
     """Top-level-ish modules forming the task head, trained fully and counted apart."""
-    if task_format != "head":
+    if task_format != TaskFormat.head:
         return []
     return [name for name, _ in model.named_children() if name in HEAD_NAMES]
 
 
 def _model_class(task_format: str) -> type:
-    return AutoModelForSequenceClassification if task_format == "head" else AutoModelForCausalLM
+    return AutoModelForSequenceClassification if task_format == TaskFormat.head else AutoModelForCausalLM
 
 
 def _with_labels(config: PretrainedConfig, task_format: str, num_labels: int) -> PretrainedConfig:
     config = copy.deepcopy(config)
-    if task_format == "head":
+    if task_format == TaskFormat.head:
         config.num_labels = num_labels
         if config.pad_token_id is None:  # decoders with a head pool on the last non-pad token
             config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 0
@@ -228,7 +228,7 @@ def load_model(
         with torch.random.fork_rng():
             torch.manual_seed(0)  # the same base weights for every run; only adapters vary
             base = model_class.from_config(config)
-        if task_format == "head":  # the head is the run's own: initialise it from the run seed
+        if task_format == TaskFormat.head:  # the head is the run's own: initialise it from the run seed
             for name in head_module_names(base, task_format):
                 base.get_submodule(name).apply(base._init_weights)
         return base

@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import nn
 
+from lora_ablate import record_plan
 from lora_ablate.plan.budget import allocate_ranks
 from lora_ablate.plan.layers import select_layers
 from lora_ablate.config.schema import BudgetConfig, LoraSettings
@@ -54,31 +55,31 @@ class Plan:
             return None
         return (self.lora_params - self.budget_target) / self.budget_target
 
-    def to_dict(self) -> dict[str, Any]:
-        ranks = sorted({m.rank for m in self.modules})
-        return {
-            "model_type": self.model_type,
-            "target_set": self.target_set,
-            "targets": list(self.matrices),
-            "budget": {
-                "kind": self.budget_kind,
-                "target": self.budget_target,
-                "actual": self.lora_params,
-                "deviation": self.deviation,
-            },
-            "ranks": ranks,
-            "layers": list(self.layers),
-            "layer_count": self.layer_count,
-            "matrices": self.matrix_summary(),
-            "modules": [asdict(m) | {"params": m.params} for m in self.modules],
-            "lora_params": self.lora_params,
-            "head_modules": list(self.head_modules),
-            "head_params": self.head_params,
-            "base_params": self.base_params,
-            "warnings": list(self.warnings),
-        } | ({"memory_estimate": dict(self.memory_estimate)} if self.memory_estimate is not None else {})
+    def to_record(self) -> record_plan.Plan:
+        """The plan as the run record holds it (and a dry run prints it)."""
+        memory = self.memory_estimate
+        return record_plan.Plan(
+            model_type=self.model_type,
+            target_set=self.target_set,
+            targets=list(self.matrices),
+            budget=record_plan.PlanBudget(str(self.budget_kind), self.budget_target, self.lora_params, self.deviation),
+            ranks=sorted({m.rank for m in self.modules}),
+            layers=list(self.layers),
+            layer_count=self.layer_count,
+            matrices=self.matrix_summary(),
+            modules=[record_plan.Module(**asdict(m), params=m.params) for m in self.modules],
+            lora_params=self.lora_params,
+            head_modules=list(self.head_modules),
+            head_params=self.head_params,
+            base_params=self.base_params,
+            warnings=list(self.warnings),
+            memory_estimate=None if memory is None else record_plan.MemoryEstimate(**memory),
+        )
 
-    def matrix_summary(self) -> dict[str, dict[str, Any]]:
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_record().to_dict()
+
+    def matrix_summary(self) -> dict[str, record_plan.MatrixSummary]:
         """Per matrix kind: modules, rank range and the share of its modules that got the
         +1 (0 when every module has the same rank)."""
         mixed = len({m.rank for m in self.modules}) > 1
@@ -87,12 +88,8 @@ class Plan:
         for matrix in self.matrices:
             ranks = [m.rank for m in self.modules if m.matrix == matrix]
             plus = sum(r == top for r in ranks) if mixed else 0
-            out[matrix] = {
-                "modules": len(ranks),
-                "rank_min": min(ranks),
-                "rank_max": max(ranks),
-                "plus_one_share": plus / len(ranks),
-            }
+            out[matrix] = record_plan.MatrixSummary(
+                modules=len(ranks), rank_min=min(ranks), rank_max=max(ranks), plus_one_share=plus / len(ranks))
         return out
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 
 from transformers import PretrainedConfig
 
-from lora_ablate.config.schema import RunConfig
+from lora_ablate.config.schema import RunConfig, TaskFormat
 from lora_ablate.model.loading import ModelSource, build_skeleton, head_module_names, load_config, resolve_format, resolve_source
 from lora_ablate.plan.layout import Plan, make_plan
 from lora_ablate.plan.memory import Shape, estimate_memory, resolved_precision
@@ -18,7 +18,7 @@ from lora_ablate.data.tasks import check_task_config
 class ResolvedRun:
     source: ModelSource
     model_config: PretrainedConfig
-    task_format: str  # head | label_words
+    task_format: TaskFormat  # head | label_words
     arch_map: dict[str, str]
     plan: Plan
 
@@ -56,7 +56,7 @@ def plan_memory(cfg: RunConfig, model_config: PretrainedConfig, task_format: str
         batch_size=cfg.train.batch_size,
         seq_len=cfg.task.max_length,
         precision=precision,
-        label_words=task_format == "label_words",
+        label_words=task_format == TaskFormat.label_words,
         num_labels=cfg.task.num_labels,
     )
     return estimate.to_dict()

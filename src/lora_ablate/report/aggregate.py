@@ -10,7 +10,6 @@ baseline target set (compare.py holds the statistics).
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,15 @@ import numpy as np
 import pandas as pd
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.records import LoadedRecord, RunRecord
+from lora_ablate.labels import CELL, GROUP, LABEL_DEFAULTS, LABELS
+from lora_ablate.records import CORRUPT, LoadedRecord, RunRecord, Status
 from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
 from lora_ablate.report.compare import Settings, compare_group
 from lora_ablate.report.examples import correctness
 from lora_ablate.report.stats import holm, t_half_width  # noqa: F401  (public re-exports)
 
-# `variant`: the other overrides that set a run apart (e.g. train.lr=0.001), "" for none.
-LABELS = ("model", "task", "target_set", "budget", "budget_scale", "layers", "variant", "seed")
-GROUP = ("model", "task", "budget", "budget_scale", "layers", "variant")  # compared together
-CELL = (*GROUP, "target_set")
+# LABELS, GROUP (compared together) and CELL come from labels.Labels; the runs frame's
+# `variant` is its text (e.g. train.lr=0.001), "" for none.
 COST = ("train_seconds", "tokens_per_second", "peak_memory_bytes")
 # Display order of the conventional target sets (the LoRA paper's Table 5 order first).
 TARGET_ORDER = ("q", "k", "v", "o", "qk", "qv", "kv", "qkv", "qkvo", "ffn", "qkv_ffn", "all")
@@ -49,33 +47,20 @@ MANIFEST_NAME = "manifest.json"
 # ---------------------------------------------------------------- runs frame
 
 
-def rank_string(modules: Sequence[Mapping[str, Any]] | None) -> str | None:
-    """Distinct LoRA ranks of a plan for display: "8", or "4–5" when they differ."""
-    try:  # the C-level map is the fast path for 10,000 plans of up to ~100 modules
-        ranks = set(map(itemgetter("rank"), modules or ()))
-    except (KeyError, TypeError):
-        ranks = {m.get("rank") for m in modules or () if isinstance(m, Mapping)}
-    ranks.discard(None)
-    if not ranks:
-        return None
-    low, high = int(min(ranks)), int(max(ranks))
-    return str(low) if low == high else f"{low}–{high}"
-
-
 def _record_row(rec: RunRecord) -> dict[str, Any]:
-    plan, cost, prov, labels = rec.plan, rec.cost, rec.provenance, rec.labels
-    budget = plan.get("budget") or {}
+    plan, cost, prov = rec.plan, rec.cost, rec.provenance
     row = {
-        "run_id": rec.run_id, "status": rec.status, "collapsed": bool(rec.collapsed),
-        **{k: getattr(labels, k) for k in LABELS},
-        "targets": ",".join(plan.get("targets") or []) or None,
-        "lora_rank": rank_string(plan.get("modules")),
-        **{k: plan.get(k) for k in ("lora_params", "head_params", "base_params")},
-        **{f"budget_{k}": budget.get(k) for k in ("target", "actual", "deviation")},
+        "run_id": rec.run_id, "status": rec.status.value, "collapsed": bool(rec.collapsed),
+        **rec.labels.row(),
+        "targets": ",".join(plan.targets) or None,
+        "lora_rank": plan.rank_text(),
+        "lora_params": plan.lora_params, "head_params": plan.head_params, "base_params": plan.base_params,
+        "budget_target": plan.budget.target, "budget_actual": plan.budget.actual,
+        "budget_deviation": plan.budget.deviation,
         **{k: getattr(cost, k) for k in COST}, "device": cost.device,
         "best_step": (rec.best or {}).get("step"),
-        **{k: prov.get(k) for k in ("git_commit", "device_name", "hostname", "started_at",
-                                    "ended_at")},
+        "git_commit": prov.git_commit, "device_name": prov.device_name, "hostname": prov.hostname,
+        "started_at": prov.started_at, "ended_at": prov.ended_at,
         "config_hash": rec.config_hash,
         "error": f"{rec.error.type}: {rec.error.message}".strip() if rec.error else None,
     }
@@ -88,11 +73,11 @@ def _row(item: LoadedRecord, prefix: str) -> dict[str, Any]:
     path = str(item.path)
     path = path[len(prefix):] if prefix and path.startswith(prefix) else path
     if item.record is None:
-        return {"path": path, "status": "corrupt", "error": item.problem}
+        return {"path": path, "status": CORRUPT, "error": item.problem}
     try:
         return {"path": path, **_record_row(item.record)}
     except (AttributeError, TypeError, ValueError) as err:  # valid JSON, wrong shape
-        return {"path": path, "status": "corrupt", "error": f"malformed record ({err})"}
+        return {"path": path, "status": CORRUPT, "error": f"malformed record ({err})"}
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -157,9 +142,9 @@ def _in_manifest(paths: pd.Series, manifest: Manifest) -> pd.Series:
 
 def _current(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep one row per (cell, seed): a completed run beats the others, then the newest."""
-    real = frame["status"].ne("corrupt")
+    real = frame["status"].ne(CORRUPT)
     order = frame[real].assign(
-        _done=frame["status"].eq("completed"), _end=frame["ended_at"].fillna("").astype(str)
+        _done=frame["status"].eq(Status.completed), _end=frame["ended_at"].fillna("").astype(str)
     ).sort_values(["_done", "_end", "path"])
     keep = order.drop_duplicates(list(LABELS), keep="last").index.union(frame.index[~real])
     return frame.loc[frame.index.isin(keep)], frame.loc[~frame.index.isin(keep)]
@@ -196,7 +181,7 @@ def record_frames(loaded: list[LoadedRecord], *, root: Any = None,
 def runs_frame(loaded: list[LoadedRecord], *, root: Any = None,
                manifest: Manifest | None = None) -> pd.DataFrame:
     """One row per current record (index = position in `loaded`), corrupt ones included
-    with status "corrupt"; superseded records and records outside the manifest are left
+    with status CORRUPT; superseded records and records outside the manifest are left
     out and counted in `frame.attrs["notes"]` (record_frames returns them)."""
     return record_frames(loaded, root=root, manifest=manifest).runs
 
@@ -221,7 +206,7 @@ def target_order(target_sets: pd.Series) -> pd.Series:
 def default_baseline(runs: pd.DataFrame) -> tuple[str, str | None]:
     """qv when the sweep has it (the LoRA paper's habit this tool tests), else the first
     target set in the conventional order, with a note saying so."""
-    present = runs.loc[runs["status"].ne("corrupt"), "target_set"].dropna().drop_duplicates()
+    present = runs.loc[runs["status"].ne(CORRUPT), "target_set"].dropna().drop_duplicates()
     if not len(present) or "qv" in set(present):
         return "qv", None
     first = present.iloc[target_order(present).argsort(kind="stable")].iloc[0]
@@ -232,7 +217,7 @@ def default_baseline(runs: pd.DataFrame) -> tuple[str, str | None]:
 def check_baseline(runs: pd.DataFrame, baseline: str) -> None:
     """ConfigError when the baseline occurs nowhere in the sweep (a group without it falls
     back to another target set, with a note)."""
-    present = runs.loc[runs["status"].ne("corrupt"), "target_set"].dropna().drop_duplicates()
+    present = runs.loc[runs["status"].ne(CORRUPT), "target_set"].dropna().drop_duplicates()
     if len(present) and baseline not in set(present):
         names = ", ".join(present.iloc[target_order(present).argsort(kind="stable")])
         raise ConfigError(
@@ -244,13 +229,13 @@ def check_baseline(runs: pd.DataFrame, baseline: str) -> None:
 
 def group_label(key: Sequence[Any], names: Sequence[str] = GROUP) -> str:
     return ", ".join(f"{name}={value}" for name, value in zip(names, key)
-                     if not (name in ("variant", "layers") and value in ("", "all", None)))
+                     if not (name in LABEL_DEFAULTS and value in (LABEL_DEFAULTS[name], None)))
 
 
 def outcome(runs: pd.DataFrame, metric: str) -> pd.Series:
     """What each run contributes: completed (usable), collapsed (completed at chance),
     "no <metric>", or its status (failed, diverged, interrupted)."""
-    done = runs["status"].eq("completed")
+    done = runs["status"].eq(Status.completed)
     result = runs["status"].astype(object).copy()
     result[done & runs["collapsed"].fillna(False).astype(bool)] = "collapsed"
     no_metric = done & ~result.eq("collapsed")
@@ -262,19 +247,19 @@ def outcome(runs: pd.DataFrame, metric: str) -> pd.Series:
 def _seed_status(runs: pd.DataFrame, outcomes: pd.Series) -> pd.DataFrame:
     """Per cell: "2/3 completed, 1 diverged" over the seeds its group recorded, and the
     seeds that did not complete, by outcome."""
-    real = runs[runs["status"].ne("corrupt")].assign(_outcome=outcomes)
+    real = runs[runs["status"].ne(CORRUPT)].assign(_outcome=outcomes)
     group_seeds = real.groupby(list(GROUP), dropna=False, sort=False)["seed"].nunique()
     rows = []
     for key, cell in real.groupby(list(CELL), dropna=False, sort=False):
         total = int(group_seeds.loc[key[:-1]])
         counts = cell["_outcome"].value_counts()
         collapsed = int(counts.get("collapsed", 0))
-        done = int(counts.get("completed", 0)) + collapsed
+        done = int(counts.get(Status.completed, 0)) + collapsed
         parts = [f"{done}/{total} completed" + (f" ({collapsed} at chance: collapsed)" if collapsed else "")]
-        parts += [f"{int(c)} {name}" for name, c in counts.items() if name not in ("completed", "collapsed")]
+        parts += [f"{int(c)} {name}" for name, c in counts.items() if name not in (Status.completed, "collapsed")]
         if (missing := total - int(cell["seed"].nunique())) > 0:
             parts.append(f"{missing} missing")
-        bad = cell[cell["_outcome"].ne("completed")]
+        bad = cell[cell["_outcome"].ne(Status.completed)]
         problems = "; ".join(
             f"{name}: seed{'s' if len(rows_) > 1 else ''} "
             f"{', '.join(str(s) for s in sorted(rows_['seed'].dropna()))}"
@@ -310,7 +295,7 @@ def _usable(runs: pd.DataFrame, metric: str, outcomes: pd.Series) -> tuple[pd.Da
     """Completed runs with the metric, one per (cell, seed). Collapsed runs (completed at
     chance) count with the value they reached: leaving them out would credit a target set
     for the seeds it survived (survivorship); they are named in each cell's status."""
-    done = runs[runs["status"].eq("completed")]
+    done = runs[runs["status"].eq(Status.completed)]
     if len(done) and (metric not in runs or done[metric].isna().all()):
         present = ", ".join(metric_columns(done.dropna(axis=1, how="all"))) or "none"
         raise ConfigError(
@@ -324,7 +309,7 @@ def _usable(runs: pd.DataFrame, metric: str, outcomes: pd.Series) -> tuple[pd.Da
     if (collapsed := int(outcomes.eq("collapsed").sum())):
         notes.append(f"{collapsed} completed runs collapsed to chance; they enter the "
                      f"statistics with the value they reached and are named in each cell's status")
-    usable = runs[outcomes.isin(["completed", "collapsed"])]
+    usable = runs[outcomes.isin([Status.completed, "collapsed"])]
     ordered = usable.assign(_end=usable["ended_at"].fillna("").astype(str)).sort_values("_end")
     unique = ordered.drop_duplicates([*CELL, "seed"], keep="last").drop(columns="_end")
     if len(unique) < len(usable):
@@ -383,8 +368,8 @@ def compare_frame(done: pd.DataFrame, metric: str, baseline: str, settings: Sett
 
 def _summarize_metric(runs: pd.DataFrame, metric: str, baseline: str, settings: Settings,
                       loaded: Sequence[LoadedRecord] | None) -> tuple[pd.DataFrame, list[str]]:
-    outcomes = outcome(runs[runs["status"].ne("corrupt")], metric)
-    done, notes = _usable(runs[runs["status"].ne("corrupt")], metric, outcomes)
+    outcomes = outcome(runs[runs["status"].ne(CORRUPT)], metric)
+    done, notes = _usable(runs[runs["status"].ne(CORRUPT)], metric, outcomes)
     if done.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS)), notes
     table, more = compare_frame(done, metric, baseline, settings, loaded)
@@ -451,8 +436,8 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """Cells of the expected grid that have no record (of any status): within each
     (model, budget), the full product of the observed tasks, target sets, budget scales,
     layers, variants and seeds. Corrupt records carry no labels, so they fill no cell."""
-    dims = ["task", "target_set", "budget_scale", "layers", "variant", "seed"]
-    seen = runs[runs["status"].ne("corrupt")]
+    dims = [name for name in LABELS if name not in ("model", "budget")]
+    seen = runs[runs["status"].ne(CORRUPT)]
     parts = []
     for (model, budget), rows in seen.groupby(["model", "budget"], dropna=False, sort=True):
         grid = pd.MultiIndex.from_product(
@@ -465,7 +450,7 @@ def missing_cells(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([p for p in parts if len(p)], ignore_index=True)[columns]
     out["seed"] = out["seed"].astype("Int64")
     out = out.assign(_order=target_order(out["target_set"])).sort_values(
-        ["model", "budget", "task", "budget_scale", "layers", "variant", "_order", "seed"],
+        ["model", "budget", *(d for d in dims if d not in ("target_set", "seed")), "_order", "seed"],
         kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
 
@@ -538,7 +523,7 @@ def resolve_metrics(loaded: list[LoadedRecord], runs: pd.DataFrame,
     out = {}
     for task in tasks:
         rows = runs[runs["task"].eq(task)]
-        done = rows[rows["status"].eq("completed")]
+        done = rows[rows["status"].eq(Status.completed)]
         recorded = [c for c in tests if done[c].notna().any()]
         configured = _configured_metric(loaded, done.index[:1].append(rows.index[:1]))
         if configured in recorded or not recorded:
@@ -552,7 +537,7 @@ def curves_frame(loaded: list[LoadedRecord], runs: pd.DataFrame,
                  metric: str | Mapping[str, str]) -> pd.DataFrame:
     """Validation curves per cell: mean, std and count over seeds of val/<name> at each
     step of the completed runs' history, where test/<name> is the compared metric."""
-    done = runs[runs["status"].eq("completed")]
+    done = runs[runs["status"].eq(Status.completed)]
     index, steps, values = [], [], []
     for i, task in zip(done.index, done["task"]):
         name = metric.get(task) if isinstance(metric, Mapping) else metric

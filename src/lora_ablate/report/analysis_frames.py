@@ -11,29 +11,27 @@ import math
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
-from lora_ablate.records import LoadedRecord, RunRecord
+from lora_ablate.labels import CELL, GROUP, REPLICATE
+from lora_ablate.records import VECTORS_NAME, Analysis, LoadedRecord, RunRecord, Status
 from lora_ablate.report.aggregate import t_half_width, target_order
 
-VECTORS_NAME = "analysis.safetensors"  # written by lora_ablate.analysis.run beside result.json
-KEYS = ("model", "task", "budget", "budget_scale", "layers", "variant")  # what else sets cells apart
+KEYS = GROUP  # what sets cells apart besides the target set
 Run = tuple[RunRecord, Path | None]  # a record and its run folder (for the vectors)
+NO_ANALYSIS = Analysis()
 
 
 def analysed_runs(loaded: Sequence[LoadedRecord]) -> list[Run]:
     """Completed records that carry an analysis, with their run folders."""
     return [(item.record, item.path.parent) for item in loaded
-            if item.record is not None and item.record.status == "completed" and item.record.analysis]
+            if item.record is not None and item.record.status == Status.completed and item.record.analysis]
 
 
-def _labels(record: RunRecord) -> dict[str, Any]:
-    lab = record.labels
-    return {"model": lab.model, "task": lab.task, "budget": lab.budget, "budget_scale": lab.budget_scale,
-            "layers": lab.layers, "variant": lab.variant, "target_set": lab.target_set, "seed": lab.seed}
+def _labels(record: RunRecord) -> dict[str, object]:
+    row = record.labels.row()
+    return {name: row[name] for name in (*CELL, REPLICATE)}
 
 
 def _runs(runs: Sequence[Run | RunRecord]) -> list[Run]:
@@ -63,13 +61,14 @@ def modules_frame(runs: Sequence[Run | RunRecord]) -> pd.DataFrame:
     rank, top singular value, content shift."""
     rows = []
     for record, _ in _runs(runs):
-        for module in (record.analysis or {}).get("modules", []):
-            values = module.get("singular_values") or []
+        for module in (record.analysis or NO_ANALYSIS).modules:
+            values = module.singular_values
             rows.append(_labels(record) | {
-                "module": module["name"], "matrix": module["matrix"], "layer": module["layer"], "rank": module["rank"],
-                "relative_norm": module.get("relative_norm"), "amplification": module.get("amplification"),
-                "effective_rank": module.get("effective_rank"), "top_singular_value": values[0] if values else math.nan,
-                "content_shift": module.get("content_shift")})
+                "module": module.name, "matrix": module.matrix, "layer": module.layer, "rank": module.rank,
+                "relative_norm": module.relative_norm, "amplification": module.amplification,
+                "effective_rank": module.effective_rank,
+                "top_singular_value": _number(values[0]) if values else math.nan,
+                "content_shift": module.content_shift})
     return pd.DataFrame(rows)
 
 
@@ -122,15 +121,15 @@ def seed_similarity_frame(runs: Sequence[Run], target_set: str, *, side: str = "
         vectors = [(record, load_vectors(folder)) for record, folder in members]
         sums: dict[str, tuple[np.ndarray, int]] = {}
         for (rec_a, vec_a), (rec_b, vec_b) in combinations(vectors, 2):
-            for module in rec_a.analysis.get("modules", []):
-                name = f"{module['name']}.{side}"
+            for module in rec_a.analysis.modules:
+                name = f"{module.name}.{side}"
                 if name not in vec_a or name not in vec_b:
                     continue
                 phi = subspace_similarity(vec_a[name], vec_b[name])
-                total, count = sums.get(module["matrix"], (0, 0))
+                total, count = sums.get(module.matrix, (0, 0))
                 if count and np.shape(total) != phi.shape:
                     continue  # differing ranks: only like shapes are averaged
-                sums[module["matrix"]] = (total + phi, count + 1)
+                sums[module.matrix] = (total + phi, count + 1)
         for matrix, (total, count) in sums.items():
             mean = total / count
             for (i, j), value in np.ndenumerate(mean):
@@ -147,20 +146,20 @@ def shifts_frame(runs: Sequence[Run | RunRecord]) -> pd.DataFrame:
     (mean over adapted modules), and the patching numbers."""
     rows = []
     for record, _ in _runs(runs):
-        analysis = record.analysis or {}
-        attention = analysis.get("attention_shift")
-        content = [m.get("content_shift") for m in analysis.get("modules", []) if m.get("content_shift") is not None]
-        patching = analysis.get("patching") or {}
+        analysis = record.analysis or NO_ANALYSIS
+        attention = analysis.attention_shift
+        content = [m.content_shift for m in analysis.modules if m.content_shift is not None]
+        patching = analysis.patching
         rows.append(_labels(record) | {
             "attention_shift": float(np.mean(attention)) if attention else math.nan,
             "content_shift": float(np.mean(content)) if content else math.nan,
-            "attention_share": _number(patching.get("attention_share")),
-            "surviving_share": _number(patching.get("surviving_share")),
-            "gain": _number(patching.get("gain"))})
+            "attention_share": _number(patching and patching.attention_share),
+            "surviving_share": _number(patching and patching.surviving_share),
+            "gain": _number(patching and patching.gain)})
     return pd.DataFrame(rows)
 
 
-def _number(value: Any) -> float:
+def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
@@ -196,9 +195,9 @@ def merge_curve_frame(runs: Sequence[Run | RunRecord], confidence: float = 0.95)
     """The metric at each merge weight per target set, mean and interval over seeds."""
     rows = []
     for record, _ in _runs(runs):
-        curve = (record.analysis or {}).get("merge_curve") or {}
-        for weight, value in zip(curve.get("weights", []), curve.get("values", [])):
-            rows.append(_labels(record) | {"metric": curve.get("metric"), "weight": float(weight), "value": _number(value)})
+        curve = (record.analysis or NO_ANALYSIS).merge_curve
+        for weight, value in zip(curve.weights, curve.values) if curve else ():
+            rows.append(_labels(record) | {"metric": curve.metric, "weight": float(weight), "value": _number(value)})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -212,13 +211,13 @@ def routing_gap_frame(records: Sequence[RunRecord], *, metric: str = "test/accur
     every other label), with its t-interval over pairs; beside it the routing and control
     means over the same pairs and the routing metric's own t-interval (is it learned?)."""
     rows = [_labels(r) | {"value": r.metrics.get(metric)} for r in records
-            if r.status == "completed" and r.labels.task in (routing, control)]
+            if r.status == Status.completed and r.labels.task in (routing, control)]
     frame = pd.DataFrame(rows)
-    columns = ["model", "budget", "budget_scale", "layers", "variant", "target_set", "mean", "std", "n",
-               "ci_low", "ci_high", "routing", "control", "routing_ci_low", "routing_ci_high"]
+    pair = [*(k for k in GROUP if k != "task"), "target_set", "seed"]  # a routing run and its control
+    columns = [*pair[:-1], "mean", "std", "n", "ci_low", "ci_high", "routing", "control", "routing_ci_low",
+               "routing_ci_high"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    pair = ["model", "budget", "budget_scale", "layers", "variant", "target_set", "seed"]
     wide = frame.pivot_table(index=pair, columns="task", values="value", aggfunc="last", dropna=False).reset_index()
     if routing not in wide or control not in wide:
         return pd.DataFrame(columns=columns)

@@ -1,8 +1,11 @@
 """The report's "why" figures: the analysis frames of the sweep's completed runs drawn by
 analysis_plots, by stem, with captions that say what each shows and what it averages over."""
 
+from collections.abc import Iterable
+
 from matplotlib.figure import Figure
 
+from lora_ablate.records import LoadedRecord, Status
 from lora_ablate.report import analysis_frames as frames
 from lora_ablate.report import analysis_plots as plots
 from lora_ablate.report.sweep import Sweep
@@ -30,7 +33,7 @@ CAPTIONS = {
 
 def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float) -> dict[str, list[Figure]]:
     """Every analysis figure the sweep's records support (none when analysis was off)."""
-    kept = [sweep.records[i] for i in sweep.runs.index if sweep.runs.at[i, "status"] == "completed"]
+    kept = _completed(sweep)
     runs = frames.analysed_runs(kept)
     built: dict[str, list[Figure]] = {}
     if runs:
@@ -52,11 +55,11 @@ def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float) -> dict[
 def mechanism_sentence(sweep: Sweep, *, confidence: float) -> str | None:
     """What attention patching says about "Q decides where the model looks, V what it
     retrieves", in one sentence formatted from the attention-share frame; None without it."""
-    kept = [sweep.records[i] for i in sweep.runs.index if sweep.runs.at[i, "status"] == "completed"]
+    kept = _completed(sweep)
     share = frames.attention_share_frame(frames.analysed_runs(kept), confidence)
     if share.empty:
         return None
-    kinds = share["target_set"].map(_kind)
+    kinds = share["target_set"].map(_kinds(kept))
     parts = [f"{row.target_set} {row['mean']:.0%} (n={row.n})" for _, row in share.iterrows()]
     text = ("Share of each target set's gain carried by re-routing attention (attention patching; "
             f"mean over seeds): {', '.join(parts)}. Sets that adapt only q and k act through the "
@@ -79,7 +82,7 @@ def routing_sentence(sweep: Sweep, *, confidence: float) -> str | None:
     per target set with its interval, whether any set learns routing at all (its routing
     interval above chance), and the mean gap of sets with and without q/k. None when the
     sweep has no paired diag_routing and diag_control runs."""
-    kept = [sweep.records[i] for i in sweep.runs.index if sweep.runs.at[i, "status"] == "completed"]
+    kept = _completed(sweep)
     gap = frames.routing_gap_frame([item.record for item in kept if item.record is not None],
                                    confidence=confidence)
     if gap.empty:
@@ -98,8 +101,8 @@ def routing_sentence(sweep: Sweep, *, confidence: float) -> str | None:
                        f"chance; {best_text}), so the gaps say nothing about re-routing.")
     text += (f" {len(learned)} of {len(gap)} target sets learn the routing task (routing interval "
              f"above chance; {best_text}).")
-    kinds = gap["target_set"].map(_kind)
-    moves = gap.loc[kinds.ne("content"), "mean"]
+    kinds = gap["target_set"].map(_kinds(kept))
+    moves = gap.loc[kinds.isin(["routing", "mixed"]), "mean"]
     reads = gap.loc[kinds.eq("content"), "mean"]
     if len(moves) and len(reads):
         text += (f" Mean gap of the sets that adapt q or k: {moves.mean():+.3f} ({_sets(len(moves))}); "
@@ -120,18 +123,20 @@ def _sets(n: int) -> str:
     return f"{n} set" if n == 1 else f"{n} sets"
 
 
-def _kind(target_set: str) -> str:
-    """routing (only q/k), content (no q/k) or mixed."""
-    matrices = set(_matrices(target_set))
-    routing = matrices & {"q", "k"}
-    return "routing" if routing == matrices else "mixed" if routing else "content"
+def _completed(sweep: Sweep) -> list[LoadedRecord]:
+    return [sweep.records[i] for i in sweep.runs.index if sweep.runs.at[i, "status"] == Status.completed]
 
 
-def _matrices(target_set: str) -> list[str]:
-    """The matrices a target-set label names (qkv_ffn -> q, k, v, ffn; q+v+ffn_down -> q, v, ffn_down)."""
-    if target_set == "all":
-        return ["q", "k", "v", "o", "ffn"]
-    if "+" in target_set:
-        return target_set.split("+")
-    head, _, rest = target_set.partition("_")
-    return [*head] + ([rest] if rest else []) if set(head) <= set("qkvo") else [target_set]
+def _kinds(loaded: Iterable[LoadedRecord]) -> dict[str, str | None]:
+    """The kind of each target set, from the matrices its runs' plans adapted."""
+    return {item.record.labels.target_set: _kind(item.record.plan.targets)
+            for item in loaded if item.record is not None and item.record.plan.targets}
+
+
+def _kind(matrices: Iterable[str]) -> str | None:
+    """routing (only q/k), content (no q/k) or mixed; None for no matrices."""
+    adapted = set(matrices)
+    if not adapted:
+        return None
+    routing = adapted & {"q", "k"}
+    return "routing" if routing == adapted else "mixed" if routing else "content"

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lora_ablate.files import write_atomic
+from lora_ablate.records import Status
 from lora_ablate.report.aggregate import GROUP, is_higher_better, t_half_width, target_order
 from lora_ablate.report.tables import group_title, interval_columns
 
@@ -140,7 +141,7 @@ def _seed_values(runs: pd.DataFrame | None, key: Mapping[str, Any], metric: str)
     """Completed runs of one group with the compared metric: target_set and value."""
     if runs is None or runs.empty or metric not in runs:
         return pd.DataFrame(columns=["target_set", "value"])
-    mask = runs["status"].eq("completed") & runs[metric].notna()
+    mask = runs["status"].eq(Status.completed) & runs[metric].notna()
     for name, value in key.items():
         if name in runs:
             mask &= runs[name].isna() if pd.isna(value) else runs[name].eq(value)

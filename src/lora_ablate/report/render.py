@@ -22,6 +22,7 @@ import pandas as pd
 
 from lora_ablate.errors import ConfigError
 from lora_ablate.files import write_atomic
+from lora_ablate.records import CORRUPT, Status
 from lora_ablate.report import tuning
 from lora_ablate.report.verdict import Verdict, verdicts
 from lora_ablate.report.aggregate import (check_baseline, default_baseline, distinct, missing_cells,
@@ -38,7 +39,7 @@ from lora_ablate.report.tables import (MARK, Table, frame_table, legend, md_tabl
                                        tuned_tables)
 
 LIST_LIMIT = 200  # rows of failed runs / missing cells shown inline; the CSVs have them all
-STATUSES = ("completed", "failed", "diverged", "interrupted", "corrupt")
+STATUSES = (*Status, CORRUPT)
 
 
 # ---------------------------------------------------------------- hooks for the stats side
@@ -123,11 +124,11 @@ def _runs_section(runs: pd.DataFrame) -> tuple[str, Listing]:
     """The status counts and the runs that did not complete (or collapsed)."""
     counts = runs["status"].value_counts()
     collapsed = _column(runs, "collapsed").fillna(False).astype(bool) & runs["status"].eq(
-        "completed")
+        Status.completed)
     text = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
     if collapsed.any():
         text += f" ({int(collapsed.sum())} of the completed runs collapsed to chance)"
-    problems = runs[(runs["status"].ne("completed") & runs["status"].ne("corrupt")) | collapsed]
+    problems = runs[(runs["status"].ne(Status.completed) & runs["status"].ne(CORRUPT)) | collapsed]
     columns = [c for c in ("status", "collapsed", "task", "target_set", "seed", "run_id", "path",
                            "error") if c in problems]
     section = listing(problems[columns], "failed, diverged, interrupted and collapsed runs",
@@ -151,7 +152,7 @@ def _overview(sweep: Sweep, missing: pd.DataFrame, metrics: dict[str, str], base
 
 def provenance(sweep: Sweep) -> list[str]:
     records = [item.record for item in sweep.records if item.record is not None]
-    versions = distinct(v for r in records if isinstance(v := r.provenance.get("versions"), dict))
+    versions = distinct(r.provenance.versions for r in records if r.provenance.versions)
     items = [f"package versions: {', '.join(f'{k} {v}' for k, v in sorted(v.items()))}"
              for v in versions]
     if len(versions) > 1:
@@ -302,7 +303,7 @@ def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
              tune: Sequence[str], baseline: str, confidence: float, out: Path) -> dict:
     runs = sweep.runs
     counts, problems = _runs_section(runs)
-    corrupt = runs.loc[runs["status"].eq("corrupt"), ["path", "error"]]
+    corrupt = runs.loc[runs["status"].eq(CORRUPT), ["path", "error"]]
     tuned_table = None if tuned is None else {"key": ", ".join(tune),
                                               "tables": tuned_tables(tuned, tune, confidence)}
     return {
@@ -322,7 +323,7 @@ def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
                               "superseded.csv", "None.", LISTED),
         "missing": listing(missing, "cells of the expected grid with no record",
                            "missing.csv", "None: every cell of the grid has a record."),
-        "corrupt": listing(corrupt.rename(columns={"error": "reason"}),
+        CORRUPT: listing(corrupt.rename(columns={"error": "reason"}),
                            "records that could not be read", "runs.csv", "None."),
         "config": _config(sweep),
         "provenance": provenance(sweep),

@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.records import LoadedRecord, find_records
+from lora_ablate.labels import CELL, LABELS
+from lora_ablate.records import LoadedRecord, Status, find_records
 from lora_ablate.report import aggregate
 
 
@@ -33,7 +34,7 @@ class Sweep:
 
     @property
     def completed(self) -> int:
-        return int(self.runs["status"].eq("completed").sum()) if len(self.runs) else 0
+        return int(self.runs["status"].eq(Status.completed).sum()) if len(self.runs) else 0
 
     def metrics(self, metric: str | None = None) -> dict[str, str]:
         """The compared metric per task (the task's configured test metric by default)."""
@@ -43,7 +44,7 @@ class Sweep:
 
 
 def _empty_runs() -> pd.DataFrame:
-    columns = ["path", "run_id", "status", *aggregate.LABELS, "error"]
+    columns = ["path", "run_id", "status", *LABELS, "error"]
     frame = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     frame.attrs["notes"] = []
     return frame
@@ -52,8 +53,8 @@ def _empty_runs() -> pd.DataFrame:
 @contextmanager
 def no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while records are in memory: they are millions
-    of acyclic JSON containers that every full collection walks again. Measured (merged
-    with the stats branch, records with per-example predictions): 10,032 records 24.5 s ->
+    of acyclic JSON containers that every full collection walks again. Measured (records
+    with per-example predictions): 10,032 records 24.5 s ->
     19.8 s CPU for write_report; 330 records: 0.15 s saved. Scoped to loading and to
     write_report, never left off."""
     enabled = gc.isenabled()
@@ -80,7 +81,7 @@ def load_sweep(path: str | Path) -> Sweep:
     with no_cyclic_gc():
         frames = aggregate.record_frames(records, root=path)
     runs, notes = frames.runs, list(frames.notes)
-    if not runs["status"].eq("completed").any():
+    if not runs["status"].eq(Status.completed).any():
         notes.append(f"none of the {len(runs)} records under {path} is a completed run yet")
     return Sweep(path, records, runs, notes, frames.superseded, frames.other)
 
@@ -105,7 +106,7 @@ def summarize(data: "Sweep | pd.DataFrame", *, metric: str | None = None,
     `metric` None compares each task on its configured metric. Empty (with the summary's
     columns) while no run has completed."""
     runs = _runs(data)
-    if not runs["status"].eq("completed").any():
+    if not runs["status"].eq(Status.completed).any():
         empty = pd.DataFrame(columns=list(aggregate.SUMMARY_COLUMNS))
         empty.attrs["notes"] = ["no completed run yet"]
         return empty
@@ -120,6 +121,6 @@ def summarize(data: "Sweep | pd.DataFrame", *, metric: str | None = None,
 def curves(sweep: Sweep, metric: str | None = None) -> pd.DataFrame:
     """Validation curves per cell and step: mean, std and count over seeds."""
     if not sweep.completed:
-        return pd.DataFrame(columns=[*aggregate.CELL, "step", "mean", "std", "count"])
+        return pd.DataFrame(columns=[*CELL, "step", "mean", "std", "count"])
     compare = comparison_metric(metric, sweep.metrics(metric))
     return aggregate.curves_frame(sweep.records, sweep.runs, compare)

@@ -296,8 +296,11 @@ def _ordered_sets(frame: pd.DataFrame) -> list[str]:
     return list(ordered["target_set"])
 
 
+TABLE5_KEYS = tuple(k for k in GROUP if k != "task")  # one Table 5 per these; tasks are its columns
+
+
 def _table5_keys(summary: pd.DataFrame) -> list[str]:
-    return [k for k in ("model", "budget", "budget_scale", "layers", "variant") if k in summary]
+    return [k for k in TABLE5_KEYS if k in summary]
 
 
 def table5_tables(summary: pd.DataFrame, confidence: float = 0.95) -> list[Table]:
@@ -330,8 +333,7 @@ def table5_tables(summary: pd.DataFrame, confidence: float = 0.95) -> list[Table
 def table5_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Table 5 as numbers: a row per (model, budget, scale, layers, variant, target_set)
     with <task>/mean and <task>/ci_half columns."""
-    index = [*_table5_keys(summary), "target_set"] if not summary.empty else \
-        ["model", "budget", "budget_scale", "variant", "target_set"]
+    index = [*_table5_keys(summary), "target_set"] if not summary.empty else [*TABLE5_KEYS, "target_set"]
     if summary.empty:
         return pd.DataFrame(columns=[*index, "lora_rank", "lora_params"])
     wide = summary.pivot_table(index=index, columns="task", values=["mean", "ci_half"],

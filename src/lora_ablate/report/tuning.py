@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.records import LoadedRecord
+from lora_ablate.records import CORRUPT, LoadedRecord
 from lora_ablate.report.aggregate import (CELL, COST, GROUP, _ordered, _usable, check_baseline,
                                           compare_frame, is_higher_better, outcome)
 from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
@@ -119,7 +119,7 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
     tune = list(tune)
     check_baseline(runs, baseline)
     val = "val/" + metric.split("/", 1)[-1]
-    real = runs[runs["status"].ne("corrupt")]
+    real = runs[runs["status"].ne(CORRUPT)]
     if val not in real:
         raise ConfigError(f"Tuning on {', '.join(tune)} picks values by the validation metric "
                           f"{val!r}, which no run recorded. Record it (task.metric) or tune on "

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lora_ablate.config.schema import LoggerConfig
+from lora_ablate.records import Status
 
 if TYPE_CHECKING:
     from lora_ablate.records import RunRecord
@@ -50,7 +51,7 @@ class WandbLogger:
 
     def finish(self, record: "RunRecord") -> None:
         self._run.summary.update(record.metrics | {"status": record.status, "collapsed": record.collapsed})
-        self._run.finish(exit_code=0 if record.status == "completed" else 1)
+        self._run.finish(exit_code=0 if record.status == Status.completed else 1)
 
 
 def open_logger(cfg: LoggerConfig, **run_info: Any) -> Logger:

@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
-from lora_ablate.config.schema import TrainConfig
+from lora_ablate.config.schema import TaskFormat, TrainConfig
 from lora_ablate.run.loggers import Logger
 from lora_ablate.run.metrics import classification_metrics
-from lora_ablate.run.pairing import derived_seed
+from lora_ablate.run.pairing import RandomStream, derived_seed
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
 # Padded tokens per evaluation batch. On CPU small batches stay in cache: MiniLM evaluates
@@ -31,7 +31,7 @@ class Session:
     """Everything the loop needs, already on its device."""
 
     model: nn.Module
-    task_format: str  # head | label_words
+    task_format: TaskFormat  # head | label_words
     num_labels: int
     pad_id: int
     device: torch.device
@@ -53,7 +53,7 @@ class FitResult:
 
 
 def collate(session: Session, items: Sequence[Encoded], *, all_answers: bool) -> Batch:
-    if session.task_format == "head":
+    if session.task_format == TaskFormat.head:
         batch = collate_head(items, session.pad_id)
     else:
         batch = collate_label_words(items, session.pad_id, all_answers=all_answers)
@@ -71,7 +71,7 @@ def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
     """(loss, per-row score): head -> class logits; label_words -> the summed
     log-likelihood of each row's answer tokens, computed on the last positions only."""
     with torch.autocast(session.device.type, dtype=session.autocast_dtype, enabled=session.autocast_dtype is not None):
-        if session.task_format == "head":
+        if session.task_format == TaskFormat.head:
             out = session.model(**batch.tensors)
             return out.loss, out.logits.float()
         inputs = {k: v for k, v in batch.tensors.items() if k != "answer_ids"}
@@ -101,7 +101,7 @@ def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> Evaluat
     for indices in eval_index_batches(items, max_tokens, max_rows=session.eval_batch_size):
         batch = collate(session, [items[i] for i in indices], all_answers=True)
         _, score = forward(session, batch)
-        scores.append(score.view(len(indices), -1) if session.task_format == "label_words" else score)
+        scores.append(score.view(len(indices), -1) if session.task_format == TaskFormat.label_words else score)
         labels.append(batch.labels)
         order.extend(indices)
     session.model.train(was_training)
@@ -208,7 +208,7 @@ def fit(
             for micro in range(cfg.grad_accum):
                 batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
                 # Dropout masks from (seed, step) alone: the same in every target set of a seed.
-                torch.manual_seed(derived_seed(seed, "dropout", step, micro))
+                torch.manual_seed(derived_seed(seed, RandomStream.dropout, step, micro))
                 loss, _ = forward(session, batch)
                 (loss / cfg.grad_accum).backward()
                 running_loss += loss.detach() / cfg.grad_accum

@@ -4,16 +4,25 @@ it can, so the difference between two target sets is the targets, not the dice.
 - data order: `batches.train_index_batches` depends on (data, batch size, seed) only;
 - each LoRA module's A: a generator keyed by (seed, module name), so `q` starts the same in
   `qv` and `qkv` (with a smaller rank, its rows are a prefix of the bigger one's);
-- the head: the global RNG keyed by (seed, "head") just before the model is built;
+- the head: the global RNG keyed by (seed, RandomStream.head) just before the model is built;
 - dropout masks: the global RNG keyed by (seed, step, micro-batch) just before each forward,
   so the masks do not depend on how many random numbers earlier steps drew.
 """
 
 import hashlib
 import math
+from enum import StrEnum
 
 import torch
 from torch import nn
+
+
+class RandomStream(StrEnum):
+    """The random streams keyed by seed (their names enter the derived seeds)."""
+
+    head = "head"
+    lora_A = "lora_A"
+    dropout = "dropout"
 
 
 def derived_seed(seed: int, *key: object) -> int:
@@ -42,7 +51,7 @@ def seed_lora_init(model: nn.Module, seed: int) -> int:
             weight = layer.weight
             # Drawn on the CPU in fp32, then copied: the numbers do not depend on the device.
             fresh = torch.empty(weight.shape, dtype=torch.float32)
-            nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator(seed, "lora_A", adapter, path))
+            nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator(seed, RandomStream.lora_A, adapter, path))
             with torch.no_grad():
                 weight.copy_(fresh)
             count += 1

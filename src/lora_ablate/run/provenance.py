@@ -7,9 +7,9 @@ import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
 import torch
+
+from lora_ablate.records import Provenance
 
 PACKAGES = ("lora-ablate", "torch", "transformers", "peft", "hydra-core", "omegaconf", "safetensors", "tokenizers")
 def now_iso() -> str:
@@ -32,20 +32,20 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance(device: torch.device, started_at: str) -> dict[str, Any]:
+def provenance(device: torch.device, started_at: str) -> Provenance:
     versions = {"python": sys.version.split()[0]}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {
-        "versions": versions,
-        "git_commit": git_commit(),
-        "device_name": device_name(device),
-        "torch_threads": torch.get_num_threads(),
-        "hostname": socket.gethostname(),
-        "argv": sys.argv,
-        "started_at": started_at,
-        "ended_at": now_iso(),
-    }
+    return Provenance(
+        versions=versions,
+        git_commit=git_commit(),
+        device_name=device_name(device),
+        torch_threads=torch.get_num_threads(),
+        hostname=socket.gethostname(),
+        argv=list(sys.argv),
+        started_at=started_at,
+        ended_at=now_iso(),
+    )

@@ -21,7 +21,10 @@ from lora_ablate.data.tasks import data_identity
 from lora_ablate.errors import ConfigError
 from lora_ablate.identity import RunKey, run_key
 from lora_ablate.plan.resolve import ResolvedRun, resolve_run
-from lora_ablate.records import Cost, RunError, RunRecord, SplitPredictions, completed_record, write_record
+from lora_ablate.records import (
+    Analysis, Cost, Identity, ModelIdentity, RunError, RunRecord, SplitPredictions, Status, completed_record,
+    write_record,
+)
 from lora_ablate.run.interrupts import Interrupted, RunLock, terminate_as_interrupt
 from lora_ablate.run.loggers import NullLogger, open_logger
 from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
@@ -46,7 +49,7 @@ class JobSlot:
 class Outcome:
     """What training and evaluation produced, filled in as far as the run got."""
 
-    status: str = "failed"
+    status: Status = Status.failed
     fit: FitResult = field(default_factory=FitResult)
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -54,7 +57,7 @@ class Outcome:
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)
     collapsed: bool = False
     merge_max_abs_diff: float | None = None
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
     analysis_seconds: float | None = None
     eval_seconds: float | None = None
     error: RunError | None = None
@@ -98,14 +101,14 @@ def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any],
                                  plan=resolved.plan.to_dict())
             session = prepare(cfg, resolved, device)
             _train_and_evaluate(cfg, resolved, session, outcome, logger, run_dir)
-            if cfg.save_adapter and outcome.status == "completed":
+            if cfg.save_adapter and outcome.status == Status.completed:
                 save_adapter(session, run_dir / "adapter")
     except ConfigError:  # bad user input, found before training: reported, not recorded
         bad_input = True
         raise
     except BaseException as err:  # a record of every run that started
         interrupted = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
-        outcome.status = "interrupted" if interrupted else "failed"
+        outcome.status = Status.interrupted if interrupted else Status.failed
         outcome.error = RunError(type(err).__name__, str(err) or repr(err))
         raise
     finally:
@@ -121,7 +124,7 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
     fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger, result=outcome.fit)
     outcome.history = outcome.fit.history
     if outcome.fit.diverged_at is not None:
-        outcome.status = "diverged"
+        outcome.status = Status.diverged
         outcome.error = RunError("Diverged", f"loss became NaN or inf by step {outcome.fit.diverged_at}")
         return
     started = time.perf_counter()
@@ -139,7 +142,7 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
         from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)
         outcome.analysis, outcome.analysis_seconds = analyze(
             session, resolved.plan, cfg, run_dir=run_dir, test_predicted=test.predicted)
-    outcome.status = "completed"
+    outcome.status = Status.completed
 
 
 def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: RunKey, outcome: Outcome,
@@ -153,10 +156,10 @@ def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: 
     )
     return RunRecord(
         status=outcome.status, run_id=key.run_id, labels=key.labels, config=config,
-        config_hash=key.config_hash, plan=resolved.plan.to_dict(), metrics=outcome.metrics,
+        config_hash=key.config_hash, plan=resolved.plan.to_record(), metrics=outcome.metrics,
         history=outcome.history, best=outcome.best, predictions=outcome.predictions,
         collapsed=outcome.collapsed, analysis=outcome.analysis, cost=cost, provenance=provenance(device, started_at),
-        identity={"model": model_identity(cfg.model, resolved), "data": data_identity(cfg.task)},
+        identity=Identity(model=model_identity(cfg.model, resolved), data=data_identity(cfg.task)),
         error=outcome.error, merge_max_abs_diff=outcome.merge_max_abs_diff,
     )
 
@@ -165,15 +168,15 @@ def session_precision(session: Session | None) -> str | None:
     return None if session is None else str(session.precision)
 
 
-def model_identity(model: ModelConfig, resolved: ResolvedRun) -> dict[str, Any]:
+def model_identity(model: ModelConfig, resolved: ResolvedRun) -> ModelIdentity:
     """Which weights a run started from: the package and its checksum, the hub id and the
     commit it resolved to, a local folder, or a random initialisation from a config."""
     if model.package:
-        return {"package": model.package, "sha256": model.package_sha256, "file": model.gguf_file}
+        return ModelIdentity(package=model.package, sha256=model.package_sha256, file=model.gguf_file)
     if model.config is not None:
-        return {"random_init": True, "model_type": resolved.model_config.model_type}
-    return {"name_or_path": model.name_or_path, "revision": model.revision,
-            "commit": getattr(resolved.model_config, "_commit_hash", None), "file": model.gguf_file}
+        return ModelIdentity(random_init=True, model_type=resolved.model_config.model_type)
+    return ModelIdentity(name_or_path=model.name_or_path, revision=model.revision,
+                         commit=getattr(resolved.model_config, "_commit_hash", None), file=model.gguf_file)
 
 
 def is_collapsed(val: SplitPredictions) -> bool:

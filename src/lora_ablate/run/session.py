@@ -15,7 +15,7 @@ from lora_ablate.model.surgery import split_fused_projections
 from lora_ablate.plan.adapters import lora_config
 from lora_ablate.plan.resolve import ResolvedRun
 from lora_ablate.run.loop import Session
-from lora_ablate.run.pairing import derived_seed, seed_lora_init
+from lora_ablate.run.pairing import RandomStream, derived_seed, seed_lora_init
 from lora_ablate.run.precision import autocast_dtype, hold_frozen_matmul_weights, resolve_precision
 
 
@@ -25,7 +25,7 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
     task = cfg.task
     data = encoded_splits(task, tokenizer, resolved.task_format)
     precision = resolve_precision(cfg.train.precision, device)
-    torch.manual_seed(derived_seed(cfg.seed, "head"))  # a new head is drawn from the global RNG
+    torch.manual_seed(derived_seed(cfg.seed, RandomStream.head))  # a new head is drawn from the global RNG
     base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
     split_fused_projections(base, resolved.model_config)
     model = get_peft_model(base, lora_config(resolved.plan, cfg.lora))
