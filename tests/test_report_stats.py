@@ -1,5 +1,5 @@
 """The report's statistics on synthetic sweeps whose true effects are known: untestable
-constant differences, the Holm family, the hierarchical bootstrap, seed status, power,
+constant differences, the Holm family, the family procedure's SE, seed status, power,
 manifest, tuning and the verdict's numbers (checked against independent recomputation)."""
 
 import json
@@ -89,7 +89,7 @@ def _truth_diff(loaded, runs, name, base="qv"):
     return np.stack([by[name, s] - by[base, s] for s in seeds])
 
 
-def test_hierarchical_bootstrap_covers_seeds_and_examples(tmp_path):
+def test_difference_se_holds_seeds_and_the_set_by_example_term(tmp_path):
     write_fake_sweep(tmp_path, target_sets=("qv", "all", "k"), seeds=range(5),
                      effects={"all": 0.04}, noise=0.01, test_size=1000, val_size=200)
     loaded, runs = load(tmp_path)
@@ -97,32 +97,28 @@ def test_hierarchical_bootstrap_covers_seeds_and_examples(tmp_path):
     for name in ("all", "k"):
         row, d = rows.loc[name], _truth_diff(loaded, runs, name)
         assert row["diff"] == pytest.approx(d.mean(), abs=1e-9)  # predictions = metric
-        assert row["diff_ci_low"] < row["diff"] < row["diff_ci_high"]
+        n, m = d.shape
+        per_seed, cols = d.mean(axis=1), d.mean(axis=0)
+        mse = np.sum((d - per_seed[:, None] - cols + d.mean()) ** 2) / ((n - 1) * (m - 1))
+        se = math.sqrt(per_seed.var(ddof=1) / n + max(0, cols.var(ddof=1) - mse / n) / m)
+        assert row["diff_se"] == pytest.approx(se)
+        assert row["p_ttest"] == pytest.approx(2 * sps.t.sf(abs(d.mean()) / se, n - 1))
+        half = sps.t.ppf(1 - (1 - row["diff_ci_level"]) / 2, n - 1) * se
+        assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(
+            (d.mean() - half, d.mean() + half))
         assert row["diff_ci_covers"] == "seeds+test examples"
-        # wider than the seeds-only bootstrap of the same differences (examples add variance)
-        per_seed = d.mean(axis=1)
-        boots = np.random.default_rng(1).choice(per_seed, (4000, len(per_seed))).mean(axis=1)
-        seeds_only = np.quantile(boots, [0.025, 0.975])
-        assert row["diff_ci_high"] - row["diff_ci_low"] > seeds_only[1] - seeds_only[0]
+        half95 = sps.t.ppf(0.975, n - 1) * se
+        assert row["diff_ci_low_per_comparison"] == pytest.approx(d.mean() - half95)
         wins, losses = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
         expected = [sps.binomtest(int(w), int(w + l), 0.5).pvalue for w, l in zip(wins, losses)]
         got = [float(x.split(":")[1]) for x in row["p_mcnemar_by_seed"].split()]
         assert got == pytest.approx(expected, rel=1e-2)
+        significant = np.array(expected) < 0.05
+        assert row["mcnemar_seeds_better"] == int((significant & (wins > losses)).sum())
+        assert row["mcnemar_seeds_worse"] == int((significant & (wins < losses)).sum())
     assert rows.loc["all", "diff_ci_low"] > 0 and rows.loc["all", "resolved"]
+    assert rows.loc["all", "mcnemar_seeds_worse"] == 0
     assert rows.loc["k", "diff_ci_low"] < 0 < rows.loc["k", "diff_ci_high"]
-
-
-def test_bootstrap_interval_matches_a_direct_resampling_loop():
-    rng = np.random.default_rng(5)
-    d = rng.choice([-1, 0, 0, 0, 1], size=(4, 300), p=[0.1, 0.25, 0.25, 0.25, 0.15])
-    low, high = stats.hierarchical_bootstrap(d, resamples=3000, seed=2, expand=False)
-    slow = []
-    for _ in range(3000):
-        s = rng.integers(0, 4, 4)
-        e = rng.integers(0, 300, 300)
-        slow.append(d[np.ix_(s, e)].mean())
-    ref = np.quantile(slow, [0.025, 0.975])
-    assert low == pytest.approx(ref[0], abs=0.006) and high == pytest.approx(ref[1], abs=0.006)
 
 
 def test_seed_status_paired_mean_and_collapsed_runs(tmp_path):
@@ -209,14 +205,14 @@ def test_tuned_choice_is_the_argmax_of_mean_validation_metric(tmp_path):
 
 NUMBER = r"[+-]?\d+\.\d{3}|<0\.001|n/a"
 COMPARISON = re.compile(
-    rf"(\w+) vs (\w+): ({NUMBER}) \(95% interval ({NUMBER}) to ({NUMBER}), over ([a-z+ ]+); "
-    rf"Holm p ({NUMBER}); (\d+) paired seeds\)(?:, at the observed spread about (\d+) paired "
-    rf"seeds would resolve a difference of 0\.01 \(detectable now: ({NUMBER})\))?")
+    rf"(\w+) vs (\w+): ({NUMBER}) \(interval ({NUMBER}) to ({NUMBER}) at (\d+\.\d\d)%, over "
+    rf"([a-z+ ]+); Holm p ({NUMBER}); (\d+) paired seeds\)(?:, about (\d+) paired seeds would "
+    rf"resolve the observed difference at the family level)?")
 
 
 def test_verdict_numbers_come_from_the_summary(tmp_path):
     write_fake_sweep(tmp_path, target_sets=("qv", "q", "k", "all"), seeds=range(5),
-                     effects={"all": 0.05, "q": -0.002}, noise=0.01, fail_rate=0.1,
+                     effects={"all": 0.08, "q": -0.002}, noise=0.01, fail_rate=0.1,
                      test_size=500, val_size=100)
     loaded, runs = load(tmp_path)
     summary = summarize(runs, loaded=loaded)
@@ -225,18 +221,20 @@ def test_verdict_numbers_come_from_the_summary(tmp_path):
     found = COMPARISON.findall(verdict.text)
     assert {f[0] for f in found} == {"q", "k", "all"}
     p = lambda x: "<0.001" if x < 0.001 else f"{x:.3f}"  # noqa: E731
-    for name, base, diff, low, high, covers, holm_p, pairs, need, mde in found:
+    for name, base, diff, low, high, level, covers, holm_p, pairs, need in found:
         row = rows.loc[name]
         assert base == "qv" and diff == f"{row['diff']:+.3f}"
         assert (low, high) == (f"{row['diff_ci_low']:+.3f}", f"{row['diff_ci_high']:+.3f}")
+        assert level == f"{100 * row['diff_ci_level']:.2f}"
         assert covers == row["diff_ci_covers"] and holm_p == p(row["p_ttest_holm"])
         assert int(pairs) == row["n_pairs"]
         if need:
-            assert int(need) == row["seeds_needed"] and mde == f"{row['mde']:.3f}"
+            assert int(need) == row["seeds_needed_observed"] and not row["resolved"]
+            assert int(need) > row["n_pairs"]
     assert "Resolved against the baseline" in verdict.text and "all vs qv" in verdict.text.split(
         "Not resolved")[0]
-    best = rows[rows["rank"].eq(1)].index[0]
-    assert f"Best on test/accuracy: {best}, mean {rows.loc[best, 'mean']:.3f}" in verdict.text
+    top = rows[rows["rank"].eq(1)].index[0]
+    assert f"{top}, mean {rows.loc[top, 'mean_common']:.3f} over the" in verdict.text
     assert "one task only" in verdict.text
     assert not set("*|`[]") & set(verdict.text)
 
@@ -254,23 +252,3 @@ def test_records_written_twice_supersede_the_older(tmp_path):
     assert json.loads((tmp_path / "cell" / "result.json").read_text())["metrics"][
         "test/accuracy"] == frames.runs["test/accuracy"].iloc[0]
     assert isinstance(frames.superseded, pd.DataFrame)
-
-
-def test_small_sample_expansion_is_sqrt_n_over_n_minus_1_times_t_over_z():
-    # t_{4, 0.975} = 2.776445, z_{0.975} = 1.959964 (tables); √(5/4) = 1.118034
-    assert stats.small_sample_expansion(5, 0.95) == pytest.approx(1.118034 * 2.776445 / 1.959964, rel=1e-5)
-    assert stats.small_sample_expansion(1, 0.95) == 1.0
-    assert stats.small_sample_expansion(200, 0.95) == pytest.approx(1.0, abs=0.01)
-
-
-def test_expanded_bootstrap_is_as_wide_as_the_t_interval_when_seeds_carry_the_variance():
-    # each seed's differences are one constant, so resampling examples changes nothing and
-    # the interval is a bootstrap over five seed means: plain, it is too narrow for n = 5
-    seed_means = np.array([-0.099, -0.031, -0.052, -0.045, -0.033])
-    d = np.repeat(seed_means[:, None], 200, axis=1)
-    t_half = sps.t.ppf(0.975, 4) * seed_means.std(ddof=1) / np.sqrt(5)
-    plain = stats.hierarchical_bootstrap(d, resamples=4000, expand=False)
-    wide = stats.hierarchical_bootstrap(d, resamples=4000)
-    assert (plain[1] - plain[0]) < 0.8 * 2 * t_half
-    assert (wide[1] - wide[0]) == pytest.approx(2 * t_half, rel=0.2)
-    assert wide[0] < plain[0] < seed_means.mean() < plain[1] < wide[1]
