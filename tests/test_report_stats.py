@@ -59,6 +59,12 @@ def test_signflip_p_is_exact_against_enumeration():
     assert stats.signflip_p(np.full(5, 0.01)) == pytest.approx(2 / 32)
 
 
+def test_signed_rank_p_is_the_exact_wilcoxon_p():
+    d = np.array([0.3, -0.1, 0.2, 0.25, 0.05, 0.4, -0.15])
+    assert stats.signed_rank_p(d) == pytest.approx(sps.wilcoxon(d, method="exact").pvalue)
+    assert stats.signed_rank_p(np.zeros(6)) == 1.0
+
+
 def test_holm_family_counts_ties_and_untestable_members():
     # three members; the second untestable: it counts as p = 1 and stays NaN
     out = stats.holm_family([0.01, math.nan, 0.04])

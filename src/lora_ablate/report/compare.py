@@ -10,12 +10,14 @@ them: sign-flip and Wilcoxon p, McNemar per seed by direction, family-level plan
 ranks over the seeds every target set of the group shares.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from lora_ablate.report import planning, stats
 from lora_ablate.report.examples import Correctness
@@ -61,32 +63,69 @@ def rank_tests_can_reach(n_pairs: int, family_size: int, alpha: float) -> bool:
     return n_pairs >= 1 and family_size * 2.0 / 2.0 ** n_pairs < alpha
 
 
-def _pairs(cell: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
-    return cell.merge(base, on="seed", suffixes=("", "_base")).sort_values("seed")
+@dataclass(frozen=True)
+class Pairs:
+    """A candidate's runs and the baseline's on the seeds both have, in seed order."""
+
+    seeds: np.ndarray
+    values: np.ndarray
+    runs: np.ndarray
+    base_values: np.ndarray
+    base_runs: np.ndarray
+
+    @property
+    def diffs(self) -> np.ndarray:
+        return self.values - self.base_values
 
 
-def _per_example(pairs: pd.DataFrame, correct: Correctness | None) -> np.ndarray | None:
-    runs, base_runs = pairs["run"].to_numpy(), pairs["run_base"].to_numpy()
-    if correct is None or not len(pairs) or not correct.pairable([*runs, *base_runs]):
+@dataclass(frozen=True)
+class SetRuns:
+    """One target set's usable runs in the group, in seed order."""
+
+    seeds: np.ndarray
+    values: np.ndarray
+    runs: np.ndarray
+
+
+def _cells(values: pd.DataFrame) -> dict[str, SetRuns]:
+    names = values["target_set"].to_numpy(dtype=object)
+    seeds = values["seed"].to_numpy(dtype=np.int64)
+    numbers = values["value"].to_numpy(dtype=float)
+    runs = values["run"].to_numpy()
+    out = {}
+    for name in dict.fromkeys(names):
+        rows = np.flatnonzero(names == name)
+        rows = rows[np.argsort(seeds[rows], kind="stable")]
+        out[name] = SetRuns(seeds[rows], numbers[rows], runs[rows])
+    return out
+
+
+def _pairs(cell: SetRuns, base: SetRuns) -> Pairs:
+    seeds, mine, theirs = np.intersect1d(cell.seeds, base.seeds, return_indices=True)
+    return Pairs(seeds, cell.values[mine], cell.runs[mine], base.values[theirs],
+                 base.runs[theirs])
+
+
+def _per_example(pairs: Pairs, correct: Correctness | None) -> np.ndarray | None:
+    if correct is None or not len(pairs.seeds) \
+            or not correct.pairable([*pairs.runs, *pairs.base_runs]):
         return None
     return np.stack([correct.by_run[a].astype(np.int8) - correct.by_run[b].astype(np.int8)
-                     for a, b in zip(runs, base_runs)])
+                     for a, b in zip(pairs.runs, pairs.base_runs)])
 
 
-def _mcnemar(pairs: pd.DataFrame, d: np.ndarray, alpha: float) -> dict[str, Any]:
+def _mcnemar(pairs: Pairs, d: np.ndarray, alpha: float) -> dict[str, Any]:
     wins, losses = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
     p = stats.mcnemar_exact(wins, losses)
-    return {"p_mcnemar_by_seed": " ".join(f"{int(s)}:{v:.3g}" for s, v in zip(pairs["seed"], p)),
+    return {"p_mcnemar_by_seed": " ".join(f"{int(s)}:{v:.3g}" for s, v in zip(pairs.seeds, p)),
             "mcnemar_seeds_better": int(((p < alpha) & (wins > losses)).sum()),
             "mcnemar_seeds_worse": int(((p < alpha) & (wins < losses)).sum())}
 
 
-def _seed_row(pairs: pd.DataFrame, settings: Settings) -> dict[str, Any]:
-    diffs = (pairs["value"] - pairs["value_base"]).to_numpy(dtype=float)
-    tests = stats.seed_tests(diffs, settings.confidence)
-    row = {k: tests[k] for k in ("n_pairs", "diff_std", "p_signflip", "p_wilcoxon")}
-    row.update(_mean_stats(pairs["value"].to_numpy(dtype=float), settings.confidence),
-               wilcoxon_note=stats.wilcoxon_note(len(pairs), settings.alpha),
+def _seed_row(pairs: Pairs, settings: Settings) -> dict[str, Any]:
+    row = stats.rank_tests(pairs.diffs)
+    row.update(_mean_stats(pairs.values, settings.confidence),
+               wilcoxon_note=stats.wilcoxon_note(len(pairs.seeds), settings.alpha),
                p_mcnemar_by_seed="", mcnemar_seeds_better=pd.NA, mcnemar_seeds_worse=pd.NA)
     return row
 
@@ -113,22 +152,23 @@ def _family_columns(diff: PairedDifference, result: Any, family_size: int,
     return out
 
 
-def _ranks(values: pd.DataFrame, names: list[str], settings: Settings) -> pd.DataFrame:
-    """Mean over the seeds every target set of the group completed (so ranks compare
-    paired differences), its rank (ties share the best rank) and whether it is tied."""
-    finite = values[np.isfinite(values["value"].to_numpy(dtype=float))]
-    seeds = set(finite["seed"])
-    for name in names:
-        seeds &= set(finite.loc[finite["target_set"].eq(name), "seed"])
-    common = finite[finite["seed"].isin(seeds)]
-    means = common.groupby("target_set")["value"].mean().reindex(names)
-    # equal up to float rounding (k/2000 sums) is a tie
-    rounded = means.round(12)
-    rank = rounded.rank(ascending=not settings.higher_is_better, method="min")
-    tied = rank.map(rank.value_counts()).gt(1) & rank.notna()
-    return pd.DataFrame({"target_set": names, "n_common": len(seeds),
-                         "mean_common": means.to_numpy(), "rank": rank.to_numpy(),
-                         "rank_tied": tied.to_numpy()})
+def _ranks(cells: dict[str, SetRuns], settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per target set: the mean over the seeds every target set of the group completed (so
+    ranks compare paired differences), its rank (ties share the best rank) and whether it
+    is tied."""
+    common = functools.reduce(np.intersect1d, [c.seeds for c in cells.values()]) \
+        if cells else np.array([], dtype=np.int64)
+    means = np.array([c.values[np.isin(c.seeds, common)].mean() if len(common) else math.nan
+                      for c in cells.values()])
+    # equal up to float rounding (sums of k/2000) is a tie
+    keyed = np.round(means if settings.higher_is_better else -means, 12)
+    rank = np.full(len(means), math.nan)
+    ok = np.isfinite(keyed)
+    rank[ok] = scipy_stats.rankdata(-keyed[ok], method="min")
+    tied = np.array([ok[i] and int(np.sum(rank == rank[i])) > 1 for i in range(len(rank))])
+    return {name: {"n_common": len(common), "mean_common": float(mean), "rank": r,
+                   "rank_tied": bool(t)}
+            for name, mean, r, t in zip(cells, means, rank, tied)}
 
 
 def compare_group(values: pd.DataFrame, baseline: str,
@@ -138,41 +178,35 @@ def compare_group(values: pd.DataFrame, baseline: str,
     and run (its index in the runs frame, which keys `correct`). One row per target set
     (COLUMNS); the baseline's row has its own statistics and no tests."""
     values = values[np.isfinite(values["value"].to_numpy(dtype=float))]
-    base = values.loc[values["target_set"].eq(baseline), ["seed", "value", "run"]]
-    names = list(dict.fromkeys(values["target_set"]))
-    others = [name for name in names if name != baseline]
+    cells = _cells(values)
+    empty = SetRuns(np.array([], dtype=np.int64), np.array([]), np.array([], dtype=np.int64))
+    base = cells.get(baseline, empty)
+    others = [name for name in cells if name != baseline]
+    ranks = _ranks(cells, settings)
     rows, diffs = {}, {}
-    for name, cell in values.groupby("target_set", sort=False):
-        own = cell["value"].to_numpy(dtype=float)
+    for name, cell in cells.items():
         if name == baseline:
-            row = {**_mean_stats(own, settings.confidence), "n_pairs": len(own), "diff": 0.0,
-                   "test_note": "baseline", "testable": False}
+            row = {**_mean_stats(cell.values, settings.confidence), "n_pairs": len(cell.values),
+                   "diff": 0.0, "test_note": "baseline", "testable": False}
         else:
-            pairs = _pairs(cell[["seed", "value", "run"]], base)
+            pairs = _pairs(cell, base)
             row = _seed_row(pairs, settings)
             d = _per_example(pairs, correct)
             if d is not None:
                 row.update(_mcnemar(pairs, d, settings.alpha))
-            diffs[name] = paired_difference(
-                name, (pairs["value"] - pairs["value_base"]).to_numpy(dtype=float), d)
-        rows[name] = {**row, "target_set": name, "n": len(own),
-                      "mean_unpaired": float(own.mean()) if len(own) else math.nan,
+            diffs[name] = paired_difference(name, pairs.diffs, d)
+            row["rank_tests_can_reach_alpha"] = rank_tests_can_reach(
+                len(pairs.seeds), len(others), settings.alpha)
+        rows[name] = {**row, **ranks[name], "target_set": name, "n": len(cell.values),
+                      "mean_unpaired": float(cell.values.mean()) if len(cell.values) else math.nan,
                       "baseline": baseline}
     results = family_test([diffs[name] for name in others], settings.alpha)
     for name, result in zip(others, results):
         rows[name].update(_family_columns(diffs[name], result, len(others), settings))
-    table = pd.DataFrame([rows[name] for name in names]).reindex(columns=list(COLUMNS))
-    table = table.drop(columns=["n_common", "mean_common", "rank", "rank_tied"]).merge(
-        _ranks(values, names, settings), on="target_set", how="left")
-    is_other = table["target_set"].ne(baseline)
-    reach = table["n_pairs"].map(lambda k: rank_tests_can_reach(
-        int(k) if pd.notna(k) else 0, len(others), settings.alpha))
-    table["rank_tests_can_reach_alpha"] = reach.where(is_other, pd.NA)
     for column in RANK_PVALUES:  # the family: every non-baseline target set, untestable ones too
-        table[f"{column}_holm"] = np.nan
-        if is_other.any():
-            table.loc[is_other, f"{column}_holm"] = stats.holm_family(
-                table.loc[is_other, column].to_numpy(dtype=float))
-    table["significant"] = table["resolved"].fillna(False).astype(bool) & is_other
-    table["resolved"] = table["significant"]
-    return table.reindex(columns=list(COLUMNS))
+        adjusted = stats.holm_family([rows[name][column] for name in others])
+        for name, p in zip(others, adjusted):
+            rows[name][f"{column}_holm"] = p
+    for name in others:
+        rows[name]["significant"] = rows[name]["resolved"] = bool(rows[name]["resolved"])
+    return pd.DataFrame([rows[name] for name in cells], columns=list(COLUMNS))

@@ -10,13 +10,12 @@ given difference needs (planning.py applies them at the family level).
 
 import functools
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from itertools import product
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 WILCOXON_MIN_PAIRS = 6  # smallest exact two-sided signed-rank p is 2 / 2**n: 0.031 at n = 6
 SIGNFLIP_EXACT_MAX = 16  # up to 2**16 sign patterns enumerated; above that, sampled
@@ -50,7 +49,7 @@ def t_half_width(std: Any, n: Any, confidence: float) -> Any:
     """Half-width of the Student-t interval of a mean; NaN for n < 2."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf((1 + confidence) / 2, np.where(n >= 2, n - 1, np.nan))
+        q = special.stdtrit(np.where(n >= 2, n - 1, np.nan), (1 + confidence) / 2)
         return q * np.asarray(std, dtype=float) / np.sqrt(n)
 
 
@@ -82,44 +81,33 @@ def signflip_p(diffs: np.ndarray, *, samples: int = 20_000, seed: int = 0) -> fl
     return (hits + 1) / (samples + 1)
 
 
-def seed_tests(diffs: np.ndarray, confidence: float) -> dict[str, Any]:
-    """Paired statistics of per-seed differences (candidate − baseline).
-
-    Identical results on every seed are a tie: p = 1 for every test. Differences with no
-    spread that are not all zero, or fewer than 2 pairs, are not testable by t: p_ttest is
-    NaN and `test_note` says why (the sign-flip and Wilcoxon p stay exact and > 0)."""
+def rank_tests(diffs: np.ndarray) -> dict[str, Any]:
+    """Sign-flip and Wilcoxon p of per-seed differences (candidate − baseline), shown beside
+    the family's t-test. Identical results on every seed: p = 1. Wilcoxon only from
+    WILCOXON_MIN_PAIRS pairs, below which it cannot reach 0.05 (NaN)."""
     d = np.asarray(diffs, dtype=float)
     n = len(d)
     out: dict[str, Any] = {
-        "n_pairs": n, "diff": float(d.mean()) if n else math.nan,
-        "diff_std": float(d.std(ddof=1)) if n >= 2 else math.nan,
-        "diff_t_low": math.nan, "diff_t_high": math.nan, "p_ttest": math.nan,
-        "p_wilcoxon": math.nan, "p_signflip": signflip_p(d) if n else math.nan,
-        "testable": False, "test_note": "",
-    }
-    if n < 2:
-        out["test_note"] = f"not testable: {n} paired seed{'s' if n != 1 else ''}"
-        return out
-    if not np.any(d):
-        out.update(diff_t_low=0.0, diff_t_high=0.0, p_ttest=1.0, p_wilcoxon=1.0, diff_std=0.0,
-                   testable=True, test_note="tie: identical to the baseline on every seed")
-        return out
-    if is_constant(d):
-        out.update(diff_std=0.0, test_note="not testable by t: the paired differences are "
-                   "the same on every seed (zero variance)")
-    else:
-        half = float(t_half_width(d.std(ddof=1), n, confidence))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out.update(diff_t_low=out["diff"] - half, diff_t_high=out["diff"] + half,
-                       p_ttest=float(stats.ttest_1samp(d, 0.0).pvalue), testable=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
-    except ValueError:  # e.g. every difference zero after dropping ties
-        pass
+        "n_pairs": n, "diff_std": float(d.std(ddof=1)) if n >= 2 else math.nan,
+        "p_signflip": signflip_p(d) if n else math.nan, "p_wilcoxon": math.nan}
+    if n >= 2 and not np.any(d):
+        out.update(p_wilcoxon=1.0, diff_std=0.0)
+    elif n >= 2 and is_constant(d):
+        out["diff_std"] = 0.0
+    if n >= WILCOXON_MIN_PAIRS and np.any(d):
+        out["p_wilcoxon"] = signed_rank_p(d)
     return out
+
+
+def signed_rank_p(diffs: np.ndarray) -> float:
+    """Two-sided exact Wilcoxon signed-rank p (zeros dropped, tied |d| at their average
+    rank): the sign-flip test of the signed ranks, whose sum is the statistic up to a
+    constant."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[d != 0]
+    if not len(d):
+        return 1.0
+    return signflip_p(np.sign(d) * stats.rankdata(np.abs(d)))
 
 
 def wilcoxon_note(n_pairs: int, alpha: float = 0.05) -> str:
@@ -135,11 +123,11 @@ def wilcoxon_note(n_pairs: int, alpha: float = 0.05) -> str:
 def t_power(ncp: float, df: int, alpha: float) -> float:
     """Power of a two-sided t-test at level alpha with df degrees of freedom when the true
     standardized difference (mean / SE) is `ncp`."""
-    crit = stats.t.ppf(1 - alpha / 2, df)
+    crit = special.stdtrit(df, 1 - alpha / 2)
     # P(|Z + ncp| > crit * S) with S = sqrt(chi2_df / df), averaged over quantiles of S:
     # scipy's noncentral t returns NaN far in its tail, which small df reaches.
     scale = _chi_scale(df)
-    return float(np.mean(stats.norm.sf(crit * scale - ncp) + stats.norm.cdf(-crit * scale - ncp)))
+    return float(np.mean(special.ndtr(ncp - crit * scale) + special.ndtr(-crit * scale - ncp)))
 
 
 def paired_t_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
