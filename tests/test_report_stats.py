@@ -258,3 +258,82 @@ def test_records_written_twice_supersede_the_older(tmp_path):
     assert json.loads((tmp_path / "cell" / "result.json").read_text())["metrics"][
         "test/accuracy"] == frames.runs["test/accuracy"].iloc[0]
     assert isinstance(frames.superseded, pd.DataFrame)
+
+
+def _write(root, name, seed, accuracy, *, lr=None, status="completed", val=None, size=0, index=0):
+    rng = np.random.default_rng(index)
+    record = make_record(model="m", task="t", target_set=name, budget="reference", scale=1.0,
+                         seed=seed, accuracy=accuracy, history_points=3, index=index, rng=rng,
+                         status=status, lr=lr, test_size=size, val_size=size // 4)
+    folder = root / f"{name}-{lr}-{seed}"
+    write_record(folder, record)
+    if val is not None and status == "completed":  # an exact validation value
+        path = folder / "result.json"
+        data = json.loads(path.read_text())
+        data["metrics"]["val/accuracy"] = val
+        path.write_text(json.dumps(data))
+
+
+def test_exact_cancellations_give_a_report_not_a_crash(tmp_path):
+    base = np.array([1600, 1580, 1620, 1590, 1610])
+    for s, (b, d) in enumerate(zip(base, (9, 51, 33, -74, -19))):
+        _write(tmp_path, "qv", s, b / 2000, size=2000, index=2 * s)
+        _write(tmp_path, "q", s, (b + d) / 2000, size=2000, index=2 * s + 1)
+    loaded, runs = load(tmp_path)
+    summary = summarize(runs, loaded=loaded)
+    q = summary.set_index("target_set").loc["q"]
+    assert abs(q["diff"]) < 1e-12 and not q["resolved"]
+    assert pd.isna(q["seeds_needed_observed"]) and "0" in q["seeds_needed_observed_note"]
+    (verdict,) = verdicts(summary)
+    assert "q vs qv" in verdict.text and "nan" not in verdict.text
+
+
+def test_a_set_with_a_diverged_seed_is_not_best_over_a_baseline_it_trails(tmp_path):
+    qv = [0.80, 0.81, 0.82, 0.79, 0.70]  # seed 4 is the baseline's worst
+    for s, acc in enumerate(qv):
+        _write(tmp_path, "qv", s, acc, index=2 * s)
+        _write(tmp_path, "all", s, acc - 0.014, index=2 * s + 1,
+               status="diverged" if s == 4 else "completed")
+    loaded, runs = load(tmp_path)
+    summary = summarize(runs, loaded=loaded)
+    rows = summary.set_index("target_set")
+    assert rows.loc["all", "mean_unpaired"] > rows.loc["qv", "mean_unpaired"]  # the trap
+    assert rows.loc["qv", "rank"] == 1 and rows.loc["all", "rank"] == 2
+    assert rows.loc["qv", "n_common"] == 4
+    (verdict,) = verdicts(summary)
+    best = verdict.text.split("Resolved against")[0]
+    assert "all has the highest" not in best and "Best on test/accuracy: all" not in best
+    assert "qv" in best
+
+
+def test_tuning_never_picks_a_value_most_of_whose_seeds_diverged(tmp_path):
+    for s in range(5):
+        _write(tmp_path, "qv", s, 0.80, lr=1e-3, val=0.80 + 0.001 * s, index=100 + s)
+        _write(tmp_path, "q", s, 0.78, lr=1e-3, val=0.78, index=200 + s)
+        # lr 1e-2: four seeds diverge, the lucky survivor has the best validation of all
+        _write(tmp_path, "q", s, 0.85, lr=1e-2, val=0.86, index=300 + s,
+               status="completed" if s == 0 else "diverged")
+        _write(tmp_path, "q", s, 0.70, lr=1e-4, val=0.70, index=400 + s)
+    loaded, runs = load(tmp_path)
+    frame = tuned_frame(runs, loaded=loaded)
+    tuned = frame.set_index("target_set")
+    assert tuned.loc["q", "train.lr"] == 1e-3
+    assert tuned.loc["q", "val_seeds"] == 5 and tuned.loc["q", "n_lost"] == 0
+    (verdict,) = verdicts(summarize(runs, loaded=loaded).query("variant == 'train.lr=0.001'"),
+                          frame)
+    assert "selection bias" in verdict.text and "q at train.lr 0.001 (n 5)" in verdict.text
+
+
+def test_exact_validation_ties_go_to_the_interior_and_are_said(tmp_path):
+    for lr in (1e-4, 1e-3, 1e-2):
+        for s in range(3):
+            _write(tmp_path, "qv", s, 0.8, lr=lr, val=0.8 if lr != 1e-4 else 0.79,
+                   index=int(lr * 1e5) + s)
+            _write(tmp_path, "q", s, 0.8, lr=lr, val=0.75, index=int(lr * 1e5) + 10 + s)
+    loaded, runs = load(tmp_path)
+    tuned = tuned_frame(runs, loaded=loaded).set_index("target_set")
+    assert tuned.loc["q", "train.lr"] == 1e-3 and not tuned.loc["q", "edge_of_grid"]
+    assert "tied on validation" in tuned.loc["q", "tie_note"]
+    # qv ties at 1e-3 and 1e-2: the more interior of the two
+    assert tuned.loc["qv", "train.lr"] == 1e-3
+    assert "0.001" in tuned.loc["qv", "tie_note"] and "0.01" in tuned.loc["qv", "tie_note"]

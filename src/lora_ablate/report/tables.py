@@ -126,8 +126,10 @@ def _diff_cell(row: Mapping[str, Any]) -> Cell:
 
 
 def _level_cell(row: Mapping[str, Any]) -> Cell:
-    level = row.get("diff_ci_level")
-    return Cell("–" if level is None or pd.isna(level) else f"{100 * level:.2f}%")
+    level, low = row.get("diff_ci_level"), row.get("diff_ci_low")
+    if level is None or pd.isna(level) or low is None or pd.isna(low):
+        return Cell("–")
+    return Cell(f"{100 * level:.2f}%")
 
 
 def _mcnemar_cell(row: Mapping[str, Any]) -> Cell:

@@ -97,6 +97,9 @@ def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "B
     k = int(top["n_common"].iloc[0])
     over = f"over the {k} seeds all target sets share" if k > 1 else \
         "on the one seed all target sets share (no interval)"
+    if len(rows) == 1:
+        return (f"Only {_safe(top['target_set'].iloc[0])} ran in this group (mean "
+                f"{top['mean_common'].iloc[0]:.3f} {over.replace(' all target sets share', '')}).")
     if len(top) > 1:
         return (f"{what} on {metric}: a tie between {_names(top['target_set'])} (mean "
                 f"{top['mean_common'].iloc[0]:.3f} {over}).")
@@ -179,10 +182,11 @@ def group_verdict(key: Sequence[Any], rows: pd.DataFrame, *, tuned: pd.DataFrame
     parts = [best_sentence(rows, metric, baseline)]
     resolved = others[others["resolved"].fillna(False).astype(bool)]
     open_ = others[~others["resolved"].fillna(False).astype(bool)]
-    parts.append("Resolved against the baseline (Holm over the group's "
-                 f"{len(others)} comparisons): "
-                 + ("; ".join(comparison(r, confidence) for r in resolved.itertuples(index=False))
-                    or "none") + ".")
+    if len(others):
+        parts.append("Resolved against the baseline (Holm over the group's "
+                     f"{len(others)} comparisons): "
+                     + ("; ".join(comparison(r, confidence)
+                                  for r in resolved.itertuples(index=False)) or "none") + ".")
     if len(open_):
         parts.append("Not resolved: " + "; ".join(
             _unresolved(r, confidence, effect) for r in open_.itertuples(index=False)) + ".")
