@@ -119,6 +119,7 @@ class Tally:
     covered_per_comparison: int = 0
     detected: np.ndarray | None = None
     seeds_used: int = 0
+    runs: int = 0
 
     def add(self, results: list[FamilyResult]) -> None:
         self.sweeps += 1
@@ -135,6 +136,12 @@ class Tally:
                                                 <= r.ci_high_per_comparison)
         self.detected = resolved.astype(int) + (0 if self.detected is None else self.detected)
         self.seeds_used += sum(r.n_seeds for r in results)
+        # runs: every set (and the baseline) at the first stage's seeds, then the continued
+        # sets and the baseline up to the maximum
+        seeds = [r.n_seeds for r in results]
+        first, most = min(seeds), max(seeds)
+        more = sum(n > first for n in seeds)
+        self.runs += (len(results) + 1) * first + (more + (more > 0)) * (most - first)
 
     @property
     def fwer(self) -> float:

@@ -42,13 +42,18 @@ INTERACTION = 0.5
 @functools.lru_cache(maxsize=None)
 def tallies(name: str) -> dict[str, Tally]:
     """Each scenario's sweeps, run once per session through the fixed and staged designs."""
-    rng = np.random.default_rng({"null": 1, "null_interaction": 2, "effect_sd3": 3}[name])
+    rng = np.random.default_rng({"null": 1, "null_interaction": 2, "effect_sd3": 3,
+                                 "effect_sd1": 4}[name])
     if name == "null":
         scenario, total = Scenario(NULL, seed_sd=2.0, seeds=5, examples=1000), NULL_SWEEPS
     elif name == "null_interaction":
         scenario = Scenario(NULL, seed_sd=2.0, interaction=INTERACTION, seeds=DESIGN.max_seeds,
                             examples=1000)
         total = NULL_SWEEPS
+    elif name == "effect_sd1":  # the spread of 300-step training (issue 18: sd 1.1 points)
+        scenario = Scenario(EFFECT, seed_sd=1.1 / np.sqrt(2), interaction=INTERACTION,
+                            seeds=DESIGN.max_seeds)
+        total = POWER_SWEEPS // 2
     elif name == "effect_sd3":
         scenario = Scenario(EFFECT, seed_sd=3 / np.sqrt(2), interaction=INTERACTION,
                             seeds=DESIGN.max_seeds)
@@ -71,7 +76,8 @@ def report(name: str, design: str, tally: Tally) -> None:
           f"{tally.fwer:.3f}, coverage {tally.coverage:.3f} (printed) "
           f"{tally.coverage_per_comparison:.3f} (per comparison), "
           f"power of the first comparison {tally.power(0):.3f}, "
-          f"mean seeds per comparison {tally.seeds_used / tally.sweeps / CANDIDATES:.1f}")
+          f"mean seeds per comparison {tally.seeds_used / tally.sweeps / CANDIDATES:.1f}, "
+          f"mean runs {tally.runs / tally.sweeps:.1f}")
 
 
 @pytest.mark.parametrize("name, design", [("null", "fixed"), ("null_interaction", "fixed"),
@@ -93,6 +99,16 @@ def test_power_for_five_points_at_seed_sd_three_under_the_staged_design():
     assert staged_tally.fwer <= upper(0.05, staged_tally.sweeps)
     # five seeds alone cannot: the reason for the staged design
     assert results["fixed"].power(0) < 0.5
+
+
+def test_power_at_the_spread_of_longer_training():
+    results = tallies("effect_sd1")
+    print(f"per-seed difference sd of the effect comparison: {results['seed_sd']:.2f} points")
+    for design in ("fixed", "staged"):
+        report("effect_sd1", design, results[design])
+    staged_tally = results["staged"]
+    assert staged_tally.power(0) >= 0.90 - 2.58 * np.sqrt(0.09 / staged_tally.sweeps)
+    assert staged_tally.power(0) >= results["fixed"].power(0)
 
 
 @pytest.mark.parametrize("name", ["null_interaction", "effect_sd3"])
@@ -196,7 +212,7 @@ def test_no_exceptions_on_awkward_groups():
 
 
 if __name__ == "__main__":
-    for scenario in ("null", "null_interaction", "effect_sd3"):
+    for scenario in ("null", "null_interaction", "effect_sd1", "effect_sd3"):
         results = tallies(scenario)
         for design in ("fixed", "staged"):
             if results[design].sweeps:
