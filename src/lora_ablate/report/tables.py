@@ -1,5 +1,6 @@
-"""Summary frames -> display tables (cells of text with bold/† marks) and their Markdown
-and LaTeX forms; report.html draws the same tables from its Jinja2 template.
+"""Summary frames -> display tables (cells of text with bold/† marks): the summary and
+tuned tables per group and the LoRA paper's Table 5. Their Markdown and LaTeX forms are in
+table_text.py (re-exported here), the display primitives in cells.py.
 
 The summary's columns come from aggregate.py and grow over time, so tables are built from
 a column -> header map: known columns get a header and a format (some are combined, e.g.
@@ -10,69 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lora_ablate.report.aggregate import GROUP, target_order
-from lora_ablate.report.escape import md_escape, tex_escape
+from lora_ablate.report.cells import MARK, Cell, Table, first_present, flag, num, plain, pvalue
+from lora_ablate.report.table_text import frame_table, md_table, tables_md, tex_table
 
-MARK = "†"
+__all__ = ["MARK", "Cell", "Table", "flag", "frame_table", "legend", "md_table", "num",
+           "plain", "pvalue", "summary_tables", "table5_frame", "table5_tables", "tables_md",
+           "tex_table", "tuned_tables"]
 RANK_TESTS = ("p_signflip_holm", "p_wilcoxon_holm")
-
-
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    bold: bool = False  # highest mean of its group over the seeds all its target sets share
-    mark: bool = False  # resolved against the baseline (family procedure)
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Cell, ...], ...]
-    text_columns: int = 1  # leading columns aligned left; the rest are numbers, aligned right
-    caption: str = ""  # under the table: what its intervals cover
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def num(x: Any, fmt: str = ".3f") -> str:
-    if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    try:
-        return format(x, fmt)
-    except (TypeError, ValueError):
-        return str(x)
-
-
-def pvalue(x: Any) -> str:
-    return "–" if pd.isna(x) else "<0.001" if x < 0.001 else f"{x:.3f}"
-
-
-def flag(value: Any) -> bool:
-    return False if value is None or pd.isna(value) else bool(value)
-
-
-def plain(value: Any) -> str:
-    """Any other value: floats to 4 significant digits, missing as –."""
-    if value is None or value is pd.NA:
-        return "–"
-    if isinstance(value, (float, np.floating)):
-        return "–" if np.isnan(value) else format(float(value), ".4g")
-    return str(value)
-
-
-def _first(row: Mapping[str, Any], *names: str) -> Any:
-    """The first of `names` the row has with a value."""
-    for name in names:
-        value = row.get(name)
-        if value is not None and not (isinstance(value, float) and np.isnan(value)) \
-                and value is not pd.NA:
-            return value
-    return None
 
 
 def interval_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
@@ -117,7 +65,7 @@ def _diff_cell(row: Mapping[str, Any]) -> Cell:
     diff = row.get("diff")
     if row.get("target_set") == row.get("baseline"):
         return Cell("baseline")
-    low, high = _first(row, "diff_ci_low"), _first(row, "diff_ci_high")
+    low, high = first_present(row, "diff_ci_low"), first_present(row, "diff_ci_high")
     if pd.isna(diff):
         return Cell("–")
     if low is None or high is None:
@@ -169,7 +117,7 @@ def _yes_no(name: str) -> Callable[[Mapping[str, Any]], Cell]:
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("target set", ("target_set",), _text("target_set"), text=True),
     Column("runs", ("seeds_status", "status_note"),
-           lambda r: Cell(plain(_first(r, "seeds_status", "status_note") or "–")),
+           lambda r: Cell(plain(first_present(r, "seeds_status", "status_note") or "–")),
            text=True, aliases=2),
     Column("LoRA rank", ("lora_rank",), _text("lora_rank")),
     Column("# params", ("lora_params",), _fmt("lora_params", ",.0f")),
@@ -178,13 +126,13 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("mean ± CI", ("mean", "ci_half", "ci_low", "ci_high", "rank", "significant"),
            _mean_cell),
     Column("unpaired mean", ("mean_unpaired", "unpaired_mean"),
-           lambda r: Cell(num(_first(r, "mean_unpaired", "unpaired_mean"))), aliases=2),
+           lambda r: Cell(num(first_present(r, "mean_unpaired", "unpaired_mean"))), aliases=2),
     Column("Δ vs baseline [interval]", ("diff", "diff_ci_low", "diff_ci_high", "resolved"),
            _diff_cell),
     Column("interval level", ("diff_ci_level",), _level_cell),
     Column("Δ interval covers", ("diff_ci_covers",), _text("diff_ci_covers"), text=True),
     Column("p (t, Holm)", ("p_ttest_holm", "p_holm"),
-           lambda r: Cell(pvalue(_first(r, "p_ttest_holm", "p_holm"))), aliases=2),
+           lambda r: Cell(pvalue(first_present(r, "p_ttest_holm", "p_holm"))), aliases=2),
     Column("p (sign-flip, Holm)", ("p_signflip_holm",), _p("p_signflip_holm")),
     Column("p (Wilcoxon, Holm)", ("p_wilcoxon_holm",), _p("p_wilcoxon_holm")),
     Column("testable", ("testable",), _yes_no("testable")),
@@ -392,56 +340,3 @@ def table5_frame(summary: pd.DataFrame) -> pd.DataFrame:
     table = table.assign(_o=target_order(table["target_set"])).sort_values(
         [*index[:-1], "_o"], kind="stable")
     return table.drop(columns="_o").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- any frame as a table
-
-
-def frame_table(title: str, frame: pd.DataFrame, headers: Mapping[str, str] | None = None,
-                caption: str = "") -> Table:
-    """A frame shown as it is (lists of runs, missing cells, tuned results): a header per
-    column from `headers`, its own name otherwise."""
-    headers = headers or {}
-    rows = tuple(tuple(Cell(plain(v) if not (isinstance(v, str) and v == "") else "")
-                       for v in r) for r in frame.itertuples(index=False))
-    return Table(title, tuple(headers.get(str(c), str(c)) for c in frame.columns), rows,
-                 text_columns=len(frame.columns), caption=caption)
-
-
-# ---------------------------------------------------------------- Markdown and LaTeX
-
-
-def md_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = md_escape(c.text)
-        return (f"**{text}**" if c.bold else text) + (f" {MARK}" if c.mark else "")
-
-    align = [":---" if i < table.text_columns else "---:" for i in range(len(table.columns))]
-    lines = [f"**{md_escape(table.title)}**", "",
-             "| " + " | ".join(md_escape(c) for c in table.columns) + " |",
-             "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
-    if table.caption:
-        lines += ["", f"*{md_escape(table.caption)}*"]
-    return "\n".join(lines) + "\n"
-
-
-def tex_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = tex_escape(" ".join(c.text.split()))
-        return (rf"\textbf{{{text}}}" if c.bold else text) + (r"$^\dagger$" if c.mark else "")
-
-    spec = "".join("l" if i < table.text_columns else "r" for i in range(len(table.columns)))
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex_escape(table.title)}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if table.caption:
-        lines.append(rf"\par\smallskip{{\footnotesize {tex_escape(table.caption)}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def tables_md(tables: Sequence[Table]) -> str:
-    return "\n".join(map(md_table, tables))
