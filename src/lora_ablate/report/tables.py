@@ -142,7 +142,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("MDE (family level)", ("mde",), _fmt("mde", ".3f")),
     Column("seeds for observed Δ", ("seeds_needed_observed", "seeds_needed_observed_note"),
            _seeds_cell("seeds_needed_observed", "seeds_needed_observed_note"), aliases=2),
-    Column("seeds for effect", ("seeds_needed", "seeds_needed_note"),
+    Column("seeds for report.effect", ("seeds_needed", "seeds_needed_note"),
            _seeds_cell("seeds_needed", "seeds_needed_note"), aliases=2),
     Column("rank", ("rank",), _fmt("rank", ".0f")),
     Column("note", ("test_note", "baseline_note"),
