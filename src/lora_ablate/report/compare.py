@@ -207,6 +207,6 @@ def compare_group(values: pd.DataFrame, baseline: str,
         adjusted = stats.holm_family([rows[name][column] for name in others])
         for name, p in zip(others, adjusted):
             rows[name][f"{column}_holm"] = p
-    for name in others:
-        rows[name]["significant"] = rows[name]["resolved"] = bool(rows[name]["resolved"])
+    for name in cells:  # the baseline is never resolved against itself
+        rows[name]["significant"] = rows[name]["resolved"] = bool(rows[name].get("resolved"))
     return pd.DataFrame([rows[name] for name in cells], columns=list(COLUMNS))
