@@ -46,17 +46,12 @@ def test_means_draw_seeds_and_no_bar_for_a_single_seed():
     assert len(dots[0].get_offsets()) == 4
 
 
-def test_differences_use_the_bootstrap_interval_when_present():
+def test_differences_draw_the_family_interval():
     rows = [{"target_set": "qv", "n": 3, "n_pairs": 3, "mean": .8, "diff": np.nan},
             {"target_set": "q", "n": 3, "n_pairs": 3, "mean": .9, "diff": 0.10,
-             "diff_ci_low": 0.05, "diff_ci_high": 0.15, "boot_ci_low": 0.08,
-             "boot_ci_high": 0.12, "significant": True}]
+             "diff_ci_low": 0.05, "diff_ci_high": 0.15, "diff_ci_low_per_comparison": 0.08,
+             "diff_ci_high_per_comparison": 0.12, "significant": True}]
     (fig,) = difference_figures(summary(rows))
-    segs = [seg for c in errorbars(fig.axes[0]) for lines in c.lines[2]
-            for seg in lines.get_segments()]
-    assert [tuple(np.round(s[:, 0], 6)) for s in segs] == [(0.08, 0.12)]
-    (fig,) = difference_figures(summary([{**r, "boot_ci_low": np.nan, "boot_ci_high": np.nan}
-                                         for r in rows]))
     segs = [seg for c in errorbars(fig.axes[0]) for lines in c.lines[2]
             for seg in lines.get_segments()]
     assert [tuple(np.round(s[:, 0], 6)) for s in segs] == [(0.05, 0.15)]

@@ -1,5 +1,5 @@
 """The report's statistics on synthetic sweeps whose true effects are known: untestable
-constant differences, the Holm family, the hierarchical bootstrap, seed status, power,
+constant differences, the Holm family, the family procedure's SE, seed status, power,
 manifest, tuning and the verdict's numbers (checked against independent recomputation)."""
 
 import json
@@ -59,6 +59,12 @@ def test_signflip_p_is_exact_against_enumeration():
     assert stats.signflip_p(np.full(5, 0.01)) == pytest.approx(2 / 32)
 
 
+def test_signed_rank_p_is_the_exact_wilcoxon_p():
+    d = np.array([0.3, -0.1, 0.2, 0.25, 0.05, 0.4, -0.15])
+    assert stats.signed_rank_p(d) == pytest.approx(sps.wilcoxon(d, method="exact").pvalue)
+    assert stats.signed_rank_p(np.zeros(6)) == 1.0
+
+
 def test_holm_family_counts_ties_and_untestable_members():
     # three members; the second untestable: it counts as p = 1 and stays NaN
     out = stats.holm_family([0.01, math.nan, 0.04])
@@ -89,7 +95,7 @@ def _truth_diff(loaded, runs, name, base="qv"):
     return np.stack([by[name, s] - by[base, s] for s in seeds])
 
 
-def test_hierarchical_bootstrap_covers_seeds_and_examples(tmp_path):
+def test_difference_se_holds_seeds_and_the_set_by_example_term(tmp_path):
     write_fake_sweep(tmp_path, target_sets=("qv", "all", "k"), seeds=range(5),
                      effects={"all": 0.04}, noise=0.01, test_size=1000, val_size=200)
     loaded, runs = load(tmp_path)
@@ -97,32 +103,28 @@ def test_hierarchical_bootstrap_covers_seeds_and_examples(tmp_path):
     for name in ("all", "k"):
         row, d = rows.loc[name], _truth_diff(loaded, runs, name)
         assert row["diff"] == pytest.approx(d.mean(), abs=1e-9)  # predictions = metric
-        assert row["diff_ci_low"] < row["diff"] < row["diff_ci_high"]
+        n, m = d.shape
+        per_seed, cols = d.mean(axis=1), d.mean(axis=0)
+        mse = np.sum((d - per_seed[:, None] - cols + d.mean()) ** 2) / ((n - 1) * (m - 1))
+        se = math.sqrt(per_seed.var(ddof=1) / n + max(0, cols.var(ddof=1) - mse / n) / m)
+        assert row["diff_se"] == pytest.approx(se)
+        assert row["p_ttest"] == pytest.approx(2 * sps.t.sf(abs(d.mean()) / se, n - 1))
+        half = sps.t.ppf(1 - (1 - row["diff_ci_level"]) / 2, n - 1) * se
+        assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(
+            (d.mean() - half, d.mean() + half))
         assert row["diff_ci_covers"] == "seeds+test examples"
-        # wider than the seeds-only bootstrap of the same differences (examples add variance)
-        per_seed = d.mean(axis=1)
-        boots = np.random.default_rng(1).choice(per_seed, (4000, len(per_seed))).mean(axis=1)
-        seeds_only = np.quantile(boots, [0.025, 0.975])
-        assert row["diff_ci_high"] - row["diff_ci_low"] > seeds_only[1] - seeds_only[0]
+        half95 = sps.t.ppf(0.975, n - 1) * se
+        assert row["diff_ci_low_per_comparison"] == pytest.approx(d.mean() - half95)
         wins, losses = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
         expected = [sps.binomtest(int(w), int(w + l), 0.5).pvalue for w, l in zip(wins, losses)]
         got = [float(x.split(":")[1]) for x in row["p_mcnemar_by_seed"].split()]
         assert got == pytest.approx(expected, rel=1e-2)
+        significant = np.array(expected) < 0.05
+        assert row["mcnemar_seeds_better"] == int((significant & (wins > losses)).sum())
+        assert row["mcnemar_seeds_worse"] == int((significant & (wins < losses)).sum())
     assert rows.loc["all", "diff_ci_low"] > 0 and rows.loc["all", "resolved"]
+    assert rows.loc["all", "mcnemar_seeds_worse"] == 0
     assert rows.loc["k", "diff_ci_low"] < 0 < rows.loc["k", "diff_ci_high"]
-
-
-def test_bootstrap_interval_matches_a_direct_resampling_loop():
-    rng = np.random.default_rng(5)
-    d = rng.choice([-1, 0, 0, 0, 1], size=(4, 300), p=[0.1, 0.25, 0.25, 0.25, 0.15])
-    low, high = stats.hierarchical_bootstrap(d, resamples=3000, seed=2, expand=False)
-    slow = []
-    for _ in range(3000):
-        s = rng.integers(0, 4, 4)
-        e = rng.integers(0, 300, 300)
-        slow.append(d[np.ix_(s, e)].mean())
-    ref = np.quantile(slow, [0.025, 0.975])
-    assert low == pytest.approx(ref[0], abs=0.006) and high == pytest.approx(ref[1], abs=0.006)
 
 
 def test_seed_status_paired_mean_and_collapsed_runs(tmp_path):
@@ -209,14 +211,14 @@ def test_tuned_choice_is_the_argmax_of_mean_validation_metric(tmp_path):
 
 NUMBER = r"[+-]?\d+\.\d{3}|<0\.001|n/a"
 COMPARISON = re.compile(
-    rf"(\w+) vs (\w+): ({NUMBER}) \(95% interval ({NUMBER}) to ({NUMBER}), over ([a-z+ ]+); "
-    rf"Holm p ({NUMBER}); (\d+) paired seeds\)(?:, at the observed spread about (\d+) paired "
-    rf"seeds would resolve a difference of 0\.01 \(detectable now: ({NUMBER})\))?")
+    rf"(\w+) vs (\w+): ({NUMBER}) \(interval ({NUMBER}) to ({NUMBER}) at (\d+\.\d\d)%, over "
+    rf"([a-z+ ]+); Holm p ({NUMBER}); (\d+) paired seeds\)(?:, about (\d+) paired seeds would "
+    rf"resolve the observed difference at the family level)?")
 
 
 def test_verdict_numbers_come_from_the_summary(tmp_path):
     write_fake_sweep(tmp_path, target_sets=("qv", "q", "k", "all"), seeds=range(5),
-                     effects={"all": 0.05, "q": -0.002}, noise=0.01, fail_rate=0.1,
+                     effects={"all": 0.08, "q": -0.002}, noise=0.01, fail_rate=0.1,
                      test_size=500, val_size=100)
     loaded, runs = load(tmp_path)
     summary = summarize(runs, loaded=loaded)
@@ -225,18 +227,20 @@ def test_verdict_numbers_come_from_the_summary(tmp_path):
     found = COMPARISON.findall(verdict.text)
     assert {f[0] for f in found} == {"q", "k", "all"}
     p = lambda x: "<0.001" if x < 0.001 else f"{x:.3f}"  # noqa: E731
-    for name, base, diff, low, high, covers, holm_p, pairs, need, mde in found:
+    for name, base, diff, low, high, level, covers, holm_p, pairs, need in found:
         row = rows.loc[name]
         assert base == "qv" and diff == f"{row['diff']:+.3f}"
         assert (low, high) == (f"{row['diff_ci_low']:+.3f}", f"{row['diff_ci_high']:+.3f}")
+        assert level == f"{100 * row['diff_ci_level']:.2f}"
         assert covers == row["diff_ci_covers"] and holm_p == p(row["p_ttest_holm"])
         assert int(pairs) == row["n_pairs"]
         if need:
-            assert int(need) == row["seeds_needed"] and mde == f"{row['mde']:.3f}"
+            assert int(need) == row["seeds_needed_observed"] and not row["resolved"]
+            assert int(need) > row["n_pairs"]
     assert "Resolved against the baseline" in verdict.text and "all vs qv" in verdict.text.split(
         "Not resolved")[0]
-    best = rows[rows["rank"].eq(1)].index[0]
-    assert f"Best on test/accuracy: {best}, mean {rows.loc[best, 'mean']:.3f}" in verdict.text
+    top = rows[rows["rank"].eq(1)].index[0]
+    assert f"{top}, mean {rows.loc[top, 'mean_common']:.3f} over the" in verdict.text
     assert "one task only" in verdict.text
     assert not set("*|`[]") & set(verdict.text)
 
@@ -256,21 +260,80 @@ def test_records_written_twice_supersede_the_older(tmp_path):
     assert isinstance(frames.superseded, pd.DataFrame)
 
 
-def test_small_sample_expansion_is_sqrt_n_over_n_minus_1_times_t_over_z():
-    # t_{4, 0.975} = 2.776445, z_{0.975} = 1.959964 (tables); √(5/4) = 1.118034
-    assert stats.small_sample_expansion(5, 0.95) == pytest.approx(1.118034 * 2.776445 / 1.959964, rel=1e-5)
-    assert stats.small_sample_expansion(1, 0.95) == 1.0
-    assert stats.small_sample_expansion(200, 0.95) == pytest.approx(1.0, abs=0.01)
+def _write(root, name, seed, accuracy, *, lr=None, status="completed", val=None, size=0, index=0):
+    rng = np.random.default_rng(index)
+    record = make_record(model="m", task="t", target_set=name, budget="reference", scale=1.0,
+                         seed=seed, accuracy=accuracy, history_points=3, index=index, rng=rng,
+                         status=status, lr=lr, test_size=size, val_size=size // 4)
+    folder = root / f"{name}-{lr}-{seed}"
+    write_record(folder, record)
+    if val is not None and status == "completed":  # an exact validation value
+        path = folder / "result.json"
+        data = json.loads(path.read_text())
+        data["metrics"]["val/accuracy"] = val
+        path.write_text(json.dumps(data))
 
 
-def test_expanded_bootstrap_is_as_wide_as_the_t_interval_when_seeds_carry_the_variance():
-    # each seed's differences are one constant, so resampling examples changes nothing and
-    # the interval is a bootstrap over five seed means: plain, it is too narrow for n = 5
-    seed_means = np.array([-0.099, -0.031, -0.052, -0.045, -0.033])
-    d = np.repeat(seed_means[:, None], 200, axis=1)
-    t_half = sps.t.ppf(0.975, 4) * seed_means.std(ddof=1) / np.sqrt(5)
-    plain = stats.hierarchical_bootstrap(d, resamples=4000, expand=False)
-    wide = stats.hierarchical_bootstrap(d, resamples=4000)
-    assert (plain[1] - plain[0]) < 0.8 * 2 * t_half
-    assert (wide[1] - wide[0]) == pytest.approx(2 * t_half, rel=0.2)
-    assert wide[0] < plain[0] < seed_means.mean() < plain[1] < wide[1]
+def test_exact_cancellations_give_a_report_not_a_crash(tmp_path):
+    base = np.array([1600, 1580, 1620, 1590, 1610])
+    for s, (b, d) in enumerate(zip(base, (9, 51, 33, -74, -19))):
+        _write(tmp_path, "qv", s, b / 2000, size=2000, index=2 * s)
+        _write(tmp_path, "q", s, (b + d) / 2000, size=2000, index=2 * s + 1)
+    loaded, runs = load(tmp_path)
+    summary = summarize(runs, loaded=loaded)
+    q = summary.set_index("target_set").loc["q"]
+    assert abs(q["diff"]) < 1e-12 and not q["resolved"]
+    assert pd.isna(q["seeds_needed_observed"]) and "0" in q["seeds_needed_observed_note"]
+    (verdict,) = verdicts(summary)
+    assert "q vs qv" in verdict.text and "nan" not in verdict.text
+
+
+def test_a_set_with_a_diverged_seed_is_not_best_over_a_baseline_it_trails(tmp_path):
+    qv = [0.80, 0.81, 0.82, 0.79, 0.70]  # seed 4 is the baseline's worst
+    for s, acc in enumerate(qv):
+        _write(tmp_path, "qv", s, acc, index=2 * s)
+        _write(tmp_path, "all", s, acc - 0.014, index=2 * s + 1,
+               status="diverged" if s == 4 else "completed")
+    loaded, runs = load(tmp_path)
+    summary = summarize(runs, loaded=loaded)
+    rows = summary.set_index("target_set")
+    assert rows.loc["all", "mean_unpaired"] > rows.loc["qv", "mean_unpaired"]  # the trap
+    assert rows.loc["qv", "rank"] == 1 and rows.loc["all", "rank"] == 2
+    assert rows.loc["qv", "n_common"] == 4
+    (verdict,) = verdicts(summary)
+    best = verdict.text.split("Resolved against")[0]
+    assert "all has the highest" not in best and "Best on test/accuracy: all" not in best
+    assert "qv" in best
+
+
+def test_tuning_never_picks_a_value_most_of_whose_seeds_diverged(tmp_path):
+    for s in range(5):
+        _write(tmp_path, "qv", s, 0.80, lr=1e-3, val=0.80 + 0.001 * s, index=100 + s)
+        _write(tmp_path, "q", s, 0.78, lr=1e-3, val=0.78, index=200 + s)
+        # lr 1e-2: four seeds diverge, the lucky survivor has the best validation of all
+        _write(tmp_path, "q", s, 0.85, lr=1e-2, val=0.86, index=300 + s,
+               status="completed" if s == 0 else "diverged")
+        _write(tmp_path, "q", s, 0.70, lr=1e-4, val=0.70, index=400 + s)
+    loaded, runs = load(tmp_path)
+    frame = tuned_frame(runs, loaded=loaded)
+    tuned = frame.set_index("target_set")
+    assert tuned.loc["q", "train.lr"] == 1e-3
+    assert tuned.loc["q", "val_seeds"] == 5 and tuned.loc["q", "n_lost"] == 0
+    (verdict,) = verdicts(summarize(runs, loaded=loaded).query("variant == 'train.lr=0.001'"),
+                          frame)
+    assert "selection bias" in verdict.text and "q at train.lr 0.001 (n 5)" in verdict.text
+
+
+def test_exact_validation_ties_go_to_the_interior_and_are_said(tmp_path):
+    for lr in (1e-4, 1e-3, 1e-2):
+        for s in range(3):
+            _write(tmp_path, "qv", s, 0.8, lr=lr, val=0.8 if lr != 1e-4 else 0.79,
+                   index=int(lr * 1e5) + s)
+            _write(tmp_path, "q", s, 0.8, lr=lr, val=0.75, index=int(lr * 1e5) + 10 + s)
+    loaded, runs = load(tmp_path)
+    tuned = tuned_frame(runs, loaded=loaded).set_index("target_set")
+    assert tuned.loc["q", "train.lr"] == 1e-3 and not tuned.loc["q", "edge_of_grid"]
+    assert "tied on validation" in tuned.loc["q", "tie_note"]
+    # qv ties at 1e-3 and 1e-2: the more interior of the two
+    assert tuned.loc["qv", "train.lr"] == 1e-3
+    assert "0.001" in tuned.loc["qv", "tie_note"] and "0.01" in tuned.loc["qv", "tie_note"]

@@ -23,24 +23,34 @@ def test_known_columns_get_headers_and_unknown_ones_keep_their_names():
     table, = summary_tables(frame(3, diff_ci_covers="seeds+test examples", mde=0.012,
                                   seeds_status="3/3 completed", brand_new_stat=1.5))
     assert table.columns[:6] == ("target set", "runs", "n", "n pairs", "mean ± CI",
-                                 "Δ vs baseline [CI]")
+                                 "Δ vs baseline [interval]")
     assert table.text_columns == 2
-    assert "Δ interval covers" in table.columns and "MDE" in table.columns
+    assert "Δ interval covers" in table.columns and "MDE (family level)" in table.columns
     assert table.columns[-1] == "brand_new_stat"
     row = dict(zip(table.columns, (c.text for c in table.rows[1])))
     assert row["n"] == "3" and row["n pairs"] == "3" and row["brand_new_stat"] == "1.5"
-    assert row["Δ vs baseline [CI]"] == "+0.050 [+0.030, +0.070]"
-    assert dict(zip(table.columns, (c.text for c in table.rows[0])))["Δ vs baseline [CI]"] \
+    assert row["Δ vs baseline [interval]"] == "+0.050 [+0.030, +0.070]"
+    assert dict(zip(table.columns, (c.text for c in table.rows[0])))["Δ vs baseline [interval]"] \
         == "baseline"
     assert "seeds+test examples" in table.caption
 
 
-def test_bootstrap_interval_is_preferred_when_present():
-    table, = summary_tables(frame(3, boot_ci_low=0.04, boot_ci_high=0.06))
+def test_interval_level_and_directional_mcnemar_cells():
+    table, = summary_tables(frame(3, diff_ci_level=0.99375, mcnemar_seeds_better=2,
+                                  mcnemar_seeds_worse=1, seeds_needed_observed=np.nan,
+                                  seeds_needed_observed_note="more than 1000"))
     row = dict(zip(table.columns, (c.text for c in table.rows[1])))
-    assert row["Δ vs baseline [CI]"] == "+0.050 [+0.040, +0.060]"
-    assert "bootstrap over seeds and test examples" in table.caption
-    assert "boot_ci_low" not in table.columns
+    assert row["interval level"] == "99.38%"
+    assert row["seeds McNemar p<0.05 better / worse"] == "2 / 1"
+    assert row["seeds for observed Δ"] == "more than 1000"
+    assert "excludes 0 exactly when the row is resolved" in table.caption
+
+
+def test_rank_tests_hidden_where_they_cannot_reach_alpha_and_said_once():
+    hidden, = summary_tables(frame(5, p_signflip_holm=0.5, rank_tests_can_reach_alpha=False))
+    shown, = summary_tables(frame(8, p_signflip_holm=0.01, rank_tests_can_reach_alpha=True))
+    assert "p (sign-flip, Holm)" not in hidden.columns and "cannot fall below" in hidden.caption
+    assert "p (sign-flip, Holm)" in shown.columns and "cannot fall below" not in shown.caption
 
 
 def test_wilcoxon_column_only_with_six_pairs_or_more():

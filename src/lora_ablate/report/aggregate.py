@@ -381,16 +381,18 @@ def _summarize_metric(runs: pd.DataFrame, metric: str, baseline: str, settings: 
 def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/accuracy",
               baseline: str = "qv", confidence: float = 0.95,
               higher_is_better: bool | None = None, alpha: float = 0.05,
-              loaded: Sequence[LoadedRecord] | None = None, resamples: int = 2000,
+              loaded: Sequence[LoadedRecord] | None = None,
               effect: float = 0.01) -> pd.DataFrame:
     """One row per cell (SUMMARY_COLUMNS): n, the status of its seeds, the mean over the
     seeds it shares with its group's baseline (the unpaired mean beside it) with a
-    t-interval over seeds, and the paired difference to the baseline: its interval (a
-    hierarchical bootstrap over seeds and test examples when `loaded` gives per-example
-    predictions of an accuracy metric, else the t-interval over seeds; `diff_ci_covers`
-    says which), paired t / sign-flip / Wilcoxon p Holm-adjusted over every non-baseline
-    target set of the group, McNemar p per seed, the minimum detectable effect and the
-    seeds needed to resolve `effect`.
+    t-interval over seeds, and the paired difference to the baseline decided by the family
+    procedure (family.py): t p Holm-adjusted over every non-baseline target set of the
+    group, "resolved", and the interval at the level of its Holm step (its SE holds the
+    set × example term when `loaded` gives per-example predictions of an accuracy metric;
+    `diff_ci_covers` says so), with the plain per-comparison interval beside it; sign-flip
+    and Wilcoxon p, McNemar per seed by direction, and family-level planning (MDE, seeds
+    for the observed difference and for `effect`). Ranks compare the means over the seeds
+    every target set of the group shares.
 
     The baseline is `baseline`, or in a group without it the first target set of
     TARGET_ORDER present (noted). Collapsed and failed runs are left out and named in
@@ -403,7 +405,7 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
         subset = runs if task is None else runs[runs["task"].eq(task)]
         better = is_higher_better(name) if higher_is_better is None else higher_is_better
         settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
-                            resamples=resamples, effect=effect)
+                            effect=effect)
         table, part_notes = _summarize_metric(subset, name, baseline, settings, loaded)
         parts.append(table)
         notes += part_notes
@@ -417,12 +419,12 @@ def _ordered(parts: list[pd.DataFrame], columns: Sequence[str], notes: list[str]
     table = table.assign(_order=target_order(table["target_set"])).sort_values(
         [*group, "_order", "target_set"], na_position="last", kind="stable")
     table = table.reindex(columns=list(columns)).reset_index(drop=True)
-    for column in ("n", "n_pairs", "rank", "mcnemar_seeds_below_alpha", "seeds_needed",
-                   "seeds_needed_observed"):
+    for column in ("n", "n_pairs", "n_common", "rank", "holm_step", "mcnemar_seeds_better",
+                   "mcnemar_seeds_worse", "seeds_needed", "seeds_needed_observed"):
         if column in table:
             values = pd.to_numeric(table[column]).astype("float64")
-            table[column] = values.where(np.isfinite(values)).round().astype("Int64")  # inf: no n resolves it
-    for column in ("significant", "resolved", "testable"):
+            table[column] = values.where(np.isfinite(values)).round().astype("Int64")
+    for column in ("significant", "resolved", "testable", "rank_tied", "rank_tests_can_reach_alpha"):
         if column in table:
             table[column] = table[column].astype("boolean")
     table.attrs["notes"] = notes

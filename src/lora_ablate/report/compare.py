@@ -2,49 +2,53 @@
 
 Shared by the plain summary and the tuned comparison, so both report the same statistics:
 the mean over the seeds shared with the baseline (and the unpaired mean beside it), the
-t-interval over seeds, the paired difference with its interval (a hierarchical bootstrap
-over seeds and test examples, widened for few seeds, where per-example predictions exist, else the t-interval over
-seeds), seed-level tests Holm-adjusted over every non-baseline target set of the group,
-McNemar per seed, and what it would take to resolve the difference.
+t-interval over seeds, and the family procedure (family.py): the paired difference with
+its SE (seeds, plus the set × example term where per-example predictions exist), its t p,
+Holm over every non-baseline target set of the group, and the interval at the level of
+its Holm step, so that the interval excludes 0 exactly when the row is resolved. Beside
+them: sign-flip and Wilcoxon p, McNemar per seed by direction, family-level planning, and
+ranks over the seeds every target set of the group shares.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
-from lora_ablate.report import stats
+from lora_ablate.report import planning, stats
 from lora_ablate.report.examples import Correctness
+from lora_ablate.report.family import COVERS_BOTH, COVERS_SEEDS, PairedDifference, \
+    family_test, paired_difference
 
 RESOLVE_EFFECT = 0.01  # the difference `seeds_needed` is planned for: one point of accuracy
-COVERS_SEEDS = "seeds"
-COVERS_BOTH = "seeds+test examples"
-COVERS_EXAMPLES = "test examples"  # one paired seed: only the examples can be resampled
-PVALUES = ("p_ttest", "p_signflip", "p_wilcoxon")
+__all__ = ["COVERS_BOTH", "COVERS_SEEDS", "COLUMNS", "Settings", "compare_group"]
+RANK_PVALUES = ("p_signflip", "p_wilcoxon")
 COLUMNS = (
     "target_set", "n", "mean_unpaired", "mean", "std", "ci_low", "ci_high", "ci_half",
-    "ci_covers", "rank", "baseline", "n_pairs", "diff", "diff_std", "diff_ci_low",
-    "diff_ci_high", "diff_ci_covers", "diff_ci_method", "diff_t_low", "diff_t_high",
-    "p_ttest", "p_ttest_holm", "significant", "resolved", "testable", "test_note",
+    "ci_covers", "n_common", "mean_common", "rank", "rank_tied", "baseline", "n_pairs", "diff",
+    "diff_std", "diff_se", "diff_ci_low", "diff_ci_high", "diff_ci_level", "diff_ci_covers",
+    "diff_ci_method", "diff_ci_low_per_comparison", "diff_ci_high_per_comparison",
+    "p_ttest", "p_ttest_holm", "holm_step", "significant", "resolved", "testable", "test_note",
     "p_signflip", "p_signflip_holm", "p_wilcoxon", "p_wilcoxon_holm", "wilcoxon_note",
-    "p_mcnemar_by_seed", "mcnemar_seeds_below_alpha", "mde", "seeds_needed",
-    "seeds_needed_observed",
+    "rank_tests_can_reach_alpha", "p_mcnemar_by_seed", "mcnemar_seeds_better",
+    "mcnemar_seeds_worse", "mde", "seeds_needed", "seeds_needed_note",
+    "seeds_needed_observed", "seeds_needed_observed_note",
 )
 
 
 @dataclass(frozen=True)
 class Settings:
-    confidence: float = 0.95
+    confidence: float = 0.95  # of the means' t-intervals; differences use alpha and Holm
     alpha: float = 0.05
     higher_is_better: bool = True
-    resamples: int = 2000
-    bootstrap_seed: int = 0
     effect: float = RESOLVE_EFFECT
 
 
-def _mean_stats(values: np.ndarray, confidence: float) -> dict[str, float]:
+def _mean_stats(values: np.ndarray, confidence: float) -> dict[str, Any]:
     n = len(values)
     mean = float(values.mean()) if n else math.nan
     std = float(values.std(ddof=1)) if n >= 2 else math.nan
@@ -53,49 +57,118 @@ def _mean_stats(values: np.ndarray, confidence: float) -> dict[str, float]:
             "ci_high": mean + half, "ci_covers": COVERS_SEEDS}
 
 
-def _example_stats(runs: np.ndarray, base_runs: np.ndarray, correct: Correctness,
-                   settings: Settings, counts: dict[int, np.ndarray]) -> dict[str, Any]:
-    """Bootstrap interval and per-seed McNemar p of paired per-example differences.
-    `counts` holds the group's example resamples by test size, shared by its comparisons."""
-    diffs = np.stack([correct.by_run[a].astype(np.int8) - correct.by_run[b].astype(np.int8)
-                      for a, b in zip(runs, base_runs)])
-    m = diffs.shape[1]
-    if m not in counts:
-        counts[m] = stats.resample_counts(settings.resamples, m, settings.bootstrap_seed + 1)
-    low, high = stats.hierarchical_bootstrap(diffs, confidence=settings.confidence,
-                                             seed=settings.bootstrap_seed,
-                                             example_counts=counts[m])
-    p = stats.mcnemar_exact((diffs == 1).sum(axis=1), (diffs == -1).sum(axis=1))
-    return {"diff_ci_low": low, "diff_ci_high": high,
-            "diff_ci_covers": COVERS_BOTH if len(runs) >= 2 else COVERS_EXAMPLES,
-            "diff_ci_method": f"hierarchical bootstrap ({settings.resamples} resamples, widened "
-                              f"×{stats.small_sample_expansion(len(runs), settings.confidence):.2f} "
-                              f"for {len(runs)} seeds)",
-            "p_mcnemar": p, "mcnemar_seeds_below_alpha": int((p < settings.alpha).sum())}
+def rank_tests_can_reach(n_pairs: int, family_size: int, alpha: float) -> bool:
+    """Whether an exact sign-flip or signed-rank p could be Holm-significant: the smallest
+    two-sided p with n pairs is 2/2**n, and Holm multiplies the smallest p by m."""
+    return n_pairs >= 1 and family_size * 2.0 / 2.0 ** n_pairs < alpha
 
 
-def _pair_row(cell: pd.DataFrame, base: pd.DataFrame, correct: Correctness | None,
-              settings: Settings, counts: dict[int, np.ndarray]) -> dict[str, Any]:
-    pairs = cell.merge(base, on="seed", suffixes=("", "_base")).sort_values("seed")
-    diffs = (pairs["value"] - pairs["value_base"]).to_numpy(dtype=float)
-    row = stats.seed_tests(diffs, settings.confidence)
-    row.update(_mean_stats(pairs["value"].to_numpy(dtype=float), settings.confidence))
-    row.update(diff_ci_low=row["diff_t_low"], diff_ci_high=row["diff_t_high"],
-               diff_ci_covers=COVERS_SEEDS, diff_ci_method="paired t over seeds",
-               wilcoxon_note=stats.wilcoxon_note(len(pairs), settings.alpha),
-               p_mcnemar_by_seed="", mcnemar_seeds_below_alpha=pd.NA)
-    runs, base_runs = pairs["run"].to_numpy(), pairs["run_base"].to_numpy()
-    if correct is not None and correct.pairable([*runs, *base_runs]):
-        extra = _example_stats(runs, base_runs, correct, settings, counts)
-        p = extra.pop("p_mcnemar")
-        row.update(extra, p_mcnemar_by_seed=" ".join(
-            f"{int(s)}:{v:.3g}" for s, v in zip(pairs["seed"], p)))
-    if row["testable"] and row["diff_std"] > 0:
-        sd, n = row["diff_std"], row["n_pairs"]
-        row.update(mde=stats.min_detectable_effect(sd, n, settings.alpha),
-                   seeds_needed=stats.seeds_needed(settings.effect, sd, settings.alpha),
-                   seeds_needed_observed=stats.seeds_needed(row["diff"], sd, settings.alpha))
+@dataclass(frozen=True)
+class Pairs:
+    """A candidate's runs and the baseline's on the seeds both have, in seed order."""
+
+    seeds: np.ndarray
+    values: np.ndarray
+    runs: np.ndarray
+    base_values: np.ndarray
+    base_runs: np.ndarray
+
+    @property
+    def diffs(self) -> np.ndarray:
+        return self.values - self.base_values
+
+
+@dataclass(frozen=True)
+class SetRuns:
+    """One target set's usable runs in the group, in seed order."""
+
+    seeds: np.ndarray
+    values: np.ndarray
+    runs: np.ndarray
+
+
+def _cells(values: pd.DataFrame) -> dict[str, SetRuns]:
+    names = values["target_set"].to_numpy(dtype=object)
+    seeds = values["seed"].to_numpy(dtype=np.int64)
+    numbers = values["value"].to_numpy(dtype=float)
+    runs = values["run"].to_numpy()
+    out = {}
+    for name in dict.fromkeys(names):
+        rows = np.flatnonzero(names == name)
+        rows = rows[np.argsort(seeds[rows], kind="stable")]
+        out[name] = SetRuns(seeds[rows], numbers[rows], runs[rows])
+    return out
+
+
+def _pairs(cell: SetRuns, base: SetRuns) -> Pairs:
+    seeds, mine, theirs = np.intersect1d(cell.seeds, base.seeds, return_indices=True)
+    return Pairs(seeds, cell.values[mine], cell.runs[mine], base.values[theirs],
+                 base.runs[theirs])
+
+
+def _per_example(pairs: Pairs, correct: Correctness | None) -> np.ndarray | None:
+    if correct is None or not len(pairs.seeds) \
+            or not correct.pairable([*pairs.runs, *pairs.base_runs]):
+        return None
+    return np.stack([correct.by_run[a].astype(np.int8) - correct.by_run[b].astype(np.int8)
+                     for a, b in zip(pairs.runs, pairs.base_runs)])
+
+
+def _mcnemar(pairs: Pairs, d: np.ndarray, alpha: float) -> dict[str, Any]:
+    wins, losses = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
+    p = stats.mcnemar_exact(wins, losses)
+    return {"p_mcnemar_by_seed": " ".join(f"{int(s)}:{v:.3g}" for s, v in zip(pairs.seeds, p)),
+            "mcnemar_seeds_better": int(((p < alpha) & (wins > losses)).sum()),
+            "mcnemar_seeds_worse": int(((p < alpha) & (wins < losses)).sum())}
+
+
+def _seed_row(pairs: Pairs, settings: Settings) -> dict[str, Any]:
+    row = stats.rank_tests(pairs.diffs)
+    row.update(_mean_stats(pairs.values, settings.confidence),
+               wilcoxon_note=stats.wilcoxon_note(len(pairs.seeds), settings.alpha),
+               p_mcnemar_by_seed="", mcnemar_seeds_better=pd.NA, mcnemar_seeds_worse=pd.NA)
     return row
+
+
+def _family_columns(diff: PairedDifference, result: Any, family_size: int,
+                    settings: Settings) -> dict[str, Any]:
+    method = (f"t over {diff.n_seeds} seeds ({diff.df} df), SE with the set × example term"
+              if diff.covers == COVERS_BOTH else f"paired t over {diff.n_seeds} seeds")
+    out = {"diff": diff.mean, "diff_se": diff.se, "diff_ci_covers": diff.covers,
+           "p_ttest": result.p, "p_ttest_holm": result.p_holm, "holm_step": result.step,
+           "diff_ci_low": result.ci_low, "diff_ci_high": result.ci_high,
+           "diff_ci_level": 1 - result.level,
+           "diff_ci_method": f"{method}, at Holm step {result.step} of {family_size} "
+                             f"(level {result.level:.3g})",
+           "diff_ci_low_per_comparison": result.ci_low_per_comparison,
+           "diff_ci_high_per_comparison": result.ci_high_per_comparison,
+           "resolved": result.resolved, "significant": result.resolved,
+           "testable": diff.testable, "test_note": diff.note}
+    made = planning.plan(diff, alpha=settings.alpha, family_size=family_size,
+                         effect=settings.effect, resolved=result.resolved)
+    out.update(mde=made.mde, seeds_needed=made.effect.seeds, seeds_needed_note=made.effect.note,
+               seeds_needed_observed=made.observed.seeds,
+               seeds_needed_observed_note=made.observed.note)
+    return out
+
+
+def _ranks(cells: dict[str, SetRuns], settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per target set: the mean over the seeds every target set of the group completed (so
+    ranks compare paired differences), its rank (ties share the best rank) and whether it
+    is tied."""
+    common = functools.reduce(np.intersect1d, [c.seeds for c in cells.values()]) \
+        if cells else np.array([], dtype=np.int64)
+    means = np.array([c.values[np.isin(c.seeds, common)].mean() if len(common) else math.nan
+                      for c in cells.values()])
+    # equal up to float rounding (sums of k/2000) is a tie
+    keyed = np.round(means if settings.higher_is_better else -means, 12)
+    rank = np.full(len(means), math.nan)
+    ok = np.isfinite(keyed)
+    rank[ok] = scipy_stats.rankdata(-keyed[ok], method="min")
+    tied = np.array([ok[i] and int(np.sum(rank == rank[i])) > 1 for i in range(len(rank))])
+    return {name: {"n_common": len(common), "mean_common": float(mean), "rank": r,
+                   "rank_tied": bool(t)}
+            for name, mean, r, t in zip(cells, means, rank, tied)}
 
 
 def compare_group(values: pd.DataFrame, baseline: str,
@@ -104,26 +177,36 @@ def compare_group(values: pd.DataFrame, baseline: str,
     """`values`: one row per usable run of the group with columns target_set, seed, value
     and run (its index in the runs frame, which keys `correct`). One row per target set
     (COLUMNS); the baseline's row has its own statistics and no tests."""
-    base = values.loc[values["target_set"].eq(baseline), ["seed", "value", "run"]]
-    rows, counts = [], {}
-    for name, cell in values.groupby("target_set", sort=False):
-        own = cell["value"].to_numpy(dtype=float)
+    values = values[np.isfinite(values["value"].to_numpy(dtype=float))]
+    cells = _cells(values)
+    empty = SetRuns(np.array([], dtype=np.int64), np.array([]), np.array([], dtype=np.int64))
+    base = cells.get(baseline, empty)
+    others = [name for name in cells if name != baseline]
+    ranks = _ranks(cells, settings)
+    rows, diffs = {}, {}
+    for name, cell in cells.items():
         if name == baseline:
-            row = {**_mean_stats(own, settings.confidence), "n_pairs": len(own), "diff": 0.0,
-                   "test_note": "baseline", "testable": False}
+            row = {**_mean_stats(cell.values, settings.confidence), "n_pairs": len(cell.values),
+                   "diff": 0.0, "test_note": "baseline", "testable": False}
         else:
-            row = _pair_row(cell[["seed", "value", "run"]], base, correct, settings, counts)
-        rows.append({**row, "target_set": name, "n": len(own),
-                     "mean_unpaired": float(own.mean()) if len(own) else math.nan,
-                     "baseline": baseline})
-    table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
-    others = table["target_set"].ne(baseline)
-    for column in PVALUES:  # the family: every non-baseline target set, untestable ones too
-        table[f"{column}_holm"] = np.nan
-        table.loc[others, f"{column}_holm"] = stats.holm_family(
-            table.loc[others, column].to_numpy(dtype=float))
-    table["significant"] = (table["p_ttest_holm"] < settings.alpha) & others
-    excludes_zero = (table["diff_ci_low"] > 0) | (table["diff_ci_high"] < 0)
-    table["resolved"] = table["significant"] & excludes_zero
-    table["rank"] = table["mean"].rank(ascending=not settings.higher_is_better, method="min")
-    return table
+            pairs = _pairs(cell, base)
+            row = _seed_row(pairs, settings)
+            d = _per_example(pairs, correct)
+            if d is not None:
+                row.update(_mcnemar(pairs, d, settings.alpha))
+            diffs[name] = paired_difference(name, pairs.diffs, d)
+            row["rank_tests_can_reach_alpha"] = rank_tests_can_reach(
+                len(pairs.seeds), len(others), settings.alpha)
+        rows[name] = {**row, **ranks[name], "target_set": name, "n": len(cell.values),
+                      "mean_unpaired": float(cell.values.mean()) if len(cell.values) else math.nan,
+                      "baseline": baseline}
+    results = family_test([diffs[name] for name in others], settings.alpha)
+    for name, result in zip(others, results):
+        rows[name].update(_family_columns(diffs[name], result, len(others), settings))
+    for column in RANK_PVALUES:  # the family: every non-baseline target set, untestable ones too
+        adjusted = stats.holm_family([rows[name][column] for name in others])
+        for name, p in zip(others, adjusted):
+            rows[name][f"{column}_holm"] = p
+    for name in cells:  # the baseline is never resolved against itself
+        rows[name]["significant"] = rows[name]["resolved"] = bool(rows[name].get("resolved"))
+    return pd.DataFrame([rows[name] for name in cells], columns=list(COLUMNS))

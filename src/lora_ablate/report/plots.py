@@ -199,9 +199,8 @@ def means_figures(summary: pd.DataFrame, runs: pd.DataFrame | None = None, *,
 def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
                        confidence: float = 0.95,
                        per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
-    """Difference to the baseline per target set with its interval: the hierarchical
-    bootstrap one (seeds and test examples) when aggregate computed it, else the t-interval
-    of the paired differences over seeds."""
+    """Difference to the baseline per target set with the family procedure's interval (at
+    the level of its Holm step, so it excludes 0 exactly when the row is resolved)."""
     if summary.empty or "diff" not in summary:
         return []
     rows = summary[summary["target_set"].ne(baseline) & summary["diff"].notna()]
@@ -211,8 +210,7 @@ def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
     if "diff_ci_covers" in rows and rows["diff_ci_covers"].notna().any():  # what aggregate says
         covers = " / ".join(sorted(set(rows["diff_ci_covers"].dropna().astype(str))))
     else:
-        covers = ("seeds and test examples (hierarchical bootstrap)"
-                  if bounds and bounds[0].startswith("boot") else "seeds (paired t)")
+        covers = "seeds (paired t)"
 
     def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         y = np.arange(len(group))[::-1]
@@ -234,8 +232,8 @@ def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
         ax.set(title=_panel_title(key), xlabel=f"Δ {group['metric'].iloc[0]} vs {baseline}")
         ax.grid(axis="x", alpha=0.3)
 
-    title = (f"Difference to {baseline}: {confidence:.0%} interval over {covers}; "
-             f"n = seeds paired with {baseline} (red: significant after Holm)")
+    title = (f"Difference to {baseline}: interval at its Holm step's level over {covers}; "
+             f"n = seeds paired with {baseline} (red: resolved)")
     return small_multiples(_groups(rows), title, draw, per_figure=per_figure)
 
 
@@ -410,9 +408,10 @@ def heatmap_figures(summary: pd.DataFrame) -> list[Figure]:
 CAPTIONS = {
     "means": "Every seed (grey dots) and the mean per target set with its t-interval over "
              "seeds (test examples held fixed); one-seed cells have no bar and say n=1.",
-    "differences": "Difference to the baseline per target set: the hierarchical bootstrap "
-                   "interval over seeds and test examples (widened for few seeds) where "
-                   "per-example predictions exist, else the t-interval of the paired differences over seeds.",
+    "differences": "Difference to the baseline per target set with its interval at the level "
+                   "of its Holm step (the family procedure), so an interval excludes 0 exactly "
+                   "when the difference is resolved (red); its SE covers seeds, plus the set × "
+                   "example term where per-example predictions exist.",
     "curves": "Validation metric during training: mean over seeds with its t-interval over "
               "the seeds that reached the step; n in the legend.",
     "depth": "Metric by layer band per target set: mean with its t-interval over seeds.",

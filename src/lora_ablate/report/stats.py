@@ -1,23 +1,21 @@
 """Statistics of paired comparisons, as plain functions of arrays.
 
-Seed level: a paired t-test, the exact sign-flip permutation test and Wilcoxon's signed-rank
-test over the per-seed differences of a metric, with the rule that differences of zero
-spread are not testable by t (never p = 0). Example level: a hierarchical bootstrap over
-seeds and test examples of the paired difference in per-example correctness (widened for
-few seeds, where a plain percentile interval is too narrow), and McNemar's
-exact test per seed. Planning: the minimum detectable effect at the observed spread and
-the seeds a given difference needs (paired t, two-sided).
+Seed level: the exact sign-flip permutation test and Wilcoxon's signed-rank test over the
+per-seed differences of a metric (shown beside the family's t-test, family.py), with the
+rule that differences of zero spread are not testable by t (never p = 0). Example level:
+McNemar's exact test per seed. Planning: power of a two-sided t-test, the standardized
+difference it needs, and for a paired t the minimum detectable effect and the seeds a
+given difference needs (planning.py applies them at the family level).
 """
 
 import functools
 import math
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import product
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 WILCOXON_MIN_PAIRS = 6  # smallest exact two-sided signed-rank p is 2 / 2**n: 0.031 at n = 6
 SIGNFLIP_EXACT_MAX = 16  # up to 2**16 sign patterns enumerated; above that, sampled
@@ -51,7 +49,7 @@ def t_half_width(std: Any, n: Any, confidence: float) -> Any:
     """Half-width of the Student-t interval of a mean; NaN for n < 2."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf((1 + confidence) / 2, np.where(n >= 2, n - 1, np.nan))
+        q = special.stdtrit(np.where(n >= 2, n - 1, np.nan), (1 + confidence) / 2)
         return q * np.asarray(std, dtype=float) / np.sqrt(n)
 
 
@@ -83,44 +81,32 @@ def signflip_p(diffs: np.ndarray, *, samples: int = 20_000, seed: int = 0) -> fl
     return (hits + 1) / (samples + 1)
 
 
-def seed_tests(diffs: np.ndarray, confidence: float) -> dict[str, Any]:
-    """Paired statistics of per-seed differences (candidate − baseline).
-
-    Identical results on every seed are a tie: p = 1 for every test. Differences with no
-    spread that are not all zero, or fewer than 2 pairs, are not testable by t: p_ttest is
-    NaN and `test_note` says why (the sign-flip and Wilcoxon p stay exact and > 0)."""
+def rank_tests(diffs: np.ndarray) -> dict[str, Any]:
+    """Sign-flip and Wilcoxon p of per-seed differences (candidate − baseline), shown beside
+    the family's t-test (both exact). Identical results on every seed: p = 1."""
     d = np.asarray(diffs, dtype=float)
     n = len(d)
     out: dict[str, Any] = {
-        "n_pairs": n, "diff": float(d.mean()) if n else math.nan,
-        "diff_std": float(d.std(ddof=1)) if n >= 2 else math.nan,
-        "diff_t_low": math.nan, "diff_t_high": math.nan, "p_ttest": math.nan,
-        "p_wilcoxon": math.nan, "p_signflip": signflip_p(d) if n else math.nan,
-        "testable": False, "test_note": "",
-    }
-    if n < 2:
-        out["test_note"] = f"not testable: {n} paired seed{'s' if n != 1 else ''}"
-        return out
-    if not np.any(d):
-        out.update(diff_t_low=0.0, diff_t_high=0.0, p_ttest=1.0, p_wilcoxon=1.0, diff_std=0.0,
-                   testable=True, test_note="tie: identical to the baseline on every seed")
-        return out
-    if is_constant(d):
-        out.update(diff_std=0.0, test_note="not testable by t: the paired differences are "
-                   "the same on every seed (zero variance)")
-    else:
-        half = float(t_half_width(d.std(ddof=1), n, confidence))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out.update(diff_t_low=out["diff"] - half, diff_t_high=out["diff"] + half,
-                       p_ttest=float(stats.ttest_1samp(d, 0.0).pvalue), testable=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
-    except ValueError:  # e.g. every difference zero after dropping ties
-        pass
+        "n_pairs": n, "diff_std": float(d.std(ddof=1)) if n >= 2 else math.nan,
+        "p_signflip": signflip_p(d) if n else math.nan, "p_wilcoxon": math.nan}
+    if n >= 2 and not np.any(d):
+        out.update(p_wilcoxon=1.0, diff_std=0.0)
+    elif n >= 2 and is_constant(d):
+        out["diff_std"] = 0.0
+    if n >= 1 and np.any(d):
+        out["p_wilcoxon"] = signed_rank_p(d)
     return out
+
+
+def signed_rank_p(diffs: np.ndarray) -> float:
+    """Two-sided exact Wilcoxon signed-rank p (zeros dropped, tied |d| at their average
+    rank): the sign-flip test of the signed ranks, whose sum is the statistic up to a
+    constant."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[d != 0]
+    if not len(d):
+        return 1.0
+    return signflip_p(np.sign(d) * stats.rankdata(np.abs(d)))
 
 
 def wilcoxon_note(n_pairs: int, alpha: float = 0.05) -> str:
@@ -133,17 +119,22 @@ def wilcoxon_note(n_pairs: int, alpha: float = 0.05) -> str:
 # ---------------------------------------------------------------- planning
 
 
+def t_power(ncp: float, df: int, alpha: float) -> float:
+    """Power of a two-sided t-test at level alpha with df degrees of freedom when the true
+    standardized difference (mean / SE) is `ncp`."""
+    crit = special.stdtrit(df, 1 - alpha / 2)
+    # P(|Z + ncp| > crit * S) with S = sqrt(chi2_df / df), averaged over quantiles of S:
+    # scipy's noncentral t returns NaN far in its tail, which small df reaches.
+    scale = _chi_scale(df)
+    return float(np.mean(special.ndtr(ncp - crit * scale) + special.ndtr(-crit * scale - ncp)))
+
+
 def paired_t_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
     """Power of the two-sided paired t-test with n pairs to detect a true mean difference
     `delta` when the differences have standard deviation `sd`."""
     if n < 2 or not sd > 0:
         return math.nan
-    df, nc = n - 1, abs(delta) * math.sqrt(n) / sd
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    # P(|Z + nc| > crit * S) with S = sqrt(chi2_df / df), averaged over quantiles of S:
-    # scipy's noncentral t returns NaN far in its tail, which small n reaches.
-    scale = _chi_scale(df)
-    return float(np.mean(stats.norm.sf(crit * scale - nc) + stats.norm.cdf(-crit * scale - nc)))
+    return t_power(abs(delta) * math.sqrt(n) / sd, n - 1, alpha)
 
 
 @functools.lru_cache(maxsize=256)
@@ -152,95 +143,44 @@ def _chi_scale(df: int) -> np.ndarray:
     return np.sqrt(stats.chi2.ppf((np.arange(4000) + 0.5) / 4000, df) / df)
 
 
+@functools.lru_cache(maxsize=4096)
+def ncp_needed(df: int, alpha: float, power: float = POWER) -> float:
+    """The standardized difference (mean / SE) a two-sided t-test at level alpha with df
+    degrees of freedom detects with the given power."""
+    high = 1.0
+    while t_power(high, df, alpha) < power:
+        high *= 2
+    return float(optimize.brentq(lambda x: t_power(x, df, alpha) - power, 0.0, high, xtol=1e-9))
+
+
 def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
     """The smallest true difference the paired t-test detects with the given power at n
     pairs and spread sd; NaN when undefined (n < 2 or no spread)."""
     if n < 2 or not sd > 0 or not math.isfinite(sd):
         return math.nan
-    high = sd
-    while paired_t_power(high, sd, n, alpha) < power:
-        high *= 2
-    return float(optimize.brentq(lambda x: paired_t_power(x, sd, n, alpha) - power, 0.0, high,
-                                 xtol=sd * 1e-8))
+    return ncp_needed(n - 1, alpha, power) * sd / math.sqrt(n)
 
 
 def seeds_needed(delta: float, sd: float, alpha: float = 0.05, power: float = POWER,
                  limit: int = 1_000_000) -> float:
     """Seeds (pairs) the paired t-test needs to detect `delta` with the given power at
-    spread sd; NaN when undefined, `limit` when more would be needed."""
+    spread sd; NaN when undefined or when more than `limit` would be needed."""
     if not (sd > 0 and math.isfinite(sd) and abs(delta) > 0):
         return math.nan
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    n = max(2, int((z * sd / abs(delta)) ** 2))  # the normal bound; t needs at least this
-    while n < limit and paired_t_power(delta, sd, n, alpha) < power:
-        n += 1
-    return float(n)
+    found = first_sufficient(lambda n: abs(delta) * math.sqrt(n) / sd >= ncp_needed(n - 1, alpha, power),
+                             2, limit)
+    return math.nan if found is None else float(found)
 
 
-# ---------------------------------------------------------------- per example
-
-
-def resample_counts(draws: int, size: int, seed: int = 0) -> np.ndarray:
-    """How often each of `size` items is drawn in each of `draws` resamples with
-    replacement of `size` items: a (draws, size) float32 matrix of counts."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, size, size=(draws, size), dtype=np.int32)
-    counts = np.empty((draws, size), dtype=np.float32)
-    for row, drawn in enumerate(picks):  # a bincount per row beats one over draws * size
-        counts[row] = np.bincount(drawn, minlength=size)
-    return counts
-
-
-def small_sample_expansion(n: int, confidence: float) -> float:
-    """How much to widen a bootstrap interval over n resampled units so that it matches
-    the t-interval when those units carry the variance: √(n/(n−1)) · t_{n−1} / z.
-
-    The bootstrap mean of n values varies by (n−1)/n · s²/n, not s²/n, and its quantiles
-    are normal ones, not Student's; at five seeds the plain percentile interval is 0.63
-    times the paired t-interval's width (Hesterberg 2015, "expanded percentile interval").
-    1 for n < 2, where there is no seed level to widen."""
-    if n < 2:
-        return 1.0
-    tail = (1 + confidence) / 2
-    return math.sqrt(n / (n - 1)) * float(stats.t.ppf(tail, n - 1)) / float(stats.norm.ppf(tail))
-
-
-def hierarchical_bootstrap(diffs: np.ndarray, *, confidence: float = 0.95,
-                           resamples: int = 2000, seed: int = 0,
-                           example_counts: np.ndarray | None = None,
-                           expand: bool = True) -> tuple[float, float]:
-    """Interval of the mean of a (seeds, examples) matrix of paired per-example
-    differences (candidate correct − baseline correct, in {-1, 0, 1}).
-
-    Each resample draws seeds with replacement and, once, test examples with replacement;
-    the same example indices serve every seed and both target sets (the test set is one
-    sample shared by all runs), so the interval covers seed and test-example variance and
-    stays paired. The mean of a resample is w·D·v / (n·m) for the seed counts w and
-    example counts v, one matrix product for all resamples. `example_counts` (from
-    resample_counts(resamples, m)) may be shared by the comparisons of a group.
-
-    With `expand`, the seed level's part of each resample's deviation from the observed
-    mean (the drawn seeds' mean over all examples, minus the observed mean) is multiplied
-    by small_sample_expansion(n seeds), so that with few seeds the interval is about as
-    wide as the paired t-interval where seeds carry the variance; the test examples' part
-    is left as drawn."""
-    d = np.asarray(diffs, dtype=np.float32)
-    n, m = d.shape
-    if n == 0 or m == 0:
-        return math.nan, math.nan
-    if example_counts is None:
-        example_counts = resample_counts(resamples, m, seed + 1)
-    seed_counts = resample_counts(len(example_counts), n, seed)
-    per_seed = example_counts @ d.T  # (resamples, n): each seed's sum over drawn examples
-    means = np.einsum("bs,bs->b", per_seed, seed_counts, dtype=np.float64) / (n * m)
-    if expand:
-        # Widen only the seed level's part of each resample's deviation: the mean of the
-        # drawn seeds over all examples, minus the observed mean.
-        seed_part = seed_counts @ d.mean(axis=1, dtype=np.float64) / n - float(d.mean(dtype=np.float64))
-        means = means + (small_sample_expansion(n, confidence) - 1) * seed_part
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+def first_sufficient(enough: Callable[[int], bool], low: int, high: int) -> int | None:
+    """The smallest n in [low, high] with enough(n), by bisection, for a condition that
+    stays true once it holds; None when even `high` is not enough."""
+    if low > high or not enough(high):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if not enough(mid) else (low, mid)
+    return high
 
 
 def mcnemar_exact(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:

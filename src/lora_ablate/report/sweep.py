@@ -112,7 +112,7 @@ def summarize(data: "Sweep | pd.DataFrame", *, metric: str | None = None,
         return empty
     per_task = data.metrics(metric) if isinstance(data, Sweep) else {}
     compare = comparison_metric(metric, per_task)
-    # The records give the per-example predictions the bootstrap interval resamples.
+    # The records give the per-example predictions whose set × example term enters the SE.
     if isinstance(data, Sweep):
         options.setdefault("loaded", data.records)
     return aggregate.summarize(runs, metric=compare, baseline=baseline, **options)

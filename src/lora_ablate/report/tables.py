@@ -1,5 +1,6 @@
-"""Summary frames -> display tables (cells of text with bold/† marks) and their Markdown
-and LaTeX forms; report.html draws the same tables from its Jinja2 template.
+"""Summary frames -> display tables (cells of text with bold/† marks): the summary and
+tuned tables per group and the LoRA paper's Table 5. Their Markdown and LaTeX forms are in
+table_text.py (re-exported here), the display primitives in cells.py.
 
 The summary's columns come from aggregate.py and grow over time, so tables are built from
 a column -> header map: known columns get a header and a format (some are combined, e.g.
@@ -10,77 +11,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lora_ablate.report.aggregate import GROUP, target_order
-from lora_ablate.report.escape import md_escape, tex_escape
+from lora_ablate.report.cells import MARK, Cell, Table, first_present, flag, num, plain, pvalue
+from lora_ablate.report.table_text import frame_table, md_table, tables_md, tex_table
 
-MARK = "†"
-WILCOXON_MIN_PAIRS = 6  # below this the two-sided signed-rank test cannot reach p < 0.05
-
-
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    bold: bool = False  # best mean of its group
-    mark: bool = False  # significantly different from the baseline
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Cell, ...], ...]
-    text_columns: int = 1  # leading columns aligned left; the rest are numbers, aligned right
-    caption: str = ""  # under the table: what its intervals cover
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def num(x: Any, fmt: str = ".3f") -> str:
-    if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    try:
-        return format(x, fmt)
-    except (TypeError, ValueError):
-        return str(x)
-
-
-def pvalue(x: Any) -> str:
-    return "–" if pd.isna(x) else "<0.001" if x < 0.001 else f"{x:.3f}"
-
-
-def flag(value: Any) -> bool:
-    return False if value is None or pd.isna(value) else bool(value)
-
-
-def plain(value: Any) -> str:
-    """Any other value: floats to 4 significant digits, missing as –."""
-    if value is None or value is pd.NA:
-        return "–"
-    if isinstance(value, (float, np.floating)):
-        return "–" if np.isnan(value) else format(float(value), ".4g")
-    return str(value)
-
-
-def _first(row: Mapping[str, Any], *names: str) -> Any:
-    """The first of `names` the row has with a value."""
-    for name in names:
-        value = row.get(name)
-        if value is not None and not (isinstance(value, float) and np.isnan(value)) \
-                and value is not pd.NA:
-            return value
-    return None
+__all__ = ["MARK", "Cell", "Table", "flag", "frame_table", "legend", "md_table", "num",
+           "plain", "pvalue", "summary_tables", "table5_frame", "table5_tables", "tables_md",
+           "tex_table", "tuned_tables"]
+RANK_TESTS = ("p_signflip_holm", "p_wilcoxon_holm")
 
 
 def interval_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
-    """The interval of the difference to the baseline: the hierarchical bootstrap one when
-    aggregate computed it, else the t-interval over seeds."""
-    for low, high in (("boot_ci_low", "boot_ci_high"), ("diff_ci_low", "diff_ci_high")):
-        if low in frame and high in frame and frame[[low, high]].notna().any().any():
-            return low, high
+    """The interval of the difference to the baseline printed beside "resolved": the
+    family procedure's, at the level of its Holm step."""
+    if {"diff_ci_low", "diff_ci_high"} <= set(frame.columns) \
+            and frame[["diff_ci_low", "diff_ci_high"]].notna().any().any():
+        return "diff_ci_low", "diff_ci_high"
     return None
 
 
@@ -117,13 +65,36 @@ def _diff_cell(row: Mapping[str, Any]) -> Cell:
     diff = row.get("diff")
     if row.get("target_set") == row.get("baseline"):
         return Cell("baseline")
-    low = _first(row, "boot_ci_low", "diff_ci_low")
-    high = _first(row, "boot_ci_high", "diff_ci_high")
+    low, high = first_present(row, "diff_ci_low"), first_present(row, "diff_ci_high")
     if pd.isna(diff):
         return Cell("–")
     if low is None or high is None:
-        return Cell(f"{diff:+.3f}")
+        return Cell(f"{diff:+.3f} (no interval)")
     return Cell(f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]")
+
+
+def _level_cell(row: Mapping[str, Any]) -> Cell:
+    level, low = row.get("diff_ci_level"), row.get("diff_ci_low")
+    if level is None or pd.isna(level) or low is None or pd.isna(low):
+        return Cell("–")
+    return Cell(f"{100 * level:.2f}%")
+
+
+def _mcnemar_cell(row: Mapping[str, Any]) -> Cell:
+    better, worse = row.get("mcnemar_seeds_better"), row.get("mcnemar_seeds_worse")
+    if better is None or pd.isna(better):
+        return Cell("–")
+    return Cell(f"{int(better)} / {int(worse)}")
+
+
+def _seeds_cell(seeds: str, note: str) -> Callable[[Mapping[str, Any]], Cell]:
+    def cell(row: Mapping[str, Any]) -> Cell:
+        value = row.get(seeds)
+        if value is not None and not pd.isna(value):
+            return Cell(f"{int(value)}")
+        text = row.get(note)
+        return Cell(text if isinstance(text, str) and text else "–")
+    return cell
 
 
 def _text(name: str) -> Callable[[Mapping[str, Any]], Cell]:
@@ -146,7 +117,7 @@ def _yes_no(name: str) -> Callable[[Mapping[str, Any]], Cell]:
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("target set", ("target_set",), _text("target_set"), text=True),
     Column("runs", ("seeds_status", "status_note"),
-           lambda r: Cell(plain(_first(r, "seeds_status", "status_note") or "–")),
+           lambda r: Cell(plain(first_present(r, "seeds_status", "status_note") or "–")),
            text=True, aliases=2),
     Column("LoRA rank", ("lora_rank",), _text("lora_rank")),
     Column("# params", ("lora_params",), _fmt("lora_params", ",.0f")),
@@ -155,21 +126,24 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("mean ± CI", ("mean", "ci_half", "ci_low", "ci_high", "rank", "significant"),
            _mean_cell),
     Column("unpaired mean", ("mean_unpaired", "unpaired_mean"),
-           lambda r: Cell(num(_first(r, "mean_unpaired", "unpaired_mean"))), aliases=2),
-    Column("Δ vs baseline [CI]", ("diff", "diff_ci_low", "diff_ci_high", "boot_ci_low",
-                                  "boot_ci_high"), _diff_cell),
+           lambda r: Cell(num(first_present(r, "mean_unpaired", "unpaired_mean"))), aliases=2),
+    Column("Δ vs baseline [interval]", ("diff", "diff_ci_low", "diff_ci_high", "resolved"),
+           _diff_cell),
+    Column("interval level", ("diff_ci_level",), _level_cell),
     Column("Δ interval covers", ("diff_ci_covers",), _text("diff_ci_covers"), text=True),
     Column("p (t, Holm)", ("p_ttest_holm", "p_holm"),
-           lambda r: Cell(pvalue(_first(r, "p_ttest_holm", "p_holm"))), aliases=2),
+           lambda r: Cell(pvalue(first_present(r, "p_ttest_holm", "p_holm"))), aliases=2),
     Column("p (sign-flip, Holm)", ("p_signflip_holm",), _p("p_signflip_holm")),
     Column("p (Wilcoxon, Holm)", ("p_wilcoxon_holm",), _p("p_wilcoxon_holm")),
     Column("testable", ("testable",), _yes_no("testable")),
     Column("resolved", ("resolved",), _yes_no("resolved")),
-    Column("seeds McNemar p<0.05", ("mcnemar_seeds_below_alpha",),
-           _text("mcnemar_seeds_below_alpha")),
-    Column("MDE", ("mde",), _fmt("mde", ".3f")),
-    Column("seeds for 0.01", ("seeds_needed", "seeds_for_1pt"),
-           lambda r: Cell(num(_first(r, "seeds_needed", "seeds_for_1pt"), ".0f")), aliases=2),
+    Column("seeds McNemar p<0.05 better / worse", ("mcnemar_seeds_better", "mcnemar_seeds_worse"),
+           _mcnemar_cell),
+    Column("MDE (family level)", ("mde",), _fmt("mde", ".3f")),
+    Column("seeds for observed Δ", ("seeds_needed_observed", "seeds_needed_observed_note"),
+           _seeds_cell("seeds_needed_observed", "seeds_needed_observed_note"), aliases=2),
+    Column("seeds for report.effect", ("seeds_needed", "seeds_needed_note"),
+           _seeds_cell("seeds_needed", "seeds_needed_note"), aliases=2),
     Column("rank", ("rank",), _fmt("rank", ".0f")),
     Column("note", ("test_note", "baseline_note"),
            lambda r: Cell("; ".join(str(v) for v in (r.get("test_note"), r.get("baseline_note"))
@@ -179,20 +153,29 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
 # Summary columns that are in the title, folded into a displayed column or a caption, or
 # kept for summary.csv only (per-seed lists, raw p-values, spreads, costs).
 NOT_SHOWN = frozenset({
-    *GROUP, "layers", "metric", "baseline", "std", "diff_std", "diff_t_low", "diff_t_high",
-    "diff_ci_method", "ci_covers", "p_ttest", "p_signflip", "p_wilcoxon", "p_mcnemar_by_seed",
-    "wilcoxon_note", "problem_seeds", "seeds_needed_observed", "train_seconds",
-    "tokens_per_second", "peak_memory_bytes", "_order",
+    *GROUP, "layers", "metric", "baseline", "std", "diff_std", "diff_se", "diff_ci_method",
+    "diff_ci_low_per_comparison", "diff_ci_high_per_comparison", "holm_step", "ci_covers",
+    "p_ttest", "p_signflip", "p_wilcoxon", "p_mcnemar_by_seed", "wilcoxon_note",
+    "rank_tests_can_reach_alpha", "n_common", "mean_common", "rank_tied", "significant",
+    "problem_seeds", "train_seconds", "tokens_per_second", "peak_memory_bytes", "_order",
 })
+
+
+def rank_tests_shown(frame: pd.DataFrame) -> bool:
+    """Whether the sign-flip and Wilcoxon columns could show a Holm p below alpha for some
+    row (the summary's rank_tests_can_reach_alpha; without it, from n pairs ≥ 6)."""
+    if "rank_tests_can_reach_alpha" in frame:
+        return bool(frame["rank_tests_can_reach_alpha"].fillna(False).astype(bool).any())
+    pairs = pd.to_numeric(frame.get("n_pairs", pd.Series(dtype=float)), errors="coerce")
+    return bool((pairs >= 6).any())
 
 
 def summary_columns(frame: pd.DataFrame) -> list[Column]:
     """Displayed columns for `frame`: the known ones it has, then its unknown ones by name.
-    The Wilcoxon column only where some cell has enough pairs for it to reach 0.05."""
+    The sign-flip and Wilcoxon columns only where they could reach alpha under Holm."""
     known = [c for c in SUMMARY_COLUMNS if c.shown(frame)]
-    pairs = frame["n_pairs"] if "n_pairs" in frame else pd.Series(dtype=float)
-    if not (pd.to_numeric(pairs, errors="coerce") >= WILCOXON_MIN_PAIRS).any():
-        known = [c for c in known if c.uses != ("p_wilcoxon_holm",)]
+    if not rank_tests_shown(frame):
+        known = [c for c in known if c.uses[0] not in RANK_TESTS]
     used = {u for c in SUMMARY_COLUMNS for u in c.uses} | NOT_SHOWN
     unknown = [Column(str(name), (name,), _text(name)) for name in frame.columns
                if name not in used]
@@ -217,10 +200,12 @@ def group_title(key: Mapping[str, Any]) -> str:
 
 
 def legend(baseline: str, confidence: float) -> str:
-    return (f"Mean ± half-width of the {confidence:.0%} t-interval over seeds. Bold: best mean "
-            f"of its group. {MARK}: differs from the baseline {baseline} (Holm-adjusted "
-            f"p < 0.05 over the group's target sets). Δ: mean paired difference to {baseline} "
-            f"with its interval.")
+    return (f"Mean ± half-width of the {confidence:.0%} t-interval over seeds. Bold: highest "
+            f"mean of its group over the seeds all its target sets share (a ranking, not a "
+            f"test). {MARK}: resolved against the baseline {baseline} by the family procedure "
+            f"(Holm over the group's target sets). Δ: mean paired difference to {baseline} "
+            f"with its interval at the level of its Holm step, which excludes 0 exactly when "
+            f"the row is resolved.")
 
 
 def interval_caption(frame: pd.DataFrame, confidence: float) -> str:
@@ -230,27 +215,38 @@ def interval_caption(frame: pd.DataFrame, confidence: float) -> str:
 
     mean_covers = ", ".join(seen("ci_covers")) or "seeds"
     diff_covers = seen("diff_ci_covers")
-    bounds = interval_columns(frame)
-    if diff_covers:
-        methods = seen("diff_ci_method")
-        diff_text = (f"covers {' / '.join(diff_covers)} as the 'Δ interval covers' column says"
-                     + (f" ({', '.join(methods)})" if methods else ""))
-    elif bounds and bounds[0].startswith("boot"):
-        diff_text = "hierarchical bootstrap over seeds and test examples, widened for few seeds"
-    else:
-        diff_text = "t-interval over shared seeds"
-    return (f"Intervals are {confidence:.0%}. mean ± CI: Student t over {mean_covers} (test "
-            f"examples held fixed). Δ [CI]: {diff_text}. n: seeds completed; n pairs: seeds "
-            f"shared with the baseline. Each interval is per comparison, not adjusted for the "
-            f"others; the Holm-adjusted p is.")
+    covers = (f"it covers {' / '.join(diff_covers)} as the 'Δ interval covers' column says"
+              if diff_covers else "it covers the shared seeds")
+    text = (f"mean ± CI: {confidence:.0%} Student t over {mean_covers} (test examples held "
+            f"fixed). Δ [interval]: t with n pairs − 1 df, at the level of its Holm step "
+            f"(interval level column; every one at least 1 − alpha), so it excludes 0 exactly "
+            f"when the row is resolved ({MARK}); {covers} (the SE adds the set × example term "
+            f"where per-example predictions exist). summary.csv also has each comparison's "
+            f"unadjusted interval (diff_ci_*_per_comparison). n: seeds completed; n pairs: "
+            f"seeds shared with the baseline. MDE and seeds needed are at the family level "
+            f"(alpha / number of comparisons, 80 % power).")
+    if not rank_tests_shown(frame) and "p_signflip_holm" in frame:
+        text += (" Sign-flip and Wilcoxon p are not shown: with this few pairs their smallest "
+                 "Holm-adjusted p (comparisons × 2 / 2^pairs) cannot fall below alpha.")
+    return text
 
 
 def tuned_columns(tune: Sequence[str]) -> list[Column]:
     """The tuned table's own columns, shown after the target set: the chosen value of each
-    tuned key, the validation mean it was chosen by, and whether it is at the grid's edge."""
+    tuned key, the validation score it was chosen by (lost seeds counting as the worst), the
+    seeds behind it and how many were lost, whether it is at the grid's edge, and ties."""
     return [*(Column(key, (key,), _text(key)) for key in tune),
             Column("val mean", ("val_mean",), _fmt("val_mean", ".3f")),
-            Column("edge of grid", ("edge_of_grid",), _yes_no("edge_of_grid"))]
+            Column("val seeds (lost)", ("val_seeds", "n_lost"), _val_seeds_cell),
+            Column("edge of grid", ("edge_of_grid",), _yes_no("edge_of_grid")),
+            Column("tuning note", ("tie_note",), _text("tie_note"), text=True)]
+
+
+def _val_seeds_cell(row: Mapping[str, Any]) -> Cell:
+    seeds, lost = row.get("val_seeds"), row.get("n_lost")
+    if seeds is None or pd.isna(seeds):
+        return Cell("–")
+    return Cell(f"{int(seeds)} ({0 if lost is None or pd.isna(lost) else int(lost)})")
 
 
 def tuned_tables(tuned: pd.DataFrame, tune: Sequence[str],
@@ -346,56 +342,3 @@ def table5_frame(summary: pd.DataFrame) -> pd.DataFrame:
     table = table.assign(_o=target_order(table["target_set"])).sort_values(
         [*index[:-1], "_o"], kind="stable")
     return table.drop(columns="_o").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- any frame as a table
-
-
-def frame_table(title: str, frame: pd.DataFrame, headers: Mapping[str, str] | None = None,
-                caption: str = "") -> Table:
-    """A frame shown as it is (lists of runs, missing cells, tuned results): a header per
-    column from `headers`, its own name otherwise."""
-    headers = headers or {}
-    rows = tuple(tuple(Cell(plain(v) if not (isinstance(v, str) and v == "") else "")
-                       for v in r) for r in frame.itertuples(index=False))
-    return Table(title, tuple(headers.get(str(c), str(c)) for c in frame.columns), rows,
-                 text_columns=len(frame.columns), caption=caption)
-
-
-# ---------------------------------------------------------------- Markdown and LaTeX
-
-
-def md_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = md_escape(c.text)
-        return (f"**{text}**" if c.bold else text) + (f" {MARK}" if c.mark else "")
-
-    align = [":---" if i < table.text_columns else "---:" for i in range(len(table.columns))]
-    lines = [f"**{md_escape(table.title)}**", "",
-             "| " + " | ".join(md_escape(c) for c in table.columns) + " |",
-             "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
-    if table.caption:
-        lines += ["", f"*{md_escape(table.caption)}*"]
-    return "\n".join(lines) + "\n"
-
-
-def tex_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = tex_escape(" ".join(c.text.split()))
-        return (rf"\textbf{{{text}}}" if c.bold else text) + (r"$^\dagger$" if c.mark else "")
-
-    spec = "".join("l" if i < table.text_columns else "r" for i in range(len(table.columns)))
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex_escape(table.title)}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if table.caption:
-        lines.append(rf"\par\smallskip{{\footnotesize {tex_escape(table.caption)}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def tables_md(tables: Sequence[Table]) -> str:
-    return "\n".join(map(md_table, tables))

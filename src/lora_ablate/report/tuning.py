@@ -24,7 +24,7 @@ TUNED_GROUP = GROUP  # with `variant` holding only the untuned part of the varia
 
 def tuned_columns(tune: Sequence[str]) -> tuple[str, ...]:
     return (*GROUP, "target_set", *tune, "grid", "edge_of_grid", "val_metric", "val_mean",
-            "metric", "n", "n_pairs",
+            "val_seeds", "n_lost", "tie_note", "metric", "n", "n_pairs",
             *[c for c in COMPARE_COLUMNS if c not in ("target_set", "n", "n_pairs")],
             "baseline_note", "lora_params")
 
@@ -86,21 +86,60 @@ def _edge(chosen: Any, grid: list[Any]) -> bool:
     return chosen in (ordered[0], ordered[-1])
 
 
-def _choose(done: pd.DataFrame, val: str, tune: Sequence[str], better_high: bool) -> pd.DataFrame:
-    """Per (tuning group, target set): the tuned values with the best mean validation
-    metric over their seeds, the grid and whether the choice is at its edge."""
+LOST = ("failed", "diverged", "interrupted")  # no validation value: they count as the worst
+
+
+def _scores(runs: pd.DataFrame, val: str, tune: Sequence[str], better_high: bool) -> pd.DataFrame:
+    """Per (tuning group, target set, tuned values): the validation mean over every seed
+    that ran, a lost seed (failed, diverged, interrupted, or no metric) counting as the
+    worst validation value of its target set's grid, so a value cannot win on its
+    survivors; collapsed runs count with the value they reached. Also the seeds and the
+    seeds lost (collapsed included)."""
     keys = [*GROUP, "target_set"]
-    means = done.groupby([*keys, *tune], dropna=False, sort=True)[val].agg(
-        val_mean="mean").reset_index()
+    values = runs[val].where(~runs["_outcome"].isin(LOST))
+    worst = values.groupby([runs[k] for k in keys], dropna=False).transform(
+        "min" if better_high else "max")
+    scored = runs.assign(_score=values.fillna(worst),
+                         _lost=runs["_outcome"].ne("completed"))
+    return scored.groupby([*keys, *tune], dropna=False, sort=True).agg(
+        val_mean=("_score", "mean"), val_seeds=("seed", "nunique"),
+        n_lost=("_lost", "sum")).reset_index()
+
+
+def _interior(options: pd.DataFrame, tune: Sequence[str], grids: dict[str, list[Any]]) -> int:
+    """Index (into options) of the most interior of tied options: the smallest distance
+    from the middle of each grid, then the first."""
+    def distance(row: pd.Series) -> float:
+        return sum(abs(grids[k].index(row[k]) - (len(grids[k]) - 1) / 2) for k in tune)
+    return int(options.apply(distance, axis=1).idxmin())
+
+
+def _choose(scores: pd.DataFrame, tune: Sequence[str], better_high: bool) -> pd.DataFrame:
+    """Per (tuning group, target set): the tuned values with the best validation score
+    among those that lost at most half their seeds; exact ties go to the interior of the
+    grid and are said; the grid and whether the choice is at its edge."""
+    keys = [*GROUP, "target_set"]
     rows = []
-    for key, options in means.groupby(keys, dropna=False, sort=False):
-        if options["val_mean"].isna().all():
-            continue
-        best = options.loc[options["val_mean"].idxmax() if better_high
-                           else options["val_mean"].idxmin()]
+    for key, options in scores.groupby(keys, dropna=False, sort=False):
         grids = {k: sorted(options[k].drop_duplicates().tolist(), key=_number_key) for k in tune}
+        eligible = options[options["n_lost"] * 2 <= options["val_seeds"]]
+        note = ""
+        if eligible.empty or eligible["val_mean"].isna().all():
+            eligible, note = options, "every value lost most of its seeds"
+        if eligible["val_mean"].isna().all():
+            continue
+        best_score = eligible["val_mean"].max() if better_high else eligible["val_mean"].min()
+        tied = eligible[(eligible["val_mean"] - best_score).abs() <= 1e-12 * max(1.0, abs(best_score))]
+        best = options.loc[_interior(tied, tune, grids)]
+        if len(tied) > 1:
+            values = "; ".join(", ".join(f"{k} {_text(r[k])}" for k in tune)
+                               for _, r in tied.iterrows())
+            chosen = ", ".join(f"{k} {_text(best[k])}" for k in tune)
+            note = "; ".join(filter(None, [note, f"tied on validation ({best_score:.4g}) between "
+                                                 f"{values}; chose {chosen}, the most interior"]))
         rows.append({**dict(zip(keys, key)), **{k: best[k] for k in tune},
-                     "val_mean": best["val_mean"],
+                     "val_mean": best["val_mean"], "val_seeds": int(best["val_seeds"]),
+                     "n_lost": int(best["n_lost"]), "tie_note": note,
                      "grid": "; ".join(f"{k}: {', '.join(map(_text, g))}"
                                        for k, g in grids.items()),
                      "edge_of_grid": any(_edge(best[k], grids[k]) for k in tune)})
@@ -111,9 +150,10 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
                 metric: str = "test/accuracy", baseline: str = "qv",
                 loaded: Sequence[LoadedRecord] | None = None, confidence: float = 0.95,
                 alpha: float = 0.05, higher_is_better: bool | None = None,
-                resamples: int = 2000, effect: float = 0.01) -> pd.DataFrame:
+                effect: float = 0.01) -> pd.DataFrame:
     """tuned.csv: per (group without the tuned keys, target set), the value of the tuned
-    keys with the best mean validation metric (val/<name> of `metric`), and the test
+    keys with the best validation score (val/<name> of `metric`; _scores and _choose say
+    how lost seeds and ties count), the seeds behind it and how many were lost, and the test
     metric of the target set at that value compared with the baseline's own tuned result
     by seed (the statistics of `summarize`). Columns: tuned_columns(tune)."""
     tune = list(tune)
@@ -126,17 +166,18 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
                           f"another metric.")
     better = is_higher_better(metric) if higher_is_better is None else higher_is_better
     settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
-                        resamples=resamples, effect=effect)
+                        effect=effect)
     done, notes = _usable(real, metric, outcome(real, metric))
     if done.empty:
         return _ordered([], tuned_columns(tune), notes)
     done = _tuned_values(done, loaded, tune)
+    ran = _tuned_values(real.assign(_outcome=outcome(real, metric)), loaded, tune)
     missing = [k for k in tune if done[k].isna().all()]
     if missing:
         raise ConfigError(f"The tuned key(s) {', '.join(missing)} appear neither in the runs' "
                           f"config nor in their variant. Tune on a key the sweep varies, "
                           f"e.g. train.lr.")
-    chosen = _choose(done, val, tune, better)
+    chosen = _choose(_scores(ran[ran["seed"].notna()], val, tune, better), tune, better)
     # merge drops the index, which keys the runs' predictions: carry it through
     picked = done.rename_axis("_run").reset_index().merge(
         chosen, on=[*GROUP, "target_set", *tune], how="inner").set_index("_run")

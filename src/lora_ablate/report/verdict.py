@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from lora_ablate.report.aggregate import GROUP, group_label
+from lora_ablate.report.aggregate import GROUP, group_label, is_higher_better
 from lora_ablate.report.tuning import _split_variant
 
 
@@ -36,22 +36,89 @@ def _safe(text: str) -> str:
     return str(text).replace("*", "\u2217").replace("|", "/").replace("`", "'")
 
 
+def _level(row: Any) -> str:
+    level = getattr(row, "diff_ci_level", None)
+    return "" if level is None or pd.isna(level) else f" at {100 * level:.2f}%"
+
+
 def comparison(row: Any, confidence: float) -> str:
-    """'all vs qv: +0.032 (95% interval +0.006 to +0.027, over seeds+test examples;
-    Holm p 0.012)' from a summary or tuned row."""
+    """'all vs qv: +0.032 (interval +0.006 to +0.058 at 99.38%, over seeds+test examples;
+    Holm p 0.012; 5 paired seeds)' from a summary or tuned row; the interval is the one at
+    its Holm step's level, so it excludes 0 exactly when the row is resolved."""
     interval = ("no interval" if pd.isna(row.diff_ci_low) else
-                f"{confidence:.0%} interval {fmt_diff(row.diff_ci_low)} to "
-                f"{fmt_diff(row.diff_ci_high)}, over {row.diff_ci_covers}")
+                f"interval {fmt_diff(row.diff_ci_low)} to {fmt_diff(row.diff_ci_high)}"
+                f"{_level(row)}, over {row.diff_ci_covers}")
+    stage = getattr(row, "stage", None)
+    staged = f"; stage {int(stage)}" if stage is not None and not pd.isna(stage) else ""
     return (f"{_safe(row.target_set)} vs {_safe(row.baseline)}: {fmt_diff(row.diff)} "
-            f"({interval}; Holm p {fmt_p(row.p_ttest_holm)}; {row.n_pairs} paired seeds)")
+            f"({interval}; Holm p {fmt_p(row.p_ttest_holm)}; {row.n_pairs} paired seeds{staged})")
+
+
+def _seeds(value: Any, note: Any) -> str | None:
+    if value is not None and not pd.isna(value):
+        return f"about {int(value)} paired seeds"
+    return str(note) if isinstance(note, str) and note else None
 
 
 def _unresolved(row: Any, confidence: float, effect: float) -> str:
     text = comparison(row, confidence)
-    if not row.testable or pd.isna(row.seeds_needed):
+    if not row.testable:
         return f"{text}, {row.test_note or 'not testable'}"
-    return (f"{text}, at the observed spread about {row.seeds_needed} paired seeds would "
-            f"resolve a difference of {effect:g} (detectable now: {row.mde:.3f})")
+    if isinstance(row.test_note, str) and row.test_note.startswith("tie"):
+        return f"{text}, {row.test_note}"
+    observed = _seeds(getattr(row, "seeds_needed_observed", None),
+                      getattr(row, "seeds_needed_observed_note", None))
+    for_effect = _seeds(row.seeds_needed, getattr(row, "seeds_needed_note", None))
+    parts = []
+    if observed:
+        parts.append(f"{observed} would resolve the observed difference at the family level"
+                     if observed.startswith("about") else
+                     f"seeds to resolve the observed difference: {observed}")
+    if for_effect:
+        parts.append(f"{for_effect} for a difference of {effect:g}" if for_effect.startswith(
+            "about") else f"seeds for a difference of {effect:g}: {for_effect}")
+    if not pd.isna(row.mde):
+        parts.append(f"detectable now: {row.mde:.3f}")
+    return f"{text}, " + "; ".join(parts) if parts else text
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(_safe(n) for n in names)
+
+
+def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "Best") -> str:
+    """The target set with the highest mean over the seeds all of the group's target sets
+    share, named best only against the sets it is resolved against; ties are said."""
+    higher = is_higher_better(metric)
+    ranked = rows[rows["rank"].notna()]
+    if ranked.empty:
+        return (f"No seed is shared by every target set, so none is ranked on {metric}.")
+    top = ranked[ranked["rank"].eq(ranked["rank"].min())]
+    k = int(top["n_common"].iloc[0])
+    over = f"over the {k} seeds all target sets share" if k > 1 else \
+        "on the one seed all target sets share (no interval)"
+    if len(rows) == 1:
+        return (f"Only {_safe(top['target_set'].iloc[0])} ran in this group (mean "
+                f"{top['mean_common'].iloc[0]:.3f} {over.replace(' all target sets share', '')}).")
+    if len(top) > 1:
+        return (f"{what} on {metric}: a tie between {_names(top['target_set'])} (mean "
+                f"{top['mean_common'].iloc[0]:.3f} {over}).")
+    name = str(top["target_set"].iloc[0])
+    mean = top["mean_common"].iloc[0]
+    resolved = rows["resolved"].fillna(False).astype(bool)
+    worse = (rows["diff"] < 0) if higher else (rows["diff"] > 0)
+    if name == baseline:
+        against = list(rows.loc[resolved & worse, "target_set"])
+    else:
+        row = rows[rows["target_set"].eq(name)].iloc[0]
+        against = [baseline] if bool(row["resolved"]) and not bool(worse[row.name]) else []
+    rest = [n for n in rows["target_set"] if n not in (name, *against)]
+    rest_text = (f"; not separated from {_names(rest)} by any test" if rest else "")
+    if against:
+        return (f"{what} on {metric}: {_safe(name)}, mean {mean:.3f} {over}, resolved better "
+                f"than {_names(against)}{rest_text}.")
+    return (f"No target set is resolved best on {metric}: {_safe(name)} has the highest mean "
+            f"({mean:.3f} {over}) but is not separated from {_names(rest)} by any test.")
 
 
 def _value(value: Any) -> str:
@@ -74,28 +141,37 @@ def _tuned_rows(tuned: pd.DataFrame | None, key: Sequence[Any]) -> pd.DataFrame 
     return tuned[mask] if mask.any() else None
 
 
-def _tuning_sentence(rows: pd.DataFrame, best: str, tune: list[str],
+def _tuning_sentence(rows: pd.DataFrame, tune: list[str],
                      confidence: float) -> tuple[str, list[str]]:
     keys = ", ".join(tune)
-    top = rows[rows["rank"].eq(1)]
+    metric = str(rows["metric"].iloc[0])
+    baseline = str(rows["baseline"].iloc[0])
     resolved = rows[rows["resolved"].fillna(False).astype(bool)]
-    if len(top):
-        first = top.iloc[0]
-        tuned_best = str(first["target_set"])
-        change = ("keeps the same best target set" if tuned_best == best else
-                  f"changes the best target set to {_safe(tuned_best)}")
-        values = ", ".join(f"{k} {_value(first[k])}" for k in tune)
-        text = (f"Tuning {keys} per target set on the validation metric {change} "
-                f"({_safe(tuned_best)} at {values}, test mean {first['mean']:.3f})")
-    else:
-        text = f"Tuning {keys} per target set left no comparable result"
-    text += "; resolved after tuning: " + ("; ".join(
-        comparison(r, confidence) for r in resolved.itertuples(index=False)) or "none") + "."
+    chosen = "; ".join(
+        f"{_safe(r['target_set'])} at " + ", ".join(f"{k} {_value(r[k])}" for k in tune)
+        + f" (n {_count(r.get('n'))}" + (f", {_count(r.get('n_lost'))} lost" if
+                                          _count(r.get("n_lost")) not in ("0", "n/a") else "")
+        + ")" for r in rows.to_dict("records"))
+    text = (f"Tuning {keys} per target set on the validation metric chose {chosen}. "
+            + best_sentence(rows, metric, baseline, what="Best after tuning")
+            + " Resolved after tuning: " + ("; ".join(
+                comparison(r, confidence) for r in resolved.itertuples(index=False)) or "none")
+            + ".")
     edge = rows[rows["edge_of_grid"].fillna(False).astype(bool)]
     caveats = [f"{keys} chosen at the edge of its grid for "
                + ", ".join(_safe(n) for n in edge["target_set"])
                + ", so the best value may lie outside the grid"] if len(edge) else []
+    if "tie_note" in rows:
+        caveats += [f"{_safe(r.target_set)}: {r.tie_note}" for r in rows.itertuples(index=False)
+                    if isinstance(r.tie_note, str) and r.tie_note]
+    caveats.append(f"the tuned values were chosen on the validation metric of the same seeds "
+                   f"that give the test comparison, so each tuned test mean is optimistic "
+                   f"(selection bias; a few tenths of a point in simulation)")
     return text, caveats
+
+
+def _count(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else str(int(value))
 
 
 def group_verdict(key: Sequence[Any], rows: pd.DataFrame, *, tuned: pd.DataFrame | None,
@@ -103,27 +179,21 @@ def group_verdict(key: Sequence[Any], rows: pd.DataFrame, *, tuned: pd.DataFrame
     metric = rows["metric"].iloc[0]
     baseline = str(rows["baseline"].iloc[0])
     others = rows[rows["target_set"].ne(baseline)]
-    top = rows[rows["rank"].eq(1)]
-    best = str(top["target_set"].iloc[0]) if len(top) else baseline
-    parts = []
-    if len(top):
-        b = top.iloc[0]
-        parts.append(f"Best on {metric}: {_safe(best)}, mean {b['mean']:.3f} over {b['n_pairs']} "
-                     f"seeds shared with the baseline {_safe(baseline)} ({confidence:.0%} interval "
-                     f"{b['ci_low']:.3f} to {b['ci_high']:.3f} over {b['ci_covers']}).")
+    parts = [best_sentence(rows, metric, baseline)]
     resolved = others[others["resolved"].fillna(False).astype(bool)]
     open_ = others[~others["resolved"].fillna(False).astype(bool)]
-    parts.append("Resolved against the baseline (Holm over the group's "
-                 f"{len(others)} comparisons): "
-                 + ("; ".join(comparison(r, confidence) for r in resolved.itertuples(index=False))
-                    or "none") + ".")
+    if len(others):
+        parts.append("Resolved against the baseline (Holm over the group's "
+                     f"{len(others)} comparisons): "
+                     + ("; ".join(comparison(r, confidence)
+                                  for r in resolved.itertuples(index=False)) or "none") + ".")
     if len(open_):
         parts.append("Not resolved: " + "; ".join(
             _unresolved(r, confidence, effect) for r in open_.itertuples(index=False)) + ".")
     caveats = []
     tuned_rows = _tuned_rows(tuned, key)
     if tuned_rows is not None:
-        text, more = _tuning_sentence(tuned_rows, best, _tune_keys(tuned), confidence)
+        text, more = _tuning_sentence(tuned_rows, _tune_keys(tuned), confidence)
         parts.append(text)
         caveats += more
     problems = rows[rows["problem_seeds"].fillna("").ne("")]
@@ -140,10 +210,11 @@ def group_verdict(key: Sequence[Any], rows: pd.DataFrame, *, tuned: pd.DataFrame
 
 def verdicts(summary: pd.DataFrame, tuned: pd.DataFrame | None = None, *,
              confidence: float = 0.95, effect: float = 0.01) -> list[Verdict]:
-    """One verdict per group of the summary: the best target set, the differences to the
-    baseline that are resolved (Holm-adjusted p < alpha and an interval that excludes 0,
-    with what the interval covers), those that are not and the seeds that would resolve
-    them, whether tuning changes the answer, and caveats."""
+    """One verdict per group of the summary: the highest mean over shared seeds and what it
+    is resolved against, the differences to the baseline that are resolved (by the family
+    procedure, whose interval excludes 0 exactly then, with what it covers), those that are
+    not and the seeds that would resolve them at the family level, the tuned comparison,
+    and caveats."""
     if summary.empty:
         return []
     one_task = summary["task"].nunique() == 1

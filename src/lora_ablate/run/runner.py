@@ -180,14 +180,14 @@ def model_identity(model: ModelConfig, resolved: ResolvedRun) -> ModelIdentity:
 
 
 def is_collapsed(val: SplitPredictions) -> bool:
-    """Completed at chance: validation accuracy no better than always predicting the
-    majority class (within two binomial standard errors of the majority share)."""
+    """Completed at chance: validation accuracy within two binomial standard errors of the
+    majority class's share, on either side."""
     n = len(val.labels)
     if n == 0:
         return False
     majority = max(val.labels.count(c) for c in set(val.labels)) / n
     accuracy = sum(val.correct) / n
-    return accuracy <= majority + 2 * math.sqrt(majority * (1 - majority) / n)
+    return abs(accuracy - majority) <= 2 * math.sqrt(majority * (1 - majority) / n)
 
 
 def save_adapter(session: Session, folder: Path) -> None:
