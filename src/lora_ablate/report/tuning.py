@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from lora_ablate.errors import ConfigError
-from lora_ablate.records import CORRUPT, LoadedRecord
+from lora_ablate.records import CORRUPT, LoadedRecord, Status
 from lora_ablate.report.aggregate import (CELL, COST, GROUP, _ordered, _usable, check_baseline,
                                           compare_frame, is_higher_better, outcome)
 from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
@@ -86,7 +86,7 @@ def _edge(chosen: Any, grid: list[Any]) -> bool:
     return chosen in (ordered[0], ordered[-1])
 
 
-LOST = ("failed", "diverged", "interrupted")  # no validation value: they count as the worst
+LOST = (Status.failed, Status.diverged, Status.interrupted)  # no validation value: they count as the worst
 
 
 def _scores(runs: pd.DataFrame, val: str, tune: Sequence[str], better_high: bool) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def _scores(runs: pd.DataFrame, val: str, tune: Sequence[str], better_high: bool
     worst = values.groupby([runs[k] for k in keys], dropna=False).transform(
         "min" if better_high else "max")
     scored = runs.assign(_score=values.fillna(worst),
-                         _lost=runs["_outcome"].ne("completed"))
+                         _lost=runs["_outcome"].ne(Status.completed))
     return scored.groupby([*keys, *tune], dropna=False, sort=True).agg(
         val_mean=("_score", "mean"), val_seeds=("seed", "nunique"),
         n_lost=("_lost", "sum")).reset_index()
