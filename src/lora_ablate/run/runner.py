@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from lora_ablate.errors import ConfigError
 from lora_ablate.identity import RunKey, run_key
 from lora_ablate.plan.resolve import ResolvedRun, resolve_run
 from lora_ablate.records import Cost, RunError, RunRecord, SplitPredictions, completed_record, write_record
-from lora_ablate.run.interrupts import Interrupted, RunLock, terminate_as_interrupt
+from lora_ablate.run.interrupts import Interrupted, RunLock, stop_signals
 from lora_ablate.run.loggers import NullLogger, open_logger
 from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
 from lora_ablate.run.provenance import now_iso, provenance
@@ -90,34 +91,36 @@ def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any],
     started_at = now_iso()
     outcome, session, logger = Outcome(), None, NullLogger()
     bad_input = False
-    try:
-        with terminate_as_interrupt():
+    # Signals stay held until the record is written: a second Ctrl-C cannot cut it short.
+    with stop_signals() as stop_check:
+        try:
             logger = open_logger(cfg.logger, name=key.run_id, group=cfg.sweep_name,
                                  job_type=resolved.plan.target_set, config=config, run_dir=run_dir,
                                  plan=resolved.plan.to_dict())
             session = prepare(cfg, resolved, device)
-            _train_and_evaluate(cfg, resolved, session, outcome, logger, run_dir)
+            _train_and_evaluate(cfg, resolved, session, outcome, logger, run_dir, stop_check)
             if cfg.save_adapter and outcome.status == "completed":
                 save_adapter(session, run_dir / "adapter")
-    except ConfigError:  # bad user input, found before training: reported, not recorded
-        bad_input = True
-        raise
-    except BaseException as err:  # a record of every run that started
-        interrupted = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
-        outcome.status = "interrupted" if interrupted else "failed"
-        outcome.error = RunError(type(err).__name__, str(err) or repr(err))
-        raise
-    finally:
-        if not bad_input:
-            record = _record(cfg, resolved, config, key, outcome, session, device, started_at)
-            write_record(run_dir, record)
-            logger.finish(record)
+        except ConfigError:  # bad user input, found before training: reported, not recorded
+            bad_input = True
+            raise
+        except BaseException as err:  # a record of every run that started
+            interrupted = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
+            outcome.status = "interrupted" if interrupted else "failed"
+            outcome.error = RunError(type(err).__name__, str(err) or repr(err))
+            raise
+        finally:
+            if not bad_input:
+                record = _record(cfg, resolved, config, key, outcome, session, device, started_at)
+                write_record(run_dir, record)
+                logger.finish(record)
     return record
 
 
 def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session, outcome: Outcome,
-                        logger: Any, run_dir: Path | None = None) -> None:
-    fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger, result=outcome.fit)
+                        logger: Any, run_dir: Path | None = None, stop_check: Callable[[], None] | None = None) -> None:
+    fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger,
+        result=outcome.fit, stop_check=stop_check)
     outcome.history = outcome.fit.history
     if outcome.fit.diverged_at is not None:
         outcome.status = "diverged"
