@@ -142,7 +142,7 @@ def compose(over: list[str]):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from lora_ablate.config.schema import register_configs, resource_dir
+    from lora_ablate.app.store import register_configs, resource_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(resource_dir("conf")), version_base="1.3"):

@@ -20,8 +20,8 @@ if [ -f benchmarks/bench_train.py ]; then
 fi
 if [ "${REPRO:-1}" != 0 ]; then
   start=$SECONDS
-  # lora_ablate.cli has no __main__ block; this is what the `lora-ablate` entry point runs
-  timeout "${REPRO_TIMEOUT:-900}" python3 -c 'from lora_ablate.cli import main; main()' +sweep=qv_vs_others hydra/launcher=parallel \
+  # lora_ablate.app.cli has no __main__ block; this is what the `lora-ablate` entry point runs
+  timeout "${REPRO_TIMEOUT:-900}" python3 -c 'from lora_ablate.app.cli import main; main()' +sweep=qv_vs_others hydra/launcher=parallel \
     hydra.launcher.n_jobs=4 'hydra.sweeper.params.seed="0,1,2,3,4"' hydra.sweep.dir="$OUT/repro" \
     > "$OUT/repro.log" 2>&1 || status=1
   records=$(find "$OUT/repro" -name result.json | wc -l)

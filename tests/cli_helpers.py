@@ -32,7 +32,7 @@ def console_script(name: str) -> list[str]:
         if candidate and Path(candidate).exists():
             return [str(candidate)]
     entry = {"lora-ablate": "main", "lora-ablate-report": "report_main"}[name]
-    return [sys.executable, "-c", f"import sys; from lora_ablate.cli import {entry}; sys.exit({entry}())"]
+    return [sys.executable, "-c", f"import sys; from lora_ablate.app.cli import {entry}; sys.exit({entry}())"]
 
 
 def start(args: list[str], cwd: Path, script: str = "lora-ablate", *, stdout: Any = subprocess.PIPE,

@@ -10,7 +10,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lora_ablate.config.schema import RunConfig, register_configs
+from lora_ablate.app.store import register_configs
+from lora_ablate.config.schema import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -22,7 +23,7 @@ CONF = REPO / "conf"
 
 
 def register_like_cli() -> None:
-    """What `lora_ablate.cli.main` registers in Hydra's ConfigStore before composing."""
+    """What `lora_ablate.app.cli.main` registers in Hydra's ConfigStore before composing."""
     register_configs()
 
 

@@ -9,11 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import compose_run
-from lora_ablate.config.callbacks import ReportCallback
-from lora_ablate.config.overrides import CommandLine, check_overrides, read_command_line
+from lora_ablate.app.callbacks import ReportCallback
+from lora_ablate.app.overrides import CommandLine, check_overrides, read_command_line
+from lora_ablate.app.store import sweep_dirname
+from lora_ablate.app.sweeper import write_manifest
 from lora_ablate.config.schema import (BudgetConfig, LoggerConfig, LoraSettings, ReportConfig, Schedule,
-                                       TaskConfig, TrainConfig, sweep_dirname)
-from lora_ablate.config.sweeper import write_manifest
+                                       TaskConfig, TrainConfig)
 from lora_ablate.errors import ConfigError
 from lora_ablate.identity import run_dirname
 

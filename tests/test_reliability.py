@@ -5,7 +5,7 @@ moment, Ctrl-C, a corrupt or half-written result.json, a diverged run.
 Everything here drives the real command line. The validation cases (two dozen
 invocations that each fail within a second or two after ~10 s of imports) run through a
 small fork server: one Python process imports what `lora-ablate` imports, then forks a
-child per invocation that calls `lora_ablate.cli:main` (the console script's entry point)
+child per invocation that calls `lora_ablate.app.cli:main` (the console script's entry point)
 with that argv, its own stdout/stderr files, working directory and exit status. Every
 other test starts the `lora-ablate` console script itself.
 
@@ -237,9 +237,9 @@ def single_args(name: str, out: Path) -> list[str]:
 FORK_SERVER = r'''
 import json, os, sys, traceback
 cases, parallel = json.load(open(sys.argv[1])), int(sys.argv[2])
-import lora_ablate.cli as cli                      # the console script's module
+import lora_ablate.app.cli as cli                  # the console script's module
 import torch, transformers, peft                   # noqa: F401  the training stack, once
-import lora_ablate.run.runner, lora_ablate.config.sweeper     # noqa: F401
+import lora_ablate.run.runner, lora_ablate.app.sweeper        # noqa: F401
 
 def child(case):
     os.chdir(case["cwd"])

@@ -478,7 +478,7 @@ def test_preset_composes_under_the_schema_with_overrides(preset: str, tmp_path: 
     under a minimal primary config so that other config groups play no part."""
     from hydra import compose, initialize_config_dir
 
-    from lora_ablate.config.schema import register_configs
+    from lora_ablate.app.store import register_configs
 
     shutil.copytree(CONF / "task", tmp_path / "task")
     (tmp_path / "config.yaml").write_text("defaults:\n  - lora_ablate_schema\n  - task: rt_sentiment\n  - _self_\n")

@@ -13,7 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lora_ablate.config.schema import RunConfig, register_configs
+from lora_ablate.app.store import register_configs
+from lora_ablate.config.schema import RunConfig
 from lora_ablate.errors import ConfigError
 from lora_ablate.plan.resolve import resolve_run
 from lora_ablate.records import RECORD_NAME

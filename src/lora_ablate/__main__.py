@@ -1,3 +1,3 @@
-from lora_ablate.cli import main
+from lora_ablate.app.cli import main
 
 main()

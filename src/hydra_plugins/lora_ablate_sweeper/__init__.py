@@ -1,7 +1,7 @@
 """Hydra only instantiates sweepers defined under the `hydra_plugins` namespace package."""
 
-from lora_ablate.config import sweeper
+from lora_ablate.app import sweeper
 
 
 class ValidatingSweeper(sweeper.ValidatingSweeper):
-    """lora_ablate.config.sweeper.ValidatingSweeper, registered where Hydra looks for plugins."""
+    """lora_ablate.app.sweeper.ValidatingSweeper, registered where Hydra looks for plugins."""

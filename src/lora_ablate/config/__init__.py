@@ -1,1 +1,1 @@
-"""Configuration: the typed schema behind conf/, override checks, the sweeper and Hydra callbacks."""
+"""Configuration: the typed schema behind conf/ (the Hydra glue is in lora_ablate.app)."""

@@ -8,13 +8,10 @@ runs, dry runs and every cell of a sweep are checked by the same code, once."""
 import difflib
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import Enum, StrEnum
-from pathlib import Path
 from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from lora_ablate.errors import ConfigError
 
@@ -312,38 +309,3 @@ class RunConfig:
     save_adapter: bool = False
     sweep_name: Optional[str] = None  # set by sweep files; groups runs in reports and wandb
     report: ReportConfig = field(default_factory=ReportConfig)
-
-
-def resource_dir(name: str) -> Path:
-    """conf/ and sweeps/ sit at the repo root in a checkout and inside the package in a wheel."""
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / name
-    return packaged if packaged.is_dir() else package.parents[1] / name
-
-
-def sweep_dirname(sweep_name: Optional[str]) -> str:
-    """A sweep's folder under outputs/sweeps/: its name, or for an ad-hoc `-m` sweep
-    adhoc/<time it started> (so two ad-hoc sweeps never share a folder)."""
-    return sweep_name or f"adhoc/{datetime.now():%Y-%m-%d_%H-%M-%S}"
-
-
-def register_configs() -> None:
-    """Put in Hydra's config store what conf/config.yaml relies on: the schema, our
-    sweeper, and each sweeps/NAME.yaml as option NAME of group `sweep` (`sweep=NAME`)."""
-    from lora_ablate.identity import run_dirname
-
-    # Cached per config like Hydra's ${now:}; the sweeper also pins the result once.
-    OmegaConf.register_new_resolver("lora_ablate_sweep_dir", sweep_dirname, replace=True, use_cache=True)
-    # A sweep cell's folder: its identifying overrides made safe (see identity.run_dirname).
-    OmegaConf.register_new_resolver(
-        "lora_ablate_run_dir", lambda overrides: run_dirname([str(o) for o in overrides]), replace=True
-    )
-    store = ConfigStore.instance()
-    store.store(name="lora_ablate_schema", node=RunConfig)
-    store.store(
-        group="hydra/sweeper",
-        name="lora_ablate",
-        node={"_target_": "hydra_plugins.lora_ablate_sweeper.ValidatingSweeper", "max_batch_size": None, "params": None},
-    )
-    for path in sorted(resource_dir("sweeps").glob("*.yaml")):
-        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")

@@ -13,7 +13,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lora_ablate.config.schema import RunConfig, choice_problem, close_match, resource_dir
+from lora_ablate.app.store import resource_dir
+from lora_ablate.config.schema import RunConfig, choice_problem, close_match
 from lora_ablate.errors import ConfigError
 
 
