@@ -55,11 +55,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
 
     from lora_ablate.run.runner import JobSlot, train  # training stack: not needed for dry runs
+    from lora_ablate.run.workers import sweep_job
 
     hydra_cfg = HydraConfig.get()
     job = JobSlot(index=hydra_cfg.job.get("num") or 0, parallel_jobs=_parallel_jobs(hydra_cfg))
-    record = train(run_cfg, run_dir=Path(hydra_cfg.runtime.output_dir),
-                   overrides=list(hydra_cfg.overrides.task), job=job, resolved=resolved)
+    with sweep_job():  # in a sweep's worker process: stops with its parent
+        record = train(run_cfg, run_dir=Path(hydra_cfg.runtime.output_dir),
+                       overrides=list(hydra_cfg.overrides.task), job=job, resolved=resolved)
     if record.status != "completed":  # a sweep goes on; a single run exits non-zero
         message = f"run {record.run_id} ended {record.status}: {record.error.message if record.error else ''}"
         from hydra.types import RunMode
@@ -98,12 +100,27 @@ def main() -> None:
     except (KeyboardInterrupt, Interrupted) as err:
         if full_error():
             raise
-        print(
-            "lora-ablate: interrupted; the run in flight is recorded as interrupted. Run the same "
-            "command again to finish it (completed runs are skipped).",
-            file=sys.stderr,
-        )
+        print(f"lora-ablate: {stopped_message(err)}", file=sys.stderr)
         sys.exit(128 + getattr(err, "signum", 2))
+
+
+def stopped_message(err: BaseException) -> str:
+    """One line: what stopped the command, what was recorded, and how to resume."""
+    from lora_ablate.run.workers import SweepStopped
+
+    what = f"stopped by {signal_name(getattr(err, 'signum', 2))}"
+    resume = "Run the same command again to finish (completed runs are skipped)."
+    if isinstance(err, SweepStopped):
+        runs = len(err.recorded)
+        return (f"{what}; {runs} run{'' if runs == 1 else 's'} in flight recorded as interrupted "
+                f"in {err.sweep_dir}. {resume}")
+    return f"{what}; the run in flight is recorded as interrupted. {resume}"
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 def report_main() -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -110,14 +111,27 @@ class ValidatingSweeper(Sweeper):
                        [cell for batch in batches for cell in batch])
         returns: list[Sequence[JobReturn]] = []
         job_index = 0
-        for batch in batches:
-            results = self.launcher.launch(batch, initial_job_idx=job_index)
-            for overrides, result in zip(batch, results):
-                if result.status == JobStatus.FAILED:  # its record says why; the sweep goes on
-                    log.error("run %s failed: %s", ",".join(overrides), result._return_value)
-            job_index += len(batch)
-            returns.append(results)
+        with self._stopping_workers(sweep_dir):
+            for batch in batches:
+                results = self.launcher.launch(batch, initial_job_idx=job_index)
+                for overrides, result in zip(batch, results):
+                    if result.status == JobStatus.FAILED:  # its record says why; the sweep goes on
+                        log.error("run %s failed: %s", ",".join(overrides), result._return_value)
+                job_index += len(batch)
+                returns.append(results)
         return returns
+
+    def _stopping_workers(self, sweep_dir: Path) -> AbstractContextManager[None]:
+        """Launchers that run cells in other processes get their workers stopped, and
+        their records written, on SIGINT/SIGTERM; Hydra's basic launcher runs each cell in
+        this process, where the runner handles the signals itself."""
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        from lora_ablate.run.workers import stop_workers_on_signal
+
+        if isinstance(self.launcher, BasicLauncher):
+            return nullcontext()
+        return stop_workers_on_signal(sweep_dir)
 
 
 def write_manifest(sweep_dir: Path, sweep_name: str | None, overrides: list[str], cells: list[list[str]]) -> Path:
