@@ -25,7 +25,7 @@ LABEL_KEYS = frozenset({
 })
 # Config keys (dotted prefixes) that change how a run is observed, not what it computes.
 OBSERVING_KEYS = frozenset({
-    "logger", "dry_run", "save_adapter", "sweep_name", "report", "analysis",
+    "logger", "dry_run", "save_adapter", "sweep_name", "sweep_reuse", "report", "analysis",
     "train.device", "train.threads", "train.eval_batch_size",
 })
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]]")

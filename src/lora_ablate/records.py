@@ -10,6 +10,8 @@ version 1 (no `schema_version`) keep loading. A completed record is never overwr
 import dataclasses
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from lora_ablate.files import write_atomic
 SCHEMA_VERSION = 2
 RECORD_NAME = "result.json"
 RECORD_GLOB = "result*.json"  # result.json and completed records moved aside
+MAX_RECORD_BYTES = 64 * 2**20  # a real record is a few MB at most (predictions of 100k examples)
 STATUSES = ("completed", "failed", "diverged", "interrupted")
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DECODE = bytes(_DIGITS.index(chr(b)) if chr(b) in _DIGITS else 255 for b in range(256))
@@ -273,6 +276,17 @@ class LoadedRecord:
 
 
 def read_record(path: Path) -> LoadedRecord:
+    """The record in `path`; a file that is not a regular file (a FIFO would hang the
+    read) or is over MAX_RECORD_BYTES is listed as unreadable without being read."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return LoadedRecord(Path(path), None, f"unreadable record ({type(err).__name__}: {err})")
+    if not stat.S_ISREG(info.st_mode):
+        return LoadedRecord(Path(path), None, "not a regular file (left unread)")
+    if info.st_size > MAX_RECORD_BYTES:
+        return LoadedRecord(Path(path), None, f"{info.st_size:,} bytes, over the {MAX_RECORD_BYTES:,}-byte "
+                                              "limit for a record (left unread)")
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -308,4 +308,5 @@ class RunConfig:
     dry_run: bool = False
     save_adapter: bool = False
     sweep_name: Optional[str] = None  # set by sweep files; groups runs in reports and wandb
+    sweep_reuse: bool = False  # let a sweep write into a folder that lora-ablate did not make
     report: ReportConfig = field(default_factory=ReportConfig)

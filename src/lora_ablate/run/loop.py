@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
@@ -16,6 +15,7 @@ from lora_ablate.config.schema import TrainConfig
 from lora_ablate.run.loggers import Logger
 from lora_ablate.run.metrics import classification_metrics
 from lora_ablate.run.pairing import derived_seed
+from lora_ablate.run.progress import RunProgress
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
 # Padded tokens per evaluation batch. On CPU small batches stay in cache: MiniLM evaluates
@@ -154,6 +154,7 @@ def fit(
     logger: Logger,
     result: FitResult | None = None,
     stop_check: Callable[[], None] = lambda: None,
+    progress: RunProgress | None = None,
 ) -> FitResult:
     """Train for the configured steps. `result` is filled in as training goes, so a caller
     that is interrupted still knows how far it got; `stop_check` raises, before each step,
@@ -171,7 +172,8 @@ def fit(
     # rescale the head's step, and the head is what every target set shares.
     clip_groups = [group for group in trainable_groups(model, head_names) if group]
     model.train()
-    bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+    progress = progress or RunProgress("train")
+    progress.start_training(steps)
     start = time.perf_counter()
     for step in range(1, steps + 1):
         stop_check()
@@ -189,6 +191,7 @@ def fit(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         result.steps = step
+        tokens_per_second = None
         if step % LOG_EVERY == 0 or step == steps:
             last_loss = running_loss.item() / (step % LOG_EVERY or LOG_EVERY)  # one host sync per LOG_EVERY steps
             running_loss.zero_()
@@ -196,9 +199,9 @@ def fit(
                 result.diverged_at = step
                 break
             elapsed = result.train_seconds + time.perf_counter() - start  # evaluation time excluded
-            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{result.train_tokens / max(elapsed, 1e-9):,.0f}")
+            tokens_per_second = result.train_tokens / max(elapsed, 1e-9)
             logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
-        bar.update(1)
+        progress.stepped(step, last_loss if tokens_per_second else None, tokens_per_second)
         if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
             result.train_seconds += _synchronized_elapsed(session.device, start)
             point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
@@ -206,7 +209,7 @@ def fit(
             result.history.append(point)
             logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
             start = time.perf_counter()
-    bar.close()
+    progress.end_training()
     result.train_seconds += _synchronized_elapsed(session.device, start)
     return result
 
