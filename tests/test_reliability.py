@@ -716,3 +716,163 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(background):
         "runs.csv must list both cells of the sweep (they differ in train.lr only):\n"
         f"{runs[['path', 'run_id', 'status']].to_dict('records')}"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Files the project reads and writes in shared folders
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling_symlink", "hardlink", "fifo", "folder"])
+def test_run_lock_never_opens_what_is_not_its_own_plain_file(kind, tmp_path):
+    """A `.lock` that is a link (to another user's file), a FIFO or a folder is refused
+    with a clear error; the file it points to keeps its content."""
+    from lora_ablate.errors import ConfigError
+    from lora_ablate.run.interrupts import RunLock
+
+    run_dir, other = tmp_path / "cell", tmp_path / "someone_elses.txt"
+    run_dir.mkdir()
+    other.write_text("precious")
+    lock = run_dir / ".lock"
+    if kind == "symlink":
+        lock.symlink_to(other)
+    elif kind == "dangling_symlink":
+        lock.symlink_to(tmp_path / "would_be_created")
+    elif kind == "hardlink":
+        os.link(other, lock)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(ConfigError, match=r"\.lock") as caught:
+        with RunLock(run_dir, "cell-x"):
+            pytest.fail("the lock was taken")
+    assert "cell-x" in str(caught.value) and "Remove it" in str(caught.value)
+    assert other.read_text() == "precious"
+    assert not (tmp_path / "would_be_created").exists()
+
+
+def test_run_lock_on_its_own_file_names_its_holder_and_empties_on_release(tmp_path):
+    from lora_ablate.run.interrupts import RunLock
+
+    with RunLock(tmp_path, "cell-x"):
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} ")
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_records_that_are_not_regular_files_or_too_big_are_listed_unread(tmp_path, monkeypatch):
+    from lora_ablate import records
+
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "result.json")  # reading it would hang the report
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "result.json").write_text("{" + " " * 4096 + "}")
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 1024)
+    found = {p.path.parent.name: p for p in records.find_records(tmp_path)}
+    assert found["fifo"].record is None and "not a regular file" in found["fifo"].problem
+    assert found["big"].record is None and "limit" in found["big"].problem
+
+
+def _cell_records(tmp_path: Path):
+    """One cell's completed record of config A, then one of config B (newer) written over it,
+    so A is moved aside: an edited sweep file, reverted."""
+    import dataclasses
+
+    import numpy as np
+    from fake_records import make_record
+
+    from lora_ablate.records import write_record
+
+    first = make_record(model="minilm", task="rt_sentiment", target_set="qv", budget="reference",
+                        scale=1.0, seed=0, accuracy=0.8, history_points=2, index=0,
+                        rng=np.random.default_rng(0), test_size=0)
+    later = dataclasses.replace(first, config_hash="b" * 16, metrics={**first.metrics, "test/accuracy": 0.6},
+                                provenance={**first.provenance, "ended_at": "2999-01-01T00:00:00"})
+    run_dir = tmp_path / "cell"
+    write_record(run_dir, first)
+    write_record(run_dir, later)  # moves `first` aside as result.<hash>.json
+    return first, later
+
+
+def test_report_uses_the_record_of_the_cells_current_config(tmp_path):
+    """The manifest's config hash for the cell decides, not which record is newer."""
+    from lora_ablate.app.sweeper import write_manifest
+    from lora_ablate.records import find_records
+    from lora_ablate.report.aggregate import record_frames
+
+    first, later = _cell_records(tmp_path)
+    for current, superseded in ((first, later), (later, first)):
+        write_manifest(tmp_path, "edited", [], [["cell"]], {"cell": current.config_hash})
+        manifest = json.loads((tmp_path / "manifest.json").read_text())
+        manifest["cells"][0]["run_dir"] = "cell"  # (run_dirname of a bare override list)
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        frames = record_frames(find_records(tmp_path), root=tmp_path)
+        assert list(frames.runs["config_hash"]) == [current.config_hash]
+        assert list(frames.runs["test/accuracy"]) == [current.metrics["test/accuracy"]]
+        assert list(frames.superseded["config_hash"]) == [superseded.config_hash]
+
+
+def test_a_nan_metric_is_left_out_of_the_statistics_and_named(tmp_path):
+    from fake_records import write_fake_sweep
+
+    from lora_ablate.records import find_records
+    from lora_ablate.report.aggregate import record_frames
+
+    paths = write_fake_sweep(tmp_path, target_sets=("qv", "q"), seeds=range(3), test_size=0)
+    data = json.loads(paths[0].read_text())
+    data["metrics"]["test/accuracy"] = float("nan")
+    paths[0].write_text(json.dumps(data))  # json writes NaN, as a foreign tool might
+    runs = record_frames(find_records(tmp_path), root=tmp_path).runs
+    row = runs[runs["path"] == str(paths[0].relative_to(tmp_path))].iloc[0]
+    assert pd_isna(row["test/accuracy"]) and "test/accuracy=nan" in row["error"]
+    assert runs["test/accuracy"].notna().sum() == len(paths) - 1
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+@pytest.mark.parametrize("contents, needle", [
+    ({"notes.txt": "mine"}, r"no manifest\.json"),
+    ({"manifest.json": "[1, 2, 3]"}, r"manifest.*cannot be read"),
+    ({"manifest.json": '{"cells": []}', "thesis.tex": "mine"}, r"thesis\.tex"),
+])
+def test_a_sweep_folder_lora_ablate_did_not_write_is_refused(contents, needle, tmp_path):
+    from lora_ablate.app.sweep_folder import check_sweep_folder
+    from lora_ablate.errors import ConfigError
+
+    for name, text in contents.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=needle) as caught:
+        check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
+    malformed = "[1" in contents.get("manifest.json", "")
+    assert malformed or "sweep_reuse=true" in str(caught.value)
+    if malformed:  # a broken manifest is refused even with reuse: it would be overwritten
+        with pytest.raises(ConfigError):
+            check_sweep_folder(tmp_path, ["a_cell"], reuse=True)
+    else:
+        check_sweep_folder(tmp_path, ["a_cell"], reuse=True)
+
+
+def test_a_folder_of_an_earlier_sweep_is_accepted(tmp_path):
+    from lora_ablate.app.sweep_folder import check_sweep_folder
+
+    check_sweep_folder(tmp_path / "new", ["a_cell"], reuse=False)
+    (tmp_path / "manifest.json").write_text(json.dumps({"cells": [{"run_dir": "old_cell"}]}))
+    for name in ("old_cell", "a_cell", "report", ".submitit"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "multirun.yaml").write_text("{}")
+    (tmp_path / ".manifest.json.x1.tmp").write_text("")  # left by a killed write
+    check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
+
+
+@pytest.mark.parametrize("name, expected", [("../../../x", "_.._.._x"), ("..", "sweep"), ("/etc", "_etc"),
+                                            ("smoke", "smoke")])
+def test_sweep_name_stays_a_folder_under_outputs(name, expected):
+    from lora_ablate.app.store import sweep_dirname
+
+    cleaned = sweep_dirname(name)
+    assert "/" not in cleaned and not cleaned.startswith(".")
+    assert cleaned == expected or cleaned.startswith(expected.split("~")[0])
