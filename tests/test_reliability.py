@@ -2,12 +2,10 @@
 and every cell of a sweep), and faults lose nothing but the run they hit: SIGKILL at any
 moment, Ctrl-C, a corrupt or half-written result.json, a diverged run.
 
-Everything here drives the real command line. The validation cases (two dozen
-invocations that each fail within a second or two after ~10 s of imports) run through a
-small fork server: one Python process imports what `lora-ablate` imports, then forks a
-child per invocation that calls `lora_ablate.app.cli:main` (the console script's entry point)
-with that argv, its own stdout/stderr files, working directory and exit status. Every
-other test starts the `lora-ablate` console script itself.
+Everything here drives the real command line: each test starts the `lora-ablate` console
+script (the validation cases, two dozen invocations that each fail within a second or two
+after the imports, two at a time). The last section tests the file handling (locks, the
+sweep folder, records the report reads) on the functions themselves.
 
 Subprocesses get WANDB_MODE=disabled and HF_HUB_OFFLINE=1, and LORA_ABLATE_CACHE from the
 caller (unset: the package default). The data is a small CSV written per module (task=local).
@@ -25,13 +23,14 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import Done, cli_env, kill_group, records, run_cli, start
+from cli_helpers import Done, kill_group, records, run_cli, start
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -233,54 +232,23 @@ def single_args(name: str, out: Path) -> list[str]:
     return [*_with(BASE, *bad.extra, bad.override), f"hydra.run.dir={out}/run", f"hydra.sweep.dir={out}/sweep"]
 
 
-# The fork server: imports once what the CLI imports, then one forked child per invocation.
-FORK_SERVER = r'''
-import json, os, sys, traceback
-cases, parallel = json.load(open(sys.argv[1])), int(sys.argv[2])
-import lora_ablate.app.cli as cli                  # the console script's module
-import torch, transformers, peft                   # noqa: F401  the training stack, once
-import lora_ablate.run.runner, lora_ablate.app.sweeper        # noqa: F401
-
-def child(case):
-    os.chdir(case["cwd"])
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        os.dup2(os.open(os.path.join(case["out"], name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    os.environ.update(case["env"])
-    sys.argv = ["lora-ablate", *case["args"]]
-    code = 0
-    try:
-        code = cli.main() or 0                      # as the console script: sys.exit(main())
-    except SystemExit as exit:
-        if isinstance(exit.code, int) or exit.code is None:
-            code = exit.code or 0
-        else:
-            print(exit.code, file=sys.stderr); code = 1
-    except BaseException:
-        traceback.print_exc(); code = 1           # what the interpreter prints and returns
-    sys.stdout.flush(); sys.stderr.flush()
-    os._exit(code)
-
-running, pending = {}, list(cases)
-while pending or running:
-    while pending and len(running) < parallel:
-        case = pending.pop(0)
-        sys.stdout.flush(); sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            child(case)
-        running[pid] = case
-    pid, status = os.wait()
-    case = running.pop(pid)
-    with open(os.path.join(case["out"], "rc"), "w") as handle:
-        handle.write(str(os.waitstatus_to_exitcode(status)))
-'''
-
-
 @dataclass
 class Invocation:
     args: list[str]
     out: Path
     env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, cwd: Path) -> None:
+        """Run the console script with stdout, stderr and the exit status in files of self.out."""
+        self.out.mkdir(parents=True)
+        with (self.out / "stdout").open("w") as stdout, (self.out / "stderr").open("w") as stderr:
+            proc = start(self.args, cwd, stdout=stdout, stderr=stderr, **self.env)
+            try:
+                code = proc.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                code = proc.wait()
+        (self.out / "rc").write_text(str(code))
 
     def result(self) -> Done:
         rc_file = self.out / "rc"
@@ -290,8 +258,8 @@ class Invocation:
 
 @pytest.fixture(scope="module")
 def validation_runs(data_dir, background, tmp_path_factory) -> dict[str, Invocation]:
-    """Every validation invocation, run once through the fork server (while the
-    background sweeps of the fault tests run on the other core)."""
+    """Every validation invocation, each a `lora-ablate` process of its own, two at a time
+    (while the background sweeps of the fault tests run on the other core)."""
     root = tmp_path_factory.mktemp("validation")
     invocations: dict[str, Invocation] = {}
     for name in BAD:
@@ -305,17 +273,8 @@ def validation_runs(data_dir, background, tmp_path_factory) -> dict[str, Invocat
         invocations[name] = Invocation(["-m", *BASE, override, f"hydra.sweep.dir={out}/sweep"], out)
     out = root / "full_error"
     invocations["full_error"] = Invocation(single_args("zero_steps", out), out, {"HYDRA_FULL_ERROR": "1"})
-    cases = []
-    for inv in invocations.values():
-        inv.out.mkdir(parents=True)
-        cases.append({"args": inv.args, "out": str(inv.out), "cwd": str(data_dir), "env": inv.env})
-    (root / "cases.json").write_text(json.dumps(cases))
-    (root / "server.py").write_text(FORK_SERVER)
-    done = subprocess.run(
-        [sys.executable, str(root / "server.py"), str(root / "cases.json"), "2"],
-        cwd=data_dir, env=cli_env(), capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert done.returncode == 0, f"fork server failed:\n{done.stderr[-4000:]}"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda inv: inv.run(data_dir), invocations.values()))
     return invocations
 
 
