@@ -835,3 +835,54 @@ def test_sweep_name_stays_a_folder_under_outputs(name, expected):
     cleaned = sweep_dirname(name)
     assert "/" not in cleaned and not cleaned.startswith(".")
     assert cleaned == expected or cleaned.startswith(expected.split("~")[0])
+
+
+@pytest.mark.parametrize("failure", ["disk_full", "bad_setting"])
+def test_a_report_that_cannot_be_written_fails_the_command(failure, tmp_path, monkeypatch, capsys):
+    """The sweep's records are kept, but the command exits 1 with one paragraph saying why
+    and how to write the report later."""
+    import errno
+
+    from omegaconf import OmegaConf
+
+    from lora_ablate.app.callbacks import ReportCallback
+    from lora_ablate.errors import ConfigError
+    from lora_ablate.report import render
+
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "result.json").write_text("{}")
+    error = (OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "report" / "report.html"))
+             if failure == "disk_full" else ConfigError("report.metric 'test/f1' is not recorded."))
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(render, "write_report", fail)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "report": {}, "dry_run": False})
+    with pytest.raises(SystemExit) as exited:
+        ReportCallback().on_multirun_end(config)
+    assert exited.value.code == 1
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("lora-ablate: error: no report was written") and "\n" not in message
+    assert f"lora-ablate-report {tmp_path}" in message
+    assert ("disk is full" in message and "report.html" in message) if failure == "disk_full" else "test/f1" in message
+
+
+def test_a_run_says_each_phase_and_ends_with_its_metric_and_record(data_dir, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from helpers import compose_run
+
+    from lora_ablate.run.progress import SWEEP_CELLS_ENV
+    from lora_ablate.run.runner import JobSlot, train
+
+    monkeypatch.setenv(SWEEP_CELLS_ENV, "4")
+    cfg = compose_run([*_with(BASE, f"task.path={data_dir / 'good.csv'}"), "analysis.enabled=false"])
+    with caplog.at_level(logging.INFO, logger="lora_ablate"):
+        record = train(cfg, run_dir=tmp_path, job=JobSlot(index=2, parallel_jobs=2))
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("lora_ablate.run")]
+    assert all(m.startswith(f"cell 3 of 4: {record.labels.target_set} seed=0") for m in said), said
+    for phase in ("loading tiny_bert", "training 2 steps", "validation (32 examples)", "test (32 examples)"):
+        assert any(phase in m for m in said), (phase, said)
+    metric = record.metrics["test/accuracy"]
+    assert said[-1].endswith(f"completed, test/accuracy {metric:.4f}; record: {tmp_path / 'result.json'}"), said[-1]
