@@ -5,6 +5,7 @@ SLURM preset (`hydra/launcher=slurm`) composes without submitting anything.
 Each test starts the `lora-ablate` console script with WANDB_MODE=disabled,
 HF_HUB_OFFLINE=1 and the caller's LORA_ABLATE_CACHE (unset: the package default)."""
 
+import json
 import os
 import re
 import signal
@@ -75,6 +76,9 @@ def check_smoke_sweep(done: Done, sweep_dir: Path) -> dict[str, dict]:
     assert cells == sorted(GRID), f"records {sorted(found)} hold cells {cells}"
     assert {r["status"] for r in found.values()} == {"completed"}, {k: r["status"] for k, r in found.items()}
     assert len({r["run_id"] for r in found.values()}) == len(GRID)
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    hashes = {c["run_dir"]: c.get("config_hash") for c in manifest["cells"]}
+    assert hashes == {run_dir: r["config_hash"] for run_dir, r in found.items()}, "manifest and records disagree"
     import pandas as pd
 
     runs = pd.read_csv(sweep_dir / "report" / "runs.csv")

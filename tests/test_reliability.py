@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import Done, kill_group, records, run_cli, start
+from cli_helpers import PROGRESS_BAR, Done, kill_group, records, run_cli, start, trained
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -298,7 +298,7 @@ def rejection_problems(done: Done, out: Path, needles: tuple[str, ...] = ()) -> 
             problems.append(f"the message does not match {needle!r}")
     if found := sorted(str(p.relative_to(out)) for p in out.rglob("result.json")):
         problems.append(f"records written: {found}")
-    if "train:" in done.stderr:
+    if trained(done.stdout + done.stderr):
         problems.append("training started")
     return problems
 
@@ -594,7 +594,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_records_the_run_as_interrupted(mode
     args = ["-m", *long, "seed=0,1"] if mode == "sweep" else long
     proc = start(args, data_dir)
     chunks = read_stderr_in_background(proc)
-    assert wait_for(lambda: "train:" in "".join(chunks), proc, timeout=300), "".join(chunks)[-3000:]
+    assert wait_for(lambda: PROGRESS_BAR.search("".join(chunks)), proc, timeout=300), "".join(chunks)[-3000:]
     time.sleep(1.0)  # some steps in
     kill_group(proc, sig)
     try:
