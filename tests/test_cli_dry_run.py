@@ -48,6 +48,10 @@ def _cases(workdir: Path) -> dict[str, list[str]]:
         "sweep_file": ["sweep=smoke", "hydra.sweeper.params.seed=0", f"model.name_or_path={roberta}", "model=custom",
                        "dry_run=true"],
         "help": ["--help"],
+        "missing_m": ["model=tiny_llama", "targets=qv,qk"],
+        "unknown_metric": ["model=tiny_llama", "task.metric=f1", "dry_run=true"],
+        "completion": ["-sc", "install=bash"],
+        "version": ["--version"],
     }
 
 
@@ -105,6 +109,28 @@ def test_bad_value_exits_2_with_one_error_paragraph(cli_runs, case, needles):
     for needle in needles:
         assert needle in result.stderr, result.explain()
     assert not result.stdout.strip()
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("missing_m", ("targets=qv,qk", "add -m", "sweep=NAME")),
+    ("unknown_metric", ("task.metric='f1'", "did you mean 'macro_f1'")),
+])
+def test_mistakes_found_before_training_exit_2_with_one_paragraph(cli_runs, case, needles):
+    test_bad_value_exits_2_with_one_error_paragraph(cli_runs, case, needles)
+
+
+def test_completion_and_version_are_lora_ablates(cli_runs):
+    completion, version = cli_runs["completion"], cli_runs["version"]
+    assert completion.returncode == 0 and "complete" in completion.stdout and "lora-ablate" in completion.stdout, (
+        completion.explain())
+    assert version.returncode == 0 and version.stdout.strip().startswith("lora-ablate "), version.explain()
+
+
+def test_single_dry_runs_and_early_errors_make_no_run_folder(cli_runs, workdir):
+    """Every single-run case here is a dry run, an error or a print; only sweeps make folders."""
+    assert cli_runs["roberta_qkvo"].returncode == 0 and cli_runs["negative_steps"].returncode == 2
+    runs = workdir / "outputs" / "runs"
+    assert not runs.exists(), sorted(str(p.relative_to(runs)) for p in runs.iterdir())
 
 
 def sweep_dirs(workdir: Path) -> list[Path]:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
 from helpers import compose_run
 from lora_ablate.app.callbacks import ReportCallback
 from lora_ablate.app.overrides import CommandLine, check_overrides, read_command_line
 from lora_ablate.app.store import sweep_dirname
 from lora_ablate.app.sweeper import write_manifest
-from lora_ablate.config.schema import (BudgetConfig, LoggerConfig, LoraSettings, ReportConfig, Schedule,
-                                       TaskConfig, TrainConfig)
+from lora_ablate.config.schema import (RECORDED_METRICS, BudgetConfig, LoraSettings, Metric, ReportConfig, RunConfig,
+                                       Schedule, TrainConfig)
 from lora_ablate.errors import ConfigError
 from lora_ablate.identity import run_dirname
 
@@ -39,28 +40,64 @@ def test_closed_choices_compose_to_enums_that_equal_their_names():
     assert json.loads(json.dumps(plain))["train"]["schedule"] == "cosine"
 
 
+@pytest.mark.parametrize("override, needles", [
+    ("train.schedule=cosin", ("train.schedule='cosin'", "did you mean 'cosine'", "linear, cosine, constant")),
+    ("train.precision=fp16", ("train.precision='fp16'", "auto, fp32, bf16")),
+    ("budget.kind=param", ("budget.kind='param'", "did you mean 'params'", "reference, params, none")),
+    ("logger.mode=offlne", ("logger.mode='offlne'", "did you mean 'offline'")),
+    ("task.source=huggingface", ("task.source='huggingface'", "vader, bbc, local, hub, diagnostic")),
+    ("task.format=lm", ("task.format='lm'", "auto, head, label_words")),
+    ("task.metric=f1", ("task.metric='f1'", "accuracy, macro_f1")),
+    ("task.metric=acuracy", ("did you mean 'accuracy'",)),
+])
+def test_closed_choices_are_checked_once_against_the_enum(override, needles):
+    """The schema's Enums are the one list: the override check names the bad value, a close
+    match and the valid ones, and OmegaConf refuses the value where it comes from a file."""
+    message = problem(override)
+    for needle in needles:
+        assert needle in message, message
+    key, value = override.split("=")
+    with pytest.raises(ValidationError, match=value):
+        OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist([override]))
+
+
 @pytest.mark.parametrize("make, needles", [
-    (lambda: TrainConfig(schedule="cosin"), ("train.schedule='cosin'", "did you mean 'cosine'", "linear, cosine, constant")),
-    (lambda: TrainConfig(precision="fp16"), ("train.precision='fp16'", "auto, fp32, bf16")),
     (lambda: TrainConfig(max_steps=-5), ("train.max_steps", "-5", "positive")),
     (lambda: TrainConfig(lr=0.0), ("train.lr", "positive")),
     (lambda: TrainConfig(lr=float("nan")), ("train.lr", "nan")),
     (lambda: TrainConfig(warmup_ratio=1.0), ("train.warmup_ratio", "[0, 1)")),
     (lambda: TrainConfig(grad_clip=-1), ("train.grad_clip", ">= 0")),
-    (lambda: BudgetConfig(kind="param"), ("budget.kind='param'", "did you mean 'params'", "reference, params, none")),
     (lambda: BudgetConfig(kind="params"), ("budget.params", "positive", "None")),
     (lambda: BudgetConfig(scale=0), ("budget.scale", "positive")),
     (lambda: LoraSettings(rank=0), ("lora.rank", "positive")),
-    (lambda: LoggerConfig(kind="wandb", mode="offlne"), ("logger.mode='offlne'", "did you mean 'offline'")),
-    (lambda: TaskConfig(name="t", source="huggingface"), ("task.source='huggingface'", "vader, bbc, local, hub")),
-    (lambda: TaskConfig(name="t", source="vader", format="lm"), ("task.format='lm'", "auto, head, label_words")),
     (lambda: ReportConfig(confidence=95), ("report.confidence", "between 0 and 1")),
+    (lambda: ReportConfig(metric="test/acc"), ("report.metric='test/acc'", "did you mean 'test/accuracy'",
+                                               "test/macro_f1", "val/loss")),
+    (lambda: ReportConfig(metric="accuracy"), ("report.metric='accuracy'", "did you mean 'val/accuracy'")),
+    (lambda: TrainConfig(device="gpu"), ("train.device='gpu'", "did you mean 'cuda'", "cuda:N", "mps")),
+    (lambda: TrainConfig(device="cuda:one"), ("train.device='cuda:one'", "auto", "cpu")),
 ])
 def test_schema_rejects_bad_values_naming_them_and_what_is_valid(make, needles):
     with pytest.raises(ConfigError) as err:
         make()
     for needle in needles:
         assert needle in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_device_forms_the_schema_accepts(device):
+    assert TrainConfig(device=device).device == device
+
+
+def test_report_metric_names_what_a_run_records():
+    """The names the schema accepts are the names evaluation writes into a record."""
+    import torch
+
+    from lora_ablate.run.metrics import classification_metrics
+
+    made = classification_metrics(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), num_labels=2)
+    assert set(Metric) <= set(made) and set(made) | {"loss"} == {m.split("/")[1] for m in RECORDED_METRICS}
+    assert all(ReportConfig(metric=m).metric == m for m in RECORDED_METRICS)
 
 
 def test_every_problem_of_a_section_is_in_one_paragraph():

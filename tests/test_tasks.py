@@ -341,12 +341,10 @@ def test_num_labels_must_match_the_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        ({"source": "huggingface"}, "task.source='huggingface'"),
         ({"source": "vader", "subset": "movies"}, "task.subset='movies'"),
         ({"source": "hub", "hub_id": None}, "task.hub_id is not set"),
         ({"num_labels": 3, "label_names": ["a", "b"]}, "task.label_names=['a', 'b']"),
         ({"label_words": [" yes"]}, "task.label_words=[' yes']"),
-        ({"format": "lm"}, "task.format='lm'"),
         ({"prompt": "Review: {review}"}, "task.prompt='Review: {review}'"),
         ({"prompt": "{text} {text_pair}"}, "{text_pair} needs task.text_pair_column"),
         ({"prompt": "{text"}, "task.prompt='{text'"),
@@ -367,12 +365,6 @@ def test_unknown_vader_subset_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as err:
         load_task(TaskConfig(name="t", source="vader", subset="imdb"))
     assert all(subset in message_of(err) for subset in tasks.VADER_SUBSETS)
-
-
-def test_unknown_source_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError) as err:
-        load_task(TaskConfig(name="t", source="csv"))
-    assert "'csv'" in message_of(err) and "vader, bbc, local, hub" in str(err.value)
 
 
 # --- hub (no network here: a stand-in `datasets` module) -----------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lora_ablate import __version__
 from lora_ablate.app.store import register_configs, resource_dir
 from lora_ablate.config.schema import RunConfig
 from lora_ablate.errors import ConfigError
@@ -97,13 +98,22 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 def main() -> None:
     from lora_ablate.app.overrides import check_overrides, normalise_sweep_selection, read_command_line
+    from lora_ablate.app.preflight import check_single_run
 
     register_configs()
     sys.argv = [sys.argv[0], *normalise_sweep_selection(sys.argv[1:])]  # Hydra reads sys.argv
+    if "--version" in sys.argv[1:]:  # Hydra's flag would print Hydra's version
+        print(f"lora-ablate {__version__}")
+        return
     try:
-        check_overrides(read_command_line(sys.argv[1:]))
+        command = read_command_line(sys.argv[1:])
+        check_overrides(command)
+        checked = check_single_run(command)  # before Hydra makes the run's folder
     except ConfigError as err:
         exit_with(err)
+    if checked is not None and checked.config.dry_run:
+        print(json.dumps(checked.resolved.plan.to_dict(), indent=2))
+        return
     app = hydra.main(version_base="1.3", config_path=str(resource_dir("conf")), config_name="config")(run_job)
     from lora_ablate.run.interrupts import Interrupted
 

@@ -7,6 +7,7 @@ everything Hydra accepts (choice, range, interval, glob, sort, shuffle, tag, quo
 `+`/`~`/`@package`) is read exactly as Hydra will read it."""
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,22 +21,41 @@ from lora_ablate.errors import ConfigError
 
 @dataclass
 class CommandLine:
-    """What the command line asks of Hydra, as far as checking overrides goes."""
+    """What the command line asks of Hydra, as far as checking it goes."""
 
     overrides: list[str]
     custom_config: bool = False  # --config-path / --config-name: not our config to check
     config_dirs: list[Path] = field(default_factory=list)  # --config-dir
+    multirun: bool = False  # -m / --multirun
+    shell_completion: bool = False  # -sc: the words after it are a completion command, not overrides
+    runs_jobs: bool = True  # False for --cfg, --info, -sc, --help, --hydra-help: Hydra only prints
 
 
 def read_command_line(args: list[str]) -> CommandLine:
-    """Hydra's own argument parser (a bad flag exits 2 with argparse's message)."""
+    """The command line as Hydra's own argument parser reads it (a bad flag exits 2 with
+    argparse's message).
+
+    This is the project's one use of `hydra._internal` for the command line, on purpose:
+    `get_args_parser` is the parser `@hydra.main` applies to the same argv a moment later,
+    so every flag and spelling Hydra accepts is read here exactly as Hydra reads it (a
+    copy of its flags would drift). tests/test_cli_early_errors.py pins it to the installed Hydra."""
     from hydra._internal.utils import get_args_parser
 
     parsed = get_args_parser().parse_args(args)
+    given = [flag for flag, on in (("--run", parsed.run), ("-m", parsed.multirun), ("--cfg", parsed.cfg),
+                                   ("--info", parsed.info), ("-sc", parsed.shell_completion)) if on]
+    if len(given) > 1:  # Hydra would raise a ValueError with a traceback
+        raise ConfigError(f"{' and '.join(given)} cannot be combined: give one of --run, -m (--multirun), --cfg, "
+                          "--info and -sc (--shell-completion), e.g. lora-ablate -m seed=0,1 to sweep or "
+                          "lora-ablate --cfg job seed=0 to see one run's config.")
+    prints_only = bool(parsed.cfg or parsed.info or parsed.shell_completion or parsed.help or parsed.hydra_help)
     return CommandLine(
         overrides=list(parsed.overrides),
         custom_config=bool(parsed.config_path or parsed.config_name),
         config_dirs=[Path(parsed.config_dir)] if parsed.config_dir else [],
+        multirun=bool(parsed.multirun),
+        shell_completion=bool(parsed.shell_completion),
+        runs_jobs=not prints_only,
     )
 
 
@@ -59,7 +79,7 @@ def parse(overrides: list[str]) -> list[Any]:
 
 def check_overrides(command: CommandLine) -> None:
     """Raise ConfigError naming every bad override, when the config is ours to check."""
-    if command.custom_config:
+    if command.custom_config or command.shell_completion:
         return
     package_problems = [p for text in command.overrides if (p := _package_problem(text))]
     if package_problems:  # before Hydra's grammar, which cannot read an unquoted 'name==1.0'
@@ -222,3 +242,23 @@ def _describe(hint: Any) -> str:
     if isinstance(hint, type) and issubclass(hint, Enum):
         return "one of " + ", ".join(m.name for m in hint)
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def composition_problem(err: Exception) -> str:
+    """Hydra's or OmegaConf's refusal to compose, as one paragraph; for a key or value that a
+    config file sets, said as the override check says it (key, value, what is valid)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = err if isinstance(err, OmegaConfBaseException) else (err.__cause__ or err.__context__)
+    key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
+    if key:
+        value = getattr(cause, "value", None)
+        hint, said = _walk(str(key).split("."))
+        if said is None and hint is not None and value is not None and not dataclasses.is_dataclass(hint):
+            enum = _enum_of(hint)
+            said = (choice_problem(key, value, enum) if enum is not None and isinstance(value, str) else None) or (
+                f"{key}={_show(value)} is not valid: {key} takes {_describe(hint)}.")
+        if said:
+            where = re.match(r"In '([^']+)'", str(err))
+            return said + (f" It is set in the config file {where.group(1)}.yaml." if where else "")
+    return f"the config does not compose: {' '.join(str(err).split())}"

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# Hydra's own grid expansion, so a grid means here what it means in Hydra (pinned by
+# tests/test_cli_early_errors.py, like app/overrides.py's use of Hydra's argument parser).
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
@@ -21,34 +23,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from lora_ablate.app.overrides import composition_problem
+from lora_ablate.app.preflight import check_run
 from lora_ablate.app.sweep_folder import check_sweep_folder
-from lora_ablate.config.schema import RunConfig
 from lora_ablate.errors import ConfigError
 from lora_ablate.files import disk_full_message, is_disk_full
 
 log = logging.getLogger(__name__)
-
-
-def check_cell(cell: DictConfig, task_checks: dict[str, str | None]) -> str:
-    """Everything a run would reject, short of loading weights; task data checked once per
-    task config. The cell's config hash (as its record will carry it)."""
-    from lora_ablate.plan.resolve import resolve_run
-    from lora_ablate.data.tasks import load_task
-
-    run_cfg: RunConfig = OmegaConf.to_object(cell)  # the schema's checks (__post_init__)
-    resolve_run(run_cfg)
-    task_key = OmegaConf.to_yaml(cell.task)
-    if task_key not in task_checks:
-        try:
-            load_task(run_cfg.task)  # reads, checks and splits the data
-            task_checks[task_key] = None
-        except ConfigError as err:
-            task_checks[task_key] = str(err)
-    if task_checks[task_key]:
-        raise ConfigError(task_checks[task_key])
-    from lora_ablate.identity import config_hash
-
-    return config_hash(OmegaConf.to_container(OmegaConf.structured(run_cfg), resolve=True, enum_to_str=True))
 
 
 class ValidatingSweeper(Sweeper):
@@ -67,8 +48,9 @@ class ValidatingSweeper(Sweeper):
         )
 
     def _check_all_cells(self, batches: list[list[list[str]]]) -> dict[str, str]:
-        """The config hash of every cell, by run folder; exit 2 listing every bad cell."""
-        from lora_ablate.identity import run_dirname
+        """The config hash of every cell (as its record will carry it), by run folder; exit 2
+        listing every bad cell."""
+        from lora_ablate.identity import config_hash, run_dirname
 
         loader = self.hydra_context.config_loader
         problems, task_checks, hashes = [], {}, {}
@@ -78,11 +60,13 @@ class ValidatingSweeper(Sweeper):
                     cell = loader.load_sweep_config(self.config, list(overrides))
                     with read_write(cell), open_dict(cell):
                         del cell["hydra"]  # as Hydra does before handing a job its config
-                    hashes[run_dirname(list(overrides))] = check_cell(cell, task_checks)
+                    checked = check_run(cell, task_checks)
+                    hashes[run_dirname(list(overrides))] = config_hash(OmegaConf.to_container(
+                        OmegaConf.structured(checked.config), resolve=True, enum_to_str=True))
                 except ConfigError as err:
                     problems.append(f"[{','.join(overrides)}] {err}")
                 except (HydraException, OmegaConfBaseException) as err:  # the cell does not compose
-                    problems.append(f"[{','.join(overrides)}] {str(err).strip().splitlines()[0]}")
+                    problems.append(f"[{','.join(overrides)}] {composition_problem(err)}")
         if problems:
             message = f"{len(problems)} of {sum(map(len, batches))} sweep cells are invalid; nothing was trained:\n"
             if os.environ.get("HYDRA_FULL_ERROR") == "1":

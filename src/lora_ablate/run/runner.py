@@ -28,7 +28,8 @@ from lora_ablate.run.loggers import NullLogger, open_logger
 from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
 from lora_ablate.run.progress import RunProgress, cell_label
 from lora_ablate.run.provenance import now_iso, provenance
-from lora_ablate.run.session import peak_memory_bytes, pick_device, prepare, reset_peak_memory
+from lora_ablate.run.devices import pick_device
+from lora_ablate.run.session import peak_memory_bytes, prepare, reset_peak_memory
 
 log = logging.getLogger(__name__)
 # PEFT still calls this renamed transformers method; the warning is noise for our users.

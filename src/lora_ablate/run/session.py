@@ -19,21 +19,6 @@ from lora_ablate.run.pairing import derived_seed, seed_lora_init
 from lora_ablate.run.precision import autocast_dtype, hold_frozen_matmul_weights, resolve_precision
 
 
-def pick_device(requested: str, job_index: int = 0) -> torch.device:
-    """`auto`: CUDA when present, spreading parallel jobs of a sweep over the GPUs."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", job_index % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"train.device '{requested}' is not valid; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={requested} but CUDA is not available here; use train.device=auto or cpu.")
-    return device
-
-
 def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Session:
     """Everything that can fail on user input happens here, before the first step."""
     tokenizer = load_tokenizer(cfg.model, resolved.source)
