@@ -824,7 +824,11 @@ def test_a_folder_of_an_earlier_sweep_is_accepted(tmp_path):
         (tmp_path / name).mkdir()
     (tmp_path / "multirun.yaml").write_text("{}")
     (tmp_path / ".manifest.json.x1.tmp").write_text("")  # left by a killed write
+    (tmp_path / "custom_subdir" / ".hydra").mkdir(parents=True)  # hydra.sweep.subdir=custom_subdir
     check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
+    (tmp_path / "not_a_run").mkdir()
+    with pytest.raises(Exception, match="not_a_run"):
+        check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
 
 
 @pytest.mark.parametrize("name, expected", [("../../../x", "_.._.._x"), ("..", "sweep"), ("/etc", "_etc"),

@@ -6,6 +6,7 @@ so that `hydra.sweep.dir=` pointed at the wrong folder never overwrites someone'
 from pathlib import Path
 
 from lora_ablate.errors import ConfigError
+from lora_ablate.records import RECORD_GLOB
 from lora_ablate.report.aggregate import MANIFEST_NAME, read_manifest
 
 # What a sweep writes at the top of its folder besides its run folders.
@@ -37,7 +38,8 @@ def check_sweep_folder(sweep_dir: Path, run_dirs: list[str], reuse: bool) -> Non
             "sweep_name=...), or add sweep_reuse=true to write into this one anyway."
         )
     ours = SWEEP_FILES | {_top(d) for d in (*manifest.run_dirs, *run_dirs)}
-    unknown = [name for name in entries if name not in ours and not _temporary(name)]
+    unknown = [name for name in entries
+               if name not in ours and not _temporary(name) and not _run_folder(sweep_dir / name)]
     if unknown:
         raise ConfigError(
             f"The sweep folder {sweep_dir} holds {len(unknown)} entries that no lora-ablate sweep wrote "
@@ -49,6 +51,12 @@ def check_sweep_folder(sweep_dir: Path, run_dirs: list[str], reuse: bool) -> Non
 
 def _top(run_dir: str) -> str:
     return Path(run_dir).parts[0] if Path(run_dir).parts else run_dir
+
+
+def _run_folder(path: Path) -> bool:
+    """A run's folder by another name (a custom hydra.sweep.subdir): Hydra's .hydra/ or a record."""
+    return path.is_dir() and not path.is_symlink() and (
+        (path / ".hydra").is_dir() or any(path.glob(RECORD_GLOB)))
 
 
 def _temporary(name: str) -> bool:
