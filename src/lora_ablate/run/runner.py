@@ -116,6 +116,7 @@ def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any],
             outcome.error = RunError(type(err).__name__, str(err) or repr(err))
             raise
         finally:
+            progress.end_training()  # a bar left open by an interrupted fit
             if not bad_input:
                 record = _record(cfg, resolved, config, key, outcome, session, device, started_at)
                 path = write_record(run_dir, record)
