@@ -153,10 +153,12 @@ def processes_in_group(pgid: int) -> list[str]:
     return alive
 
 
-def wait_until_both_cells_train(proc, log: Path, timeout: float = 300) -> None:
+def wait_until_both_cells_train(proc, log: Path, sweep_dir: Path, timeout: float = 300) -> None:
+    """Until both cells log that they train (submitit_local's jobs log to .submitit/)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(set(TRAINING.findall(log.read_text()))) == 2:
+        logs = [log, *sweep_dir.glob(".submitit/*/*_log.*")]
+        if len(set(TRAINING.findall("".join(p.read_text(errors="replace") for p in logs)))) == 2:
             return
         if proc.poll() is not None:
             pytest.fail(f"the sweep ended before both cells trained:\n{log.read_text()[-3000:]}")
@@ -183,7 +185,7 @@ def test_a_stopped_sweep_leaves_no_process_and_the_rerun_completes_it(launcher, 
     args = stop_args(sweep_dir, launcher)
     with log.open("w") as out:
         proc = start(args, stop_folder, stdout=out, stderr=subprocess.STDOUT)
-    wait_until_both_cells_train(proc, log)
+    wait_until_both_cells_train(proc, log, sweep_dir)
     os.kill(proc.pid, sig)
     signalled = time.monotonic()
     try:
