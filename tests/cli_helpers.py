@@ -4,6 +4,7 @@ reading back the run records of a sweep."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,14 @@ import pytest
 from lora_ablate.records import Status
 
 STATUSES = tuple(Status)
+# What a run prints once it trains: its log line, and (one run at a time) its progress bar.
+TRAINING_LOG = re.compile(r": training \d+ steps")
+PROGRESS_BAR = re.compile(r"\| *\d+/\d+ \[")
+
+
+def trained(text: str) -> bool:
+    """Whether output shows a run training (its log line or its progress bar)."""
+    return bool(TRAINING_LOG.search(text) or PROGRESS_BAR.search(text))
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -5,13 +5,18 @@ SLURM preset (`hydra/launcher=slurm`) composes without submitting anything.
 Each test starts the `lora-ablate` console script with WANDB_MODE=disabled,
 HF_HUB_OFFLINE=1 and the caller's LORA_ABLATE_CACHE (unset: the package default)."""
 
+import json
 import os
+import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cli_helpers import Done, records, run_cli
+from cli_helpers import Done, kill_group, records, run_cli, start
 
 # ---------------------------------------------------------------------------------------
 
@@ -71,6 +76,9 @@ def check_smoke_sweep(done: Done, sweep_dir: Path) -> dict[str, dict]:
     assert cells == sorted(GRID), f"records {sorted(found)} hold cells {cells}"
     assert {r["status"] for r in found.values()} == {"completed"}, {k: r["status"] for k, r in found.items()}
     assert len({r["run_id"] for r in found.values()}) == len(GRID)
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    hashes = {c["run_dir"]: c.get("config_hash") for c in manifest["cells"]}
+    assert hashes == {run_dir: r["config_hash"] for run_dir, r in found.items()}, "manifest and records disagree"
     import pandas as pd
 
     runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
@@ -92,3 +100,121 @@ def test_submitit_local_launcher_completes_the_smoke_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
     done = run_cli([*SMOKE, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep_dir}"], tmp_path)
     check_smoke_sweep(done, sweep_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# Stopping a sweep whose cells run in worker processes
+# ---------------------------------------------------------------------------------------
+
+ROWS = [(f"film {i} was {'great fun' if i % 2 else 'dull and slow'}", "pos" if i % 2 else "neg") for i in range(120)]
+# Two cells that train side by side for long enough to be stopped mid-training (a few
+# seconds each on an idle machine), then again to the end on the rerun.
+STOPPED = ["-m", "model=tiny_bert", "task=local", "task.path=stop.csv", "task.text_column=text",
+           "task.label_column=label", "task.train_size=32", "task.val_size=16", "task.test_size=16",
+           "train.max_steps=300", "train.batch_size=4", "train.threads=1", "analysis.enabled=false",
+           "seed=0,1"]
+TRAINING = re.compile(r"cell (\d+) of 2: .*: training \d+ steps")
+
+
+@pytest.fixture(scope="module")
+def stop_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stop")
+    (root / "stop.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in ROWS))
+    return root
+
+
+def stop_args(sweep_dir: Path, launcher: str) -> list[str]:
+    return [*STOPPED, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(stop_folder) -> dict[str, dict]:
+    """The stop tests' sweep, run to the end without a signal: the metrics a rerun must reach."""
+    sweep_dir = stop_folder / "uninterrupted"
+    done = run_cli(stop_args(sweep_dir, "parallel"), stop_folder)
+    assert done.returncode == 0, done.explain()
+    found = records(sweep_dir)
+    assert len(found) == 2 and {r["status"] for r in found.values()} == {"completed"}, sorted(found)
+    return found
+
+
+def processes_in_group(pgid: int) -> list[str]:
+    """'pid command' of every live process whose process group is pgid."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            alive.append(f"{stat.parent.name} {cmdline[:150]}")
+    return alive
+
+
+def wait_until_both_cells_train(proc, log: Path, sweep_dir: Path, timeout: float = 300) -> None:
+    """Until both cells log that they train (submitit_local's jobs log to .submitit/)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = [log, *sweep_dir.glob(".submitit/*/*_log.*")]
+        if len(set(TRAINING.findall("".join(p.read_text(errors="replace") for p in logs)))) == 2:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended before both cells trained:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    kill_group(proc)
+    pytest.fail(f"both cells were not training within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the sweep's processes through /proc")
+@pytest.mark.parametrize("launcher, sig", [
+    ("parallel", signal.SIGTERM),
+    pytest.param("parallel", signal.SIGINT, marks=pytest.mark.slow),
+    pytest.param("parallel", signal.SIGKILL, marks=pytest.mark.slow),
+    pytest.param("submitit_local", signal.SIGTERM, marks=pytest.mark.slow),
+    pytest.param("submitit_local", signal.SIGKILL, marks=pytest.mark.slow),
+])
+def test_a_stopped_sweep_leaves_no_process_and_the_rerun_completes_it(launcher, sig, stop_folder, uninterrupted, tmp_path):
+    """The signal goes to the sweep's parent process only (what `kill PID`, a SLURM time limit
+    or a closed terminal's supervisor sends): 10 s later no process of the sweep is alive;
+    after SIGINT/SIGTERM both cells that were training have an `interrupted` record and
+    the parent said so in one line; the same command again completes the grid with the
+    metrics of an uninterrupted sweep."""
+    sweep_dir, log = tmp_path / "sweep", tmp_path / "log"
+    args = stop_args(sweep_dir, launcher)
+    with log.open("w") as out:
+        proc = start(args, stop_folder, stdout=out, stderr=subprocess.STDOUT)
+    wait_until_both_cells_train(proc, log, sweep_dir)
+    os.kill(proc.pid, sig)
+    signalled = time.monotonic()
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        pytest.fail(f"the parent did not stop within 90 s of {sig.name}:\n{log.read_text()[-3000:]}")
+    time.sleep(max(0.0, signalled + 10 - time.monotonic()))
+    left = processes_in_group(proc.pid)
+    if left:
+        kill_group(proc)
+    assert not left, f"alive 10 s after {sig.name} to the parent:\n" + "\n".join(left)
+
+    found = records(sweep_dir)
+    output = log.read_text()
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 128 + sig, (proc.returncode, output[-3000:])
+        assert len(found) == 2 and {r["status"] for r in found.values()} == {"interrupted"}, (
+            {k: r["status"] for k, r in found.items()}, output[-3000:])
+        stopped = [line for line in output.splitlines() if line.startswith("lora-ablate: stopped by")]
+        assert len(stopped) == 1 and "2 runs in flight recorded as interrupted" in stopped[0], output[-3000:]
+        assert "Run the same command again" in stopped[0]
+        assert "Traceback" not in output, output[-3000:]
+    else:  # no parent left to tell: the workers stop themselves, recording what they had
+        assert {r["status"] for r in found.values()} <= {"interrupted"}, {k: r["status"] for k, r in found.items()}
+
+    done = run_cli(args, stop_folder)
+    assert done.returncode == 0, done.explain()
+    rerun = records(sweep_dir)
+    assert {r["status"] for r in rerun.values()} == {"completed"} and len(rerun) == 2, sorted(rerun)
+    assert {k: r["metrics"] for k, r in rerun.items()} == {k: r["metrics"] for k, r in uninterrupted.items()}
+    assert "sweep: 2 of 2 cells done (2 completed" in done.stdout + done.stderr, done.explain()

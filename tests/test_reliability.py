@@ -2,12 +2,10 @@
 and every cell of a sweep), and faults lose nothing but the run they hit: SIGKILL at any
 moment, Ctrl-C, a corrupt or half-written result.json, a diverged run.
 
-Everything here drives the real command line. The validation cases (two dozen
-invocations that each fail within a second or two after ~10 s of imports) run through a
-small fork server: one Python process imports what `lora-ablate` imports, then forks a
-child per invocation that calls `lora_ablate.app.cli:main` (the console script's entry point)
-with that argv, its own stdout/stderr files, working directory and exit status. Every
-other test starts the `lora-ablate` console script itself.
+Everything here drives the real command line: each test starts the `lora-ablate` console
+script (the validation cases, two dozen invocations that each fail within a second or two
+after the imports, two at a time). The last section tests the file handling (locks, the
+sweep folder, records the report reads) on the functions themselves.
 
 Subprocesses get WANDB_MODE=disabled and HF_HUB_OFFLINE=1, and LORA_ABLATE_CACHE from the
 caller (unset: the package default). The data is a small CSV written per module (task=local).
@@ -25,13 +23,14 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import Done, cli_env, kill_group, records, run_cli, start
+from cli_helpers import PROGRESS_BAR, Done, kill_group, records, run_cli, start, trained
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -233,54 +232,23 @@ def single_args(name: str, out: Path) -> list[str]:
     return [*_with(BASE, *bad.extra, bad.override), f"hydra.run.dir={out}/run", f"hydra.sweep.dir={out}/sweep"]
 
 
-# The fork server: imports once what the CLI imports, then one forked child per invocation.
-FORK_SERVER = r'''
-import json, os, sys, traceback
-cases, parallel = json.load(open(sys.argv[1])), int(sys.argv[2])
-import lora_ablate.app.cli as cli                  # the console script's module
-import torch, transformers, peft                   # noqa: F401  the training stack, once
-import lora_ablate.run.runner, lora_ablate.app.sweeper        # noqa: F401
-
-def child(case):
-    os.chdir(case["cwd"])
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        os.dup2(os.open(os.path.join(case["out"], name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    os.environ.update(case["env"])
-    sys.argv = ["lora-ablate", *case["args"]]
-    code = 0
-    try:
-        code = cli.main() or 0                      # as the console script: sys.exit(main())
-    except SystemExit as exit:
-        if isinstance(exit.code, int) or exit.code is None:
-            code = exit.code or 0
-        else:
-            print(exit.code, file=sys.stderr); code = 1
-    except BaseException:
-        traceback.print_exc(); code = 1           # what the interpreter prints and returns
-    sys.stdout.flush(); sys.stderr.flush()
-    os._exit(code)
-
-running, pending = {}, list(cases)
-while pending or running:
-    while pending and len(running) < parallel:
-        case = pending.pop(0)
-        sys.stdout.flush(); sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            child(case)
-        running[pid] = case
-    pid, status = os.wait()
-    case = running.pop(pid)
-    with open(os.path.join(case["out"], "rc"), "w") as handle:
-        handle.write(str(os.waitstatus_to_exitcode(status)))
-'''
-
-
 @dataclass
 class Invocation:
     args: list[str]
     out: Path
     env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, cwd: Path) -> None:
+        """Run the console script with stdout, stderr and the exit status in files of self.out."""
+        self.out.mkdir(parents=True)
+        with (self.out / "stdout").open("w") as stdout, (self.out / "stderr").open("w") as stderr:
+            proc = start(self.args, cwd, stdout=stdout, stderr=stderr, **self.env)
+            try:
+                code = proc.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                code = proc.wait()
+        (self.out / "rc").write_text(str(code))
 
     def result(self) -> Done:
         rc_file = self.out / "rc"
@@ -290,8 +258,8 @@ class Invocation:
 
 @pytest.fixture(scope="module")
 def validation_runs(data_dir, background, tmp_path_factory) -> dict[str, Invocation]:
-    """Every validation invocation, run once through the fork server (while the
-    background sweeps of the fault tests run on the other core)."""
+    """Every validation invocation, each a `lora-ablate` process of its own, two at a time
+    (while the background sweeps of the fault tests run on the other core)."""
     root = tmp_path_factory.mktemp("validation")
     invocations: dict[str, Invocation] = {}
     for name in BAD:
@@ -305,17 +273,8 @@ def validation_runs(data_dir, background, tmp_path_factory) -> dict[str, Invocat
         invocations[name] = Invocation(["-m", *BASE, override, f"hydra.sweep.dir={out}/sweep"], out)
     out = root / "full_error"
     invocations["full_error"] = Invocation(single_args("zero_steps", out), out, {"HYDRA_FULL_ERROR": "1"})
-    cases = []
-    for inv in invocations.values():
-        inv.out.mkdir(parents=True)
-        cases.append({"args": inv.args, "out": str(inv.out), "cwd": str(data_dir), "env": inv.env})
-    (root / "cases.json").write_text(json.dumps(cases))
-    (root / "server.py").write_text(FORK_SERVER)
-    done = subprocess.run(
-        [sys.executable, str(root / "server.py"), str(root / "cases.json"), "2"],
-        cwd=data_dir, env=cli_env(), capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert done.returncode == 0, f"fork server failed:\n{done.stderr[-4000:]}"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda inv: inv.run(data_dir), invocations.values()))
     return invocations
 
 
@@ -339,7 +298,7 @@ def rejection_problems(done: Done, out: Path, needles: tuple[str, ...] = ()) -> 
             problems.append(f"the message does not match {needle!r}")
     if found := sorted(str(p.relative_to(out)) for p in out.rglob("result.json")):
         problems.append(f"records written: {found}")
-    if "train:" in done.stderr:
+    if trained(done.stdout + done.stderr):
         problems.append("training started")
     return problems
 
@@ -635,7 +594,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_records_the_run_as_interrupted(mode
     args = ["-m", *long, "seed=0,1"] if mode == "sweep" else long
     proc = start(args, data_dir)
     chunks = read_stderr_in_background(proc)
-    assert wait_for(lambda: "train:" in "".join(chunks), proc, timeout=300), "".join(chunks)[-3000:]
+    assert wait_for(lambda: PROGRESS_BAR.search("".join(chunks)), proc, timeout=300), "".join(chunks)[-3000:]
     time.sleep(1.0)  # some steps in
     kill_group(proc, sig)
     try:
@@ -716,3 +675,218 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(background):
         "runs.csv must list both cells of the sweep (they differ in train.lr only):\n"
         f"{runs[['path', 'run_id', 'status']].to_dict('records')}"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Files the project reads and writes in shared folders
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling_symlink", "hardlink", "fifo", "folder"])
+def test_run_lock_never_opens_what_is_not_its_own_plain_file(kind, tmp_path):
+    """A `.lock` that is a link (to another user's file), a FIFO or a folder is refused
+    with a clear error; the file it points to keeps its content."""
+    from lora_ablate.errors import ConfigError
+    from lora_ablate.run.interrupts import RunLock
+
+    run_dir, other = tmp_path / "cell", tmp_path / "someone_elses.txt"
+    run_dir.mkdir()
+    other.write_text("precious")
+    lock = run_dir / ".lock"
+    if kind == "symlink":
+        lock.symlink_to(other)
+    elif kind == "dangling_symlink":
+        lock.symlink_to(tmp_path / "would_be_created")
+    elif kind == "hardlink":
+        os.link(other, lock)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(ConfigError, match=r"\.lock") as caught:
+        with RunLock(run_dir, "cell-x"):
+            pytest.fail("the lock was taken")
+    assert "cell-x" in str(caught.value) and "Remove it" in str(caught.value)
+    assert other.read_text() == "precious"
+    assert not (tmp_path / "would_be_created").exists()
+
+
+def test_run_lock_on_its_own_file_names_its_holder_and_empties_on_release(tmp_path):
+    from lora_ablate.run.interrupts import RunLock
+
+    with RunLock(tmp_path, "cell-x"):
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} ")
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_records_that_are_not_regular_files_or_too_big_are_listed_unread(tmp_path, monkeypatch):
+    from lora_ablate import records
+
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "result.json")  # reading it would hang the report
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "result.json").write_text("{" + " " * 4096 + "}")
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 1024)
+    found = {p.path.parent.name: p for p in records.find_records(tmp_path)}
+    assert found["fifo"].record is None and "not a regular file" in found["fifo"].problem
+    assert found["big"].record is None and "limit" in found["big"].problem
+
+
+def _cell_records(tmp_path: Path):
+    """One cell's completed record of config A, then one of config B (newer) written over it,
+    so A is moved aside: an edited sweep file, reverted."""
+    import dataclasses
+
+    import numpy as np
+    from fake_records import make_record
+
+    from lora_ablate.records import write_record
+
+    first = make_record(model="minilm", task="rt_sentiment", target_set="qv", budget="reference",
+                        scale=1.0, seed=0, accuracy=0.8, history_points=2, index=0,
+                        rng=np.random.default_rng(0), test_size=0)
+    later = dataclasses.replace(first, config_hash="b" * 16, metrics={**first.metrics, "test/accuracy": 0.6},
+                                provenance={**first.provenance, "ended_at": "2999-01-01T00:00:00"})
+    run_dir = tmp_path / "cell"
+    write_record(run_dir, first)
+    write_record(run_dir, later)  # moves `first` aside as result.<hash>.json
+    return first, later
+
+
+def test_report_uses_the_record_of_the_cells_current_config(tmp_path):
+    """The manifest's config hash for the cell decides, not which record is newer."""
+    from lora_ablate.app.sweeper import write_manifest
+    from lora_ablate.records import find_records
+    from lora_ablate.report.aggregate import record_frames
+
+    first, later = _cell_records(tmp_path)
+    for current, superseded in ((first, later), (later, first)):
+        write_manifest(tmp_path, "edited", [], [["cell"]], {"cell": current.config_hash})
+        manifest = json.loads((tmp_path / "manifest.json").read_text())
+        manifest["cells"][0]["run_dir"] = "cell"  # (run_dirname of a bare override list)
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        frames = record_frames(find_records(tmp_path), root=tmp_path)
+        assert list(frames.runs["config_hash"]) == [current.config_hash]
+        assert list(frames.runs["test/accuracy"]) == [current.metrics["test/accuracy"]]
+        assert list(frames.superseded["config_hash"]) == [superseded.config_hash]
+
+
+def test_a_nan_metric_is_left_out_of_the_statistics_and_named(tmp_path):
+    from fake_records import write_fake_sweep
+
+    from lora_ablate.records import find_records
+    from lora_ablate.report.aggregate import record_frames
+
+    paths = write_fake_sweep(tmp_path, target_sets=("qv", "q"), seeds=range(3), test_size=0)
+    data = json.loads(paths[0].read_text())
+    data["metrics"]["test/accuracy"] = float("nan")
+    paths[0].write_text(json.dumps(data))  # json writes NaN, as a foreign tool might
+    runs = record_frames(find_records(tmp_path), root=tmp_path).runs
+    row = runs[runs["path"] == str(paths[0].relative_to(tmp_path))].iloc[0]
+    assert pd_isna(row["test/accuracy"]) and "test/accuracy=nan" in row["error"]
+    assert runs["test/accuracy"].notna().sum() == len(paths) - 1
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+@pytest.mark.parametrize("contents, needle", [
+    ({"notes.txt": "mine"}, r"no manifest\.json"),
+    ({"manifest.json": "[1, 2, 3]"}, r"manifest.*cannot be read"),
+    ({"manifest.json": '{"cells": []}', "thesis.tex": "mine"}, r"thesis\.tex"),
+])
+def test_a_sweep_folder_lora_ablate_did_not_write_is_refused(contents, needle, tmp_path):
+    from lora_ablate.app.sweep_folder import check_sweep_folder
+    from lora_ablate.errors import ConfigError
+
+    for name, text in contents.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=needle) as caught:
+        check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
+    malformed = "[1" in contents.get("manifest.json", "")
+    assert malformed or "sweep_reuse=true" in str(caught.value)
+    if malformed:  # a broken manifest is refused even with reuse: it would be overwritten
+        with pytest.raises(ConfigError):
+            check_sweep_folder(tmp_path, ["a_cell"], reuse=True)
+    else:
+        check_sweep_folder(tmp_path, ["a_cell"], reuse=True)
+
+
+def test_a_folder_of_an_earlier_sweep_is_accepted(tmp_path):
+    from lora_ablate.app.sweep_folder import check_sweep_folder
+
+    check_sweep_folder(tmp_path / "new", ["a_cell"], reuse=False)
+    (tmp_path / "manifest.json").write_text(json.dumps({"cells": [{"run_dir": "old_cell"}]}))
+    for name in ("old_cell", "a_cell", "report", ".submitit"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "multirun.yaml").write_text("{}")
+    (tmp_path / ".manifest.json.x1.tmp").write_text("")  # left by a killed write
+    (tmp_path / "custom_subdir" / ".hydra").mkdir(parents=True)  # hydra.sweep.subdir=custom_subdir
+    check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
+    (tmp_path / "not_a_run").mkdir()
+    with pytest.raises(Exception, match="not_a_run"):
+        check_sweep_folder(tmp_path, ["a_cell"], reuse=False)
+
+
+@pytest.mark.parametrize("name, expected", [("../../../x", "_.._.._x"), ("..", "sweep"), ("/etc", "_etc"),
+                                            ("smoke", "smoke")])
+def test_sweep_name_stays_a_folder_under_outputs(name, expected):
+    from lora_ablate.app.store import sweep_dirname
+
+    cleaned = sweep_dirname(name)
+    assert "/" not in cleaned and not cleaned.startswith(".")
+    assert cleaned == expected or cleaned.startswith(expected.split("~")[0])
+
+
+@pytest.mark.parametrize("failure", ["disk_full", "bad_setting"])
+def test_a_report_that_cannot_be_written_fails_the_command(failure, tmp_path, monkeypatch, capsys):
+    """The sweep's records are kept, but the command exits 1 with one paragraph saying why
+    and how to write the report later."""
+    import errno
+
+    from omegaconf import OmegaConf
+
+    from lora_ablate.app.callbacks import ReportCallback
+    from lora_ablate.errors import ConfigError
+    from lora_ablate.report import render
+
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "result.json").write_text("{}")
+    error = (OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "report" / "report.html"))
+             if failure == "disk_full" else ConfigError("report.metric 'test/f1' is not recorded."))
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(render, "write_report", fail)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "report": {}, "dry_run": False})
+    with pytest.raises(SystemExit) as exited:
+        ReportCallback().on_multirun_end(config)
+    assert exited.value.code == 1
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("lora-ablate: error: no report was written") and "\n" not in message
+    assert f"lora-ablate-report {tmp_path}" in message
+    assert ("disk is full" in message and "report.html" in message) if failure == "disk_full" else "test/f1" in message
+
+
+def test_a_run_says_each_phase_and_ends_with_its_metric_and_record(data_dir, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from helpers import compose_run
+
+    from lora_ablate.run.progress import SWEEP_CELLS_ENV
+    from lora_ablate.run.runner import JobSlot, train
+
+    monkeypatch.setenv(SWEEP_CELLS_ENV, "4")
+    cfg = compose_run([*_with(BASE, f"task.path={data_dir / 'good.csv'}"), "analysis.enabled=false"])
+    with caplog.at_level(logging.INFO, logger="lora_ablate"):
+        record = train(cfg, run_dir=tmp_path, job=JobSlot(index=2, parallel_jobs=2))
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("lora_ablate.run")]
+    assert all(m.startswith(f"cell 3 of 4: {record.labels.target_set} seed=0") for m in said), said
+    for phase in ("loading tiny_bert", "training 2 steps", "validation (32 examples)", "test (32 examples)"):
+        assert any(phase in m for m in said), (phase, said)
+    metric = record.metrics["test/accuracy"]
+    assert said[-1].endswith(f"completed, test/accuracy {metric:.4f}; record: {tmp_path / 'result.json'}"), said[-1]

@@ -225,7 +225,7 @@ def test_ctrl_c_swallowed_by_a_finaliser_still_stops_training():
     import gc
     import signal
 
-    from lora_ablate.run.loop import interrupt_checkpoint
+    from lora_ablate.run.interrupts import stop_signals
 
     class SignalledWhileCollected:
         def __del__(self):
@@ -233,7 +233,7 @@ def test_ctrl_c_swallowed_by_a_finaliser_still_stops_training():
             for _ in range(1000):  # the handler runs here, inside the finaliser
                 pass
 
-    with interrupt_checkpoint() as stop_if_interrupted:
+    with stop_signals() as stop_if_interrupted:
         stop_if_interrupted()  # nothing received yet
         SignalledWhileCollected()  # collected at once: the interrupt is raised and dropped in __del__
         gc.collect()

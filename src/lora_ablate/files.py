@@ -2,9 +2,12 @@
 mode a plain open() would have given (so collaborators on a shared cache or sweep folder
 can read it), never a half-written file under the final name."""
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def shared_file_mode() -> int:
@@ -38,3 +41,17 @@ def write_atomic(path: Path, data: bytes | str, *, fsync: bool = True) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """An OSError for a full disk or an exhausted quota."""
+    return isinstance(err, OSError) and err.errno in DISK_FULL
+
+
+def disk_full_message(err: OSError, folder: Path) -> str:
+    """One paragraph for a full disk: what could not be written, what was kept, what to do."""
+    what = f" writing {err.filename}" if err.filename else ""
+    return (f"the disk is full ({err.strerror or 'no space left on device'}{what}). Nothing is left "
+            f"half-written: every record is written whole or not at all. Free some space on the disk "
+            f"that holds {folder} (or point hydra.sweep.dir / hydra.run.dir elsewhere), then run the "
+            "same command again; completed runs are skipped.")

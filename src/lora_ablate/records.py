@@ -9,6 +9,8 @@ never overwritten: `write_record` moves it aside as `result.<config hash>.json` 
 """
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +28,7 @@ SCHEMA_VERSION = 3
 RECORD_NAME = "result.json"
 RECORD_GLOB = "result*.json"  # result.json and completed records moved aside
 CORRUPT = "corrupt"  # what the report lists a file under that is not a readable record
+MAX_RECORD_BYTES = 64 * 2**20  # a real record is a few MB at most (predictions of 100k examples)
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DECODE = bytes(_DIGITS.index(chr(b)) if chr(b) in _DIGITS else 255 for b in range(256))
 
@@ -247,6 +250,17 @@ class LoadedRecord:
 
 
 def read_record(path: Path) -> LoadedRecord:
+    """The record in `path`; a file that is not a regular file (a FIFO would hang the
+    read) or is over MAX_RECORD_BYTES is listed as unreadable without being read."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return LoadedRecord(Path(path), None, f"unreadable record ({type(err).__name__}: {err})")
+    if not stat.S_ISREG(info.st_mode):
+        return LoadedRecord(Path(path), None, "not a regular file (left unread)")
+    if info.st_size > MAX_RECORD_BYTES:
+        return LoadedRecord(Path(path), None, f"{info.st_size:,} bytes, over the {MAX_RECORD_BYTES:,}-byte "
+                                              "limit for a record (left unread)")
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

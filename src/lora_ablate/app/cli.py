@@ -39,6 +39,18 @@ def user_errors_reported(task: Callable[[DictConfig], Any]) -> Callable[[DictCon
             return task(cfg)
         except ConfigError as err:
             exit_with(err)
+        except OSError as err:  # a full disk in a single run: one paragraph (a sweep stops on it)
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            from lora_ablate.files import disk_full_message, is_disk_full
+
+            hydra_cfg = HydraConfig.get()
+            if not is_disk_full(err) or hydra_cfg.mode == RunMode.MULTIRUN or full_error():
+                raise
+            print(f"lora-ablate: error: {disk_full_message(err, Path(hydra_cfg.runtime.output_dir))}",
+                  file=sys.stderr)
+            sys.exit(1)
 
     wrapped.__name__ = task.__name__
     wrapped.__doc__ = task.__doc__
@@ -55,18 +67,20 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
         print(json.dumps(resolved.plan.to_dict(), indent=2))
         return None
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from lora_ablate.run.runner import JobSlot, train  # training stack: not needed for dry runs
+    from lora_ablate.run.workers import sweep_job
 
     hydra_cfg = HydraConfig.get()
-    job = JobSlot(index=hydra_cfg.job.get("num") or 0, parallel_jobs=_parallel_jobs(hydra_cfg))
-    record = train(run_cfg, run_dir=Path(hydra_cfg.runtime.output_dir),
-                   overrides=list(hydra_cfg.overrides.task), job=job, resolved=resolved)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    job = JobSlot(index=(hydra_cfg.job.get("num") or 0) if in_sweep else None, parallel_jobs=_parallel_jobs(hydra_cfg))
+    with sweep_job():  # in a sweep's worker process: stops with its parent
+        record = train(run_cfg, run_dir=Path(hydra_cfg.runtime.output_dir),
+                       overrides=list(hydra_cfg.overrides.task), job=job, resolved=resolved)
     if record.status != Status.completed:  # a sweep goes on; a single run exits non-zero
         message = f"run {record.run_id} ended {record.status}: {record.error.message if record.error else ''}"
-        from hydra.types import RunMode
-
-        if hydra_cfg.mode == RunMode.RUN:
+        if not in_sweep:
             print(f"lora-ablate: {message} (record: {hydra_cfg.runtime.output_dir})", file=sys.stderr)
             sys.exit(1)
         log.error(message)
@@ -109,12 +123,27 @@ def main() -> None:
     except (KeyboardInterrupt, Interrupted) as err:
         if full_error():
             raise
-        print(
-            "lora-ablate: interrupted; the run in flight is recorded as interrupted. Run the same "
-            "command again to finish it (completed runs are skipped).",
-            file=sys.stderr,
-        )
+        print(f"lora-ablate: {stopped_message(err)}", file=sys.stderr)
         sys.exit(128 + getattr(err, "signum", 2))
+
+
+def stopped_message(err: BaseException) -> str:
+    """One line: what stopped the command, what was recorded, and how to resume."""
+    from lora_ablate.run.workers import SweepStopped
+
+    what = f"stopped by {signal_name(getattr(err, 'signum', 2))}"
+    resume = "Run the same command again to finish (completed runs are skipped)."
+    if isinstance(err, SweepStopped):
+        runs = len(err.recorded)
+        return (f"{what}; {runs} run{'' if runs == 1 else 's'} in flight recorded as interrupted "
+                f"in {err.sweep_dir}. {resume}")
+    return f"{what}; the run in flight is recorded as interrupted. {resume}"
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 def report_main() -> None:

@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from lora_ablate.config.schema import RunConfig
-from lora_ablate.identity import run_dirname
+from lora_ablate.identity import run_dirname, safe_part
 
 
 def resource_dir(name: str) -> Path:
@@ -22,7 +22,10 @@ def resource_dir(name: str) -> Path:
 def sweep_dirname(sweep_name: Optional[str]) -> str:
     """A sweep's folder under outputs/sweeps/: its name, or for an ad-hoc `-m` sweep
     adhoc/<time it started> (so two ad-hoc sweeps never share a folder)."""
-    return sweep_name or f"adhoc/{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    if not sweep_name:
+        return f"adhoc/{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    # Cleaned like run folder names: '../x' or '/etc' stays a folder under outputs/sweeps/.
+    return safe_part(str(sweep_name)).lstrip(".") or "sweep"
 
 
 def register_configs() -> None:

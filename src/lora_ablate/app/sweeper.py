@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lora_ablate.app.overrides import composition_problem
 from lora_ablate.app.preflight import check_run
+from lora_ablate.app.sweep_folder import check_sweep_folder
 from lora_ablate.errors import ConfigError
+from lora_ablate.files import disk_full_message, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +47,22 @@ class ValidatingSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def _check_all_cells(self, batches: list[list[list[str]]]) -> None:
+    def _check_all_cells(self, batches: list[list[list[str]]]) -> dict[str, str]:
+        """The config hash of every cell (as its record will carry it), by run folder; exit 2
+        listing every bad cell."""
+        from lora_ablate.identity import config_hash, run_dirname
+
         loader = self.hydra_context.config_loader
-        problems, task_checks = [], {}
+        problems, task_checks, hashes = [], {}, {}
         for batch in batches:
             for overrides in batch:
                 try:
                     cell = loader.load_sweep_config(self.config, list(overrides))
                     with read_write(cell), open_dict(cell):
                         del cell["hydra"]  # as Hydra does before handing a job its config
-                    check_run(cell, task_checks)
+                    checked = check_run(cell, task_checks)
+                    hashes[run_dirname(list(overrides))] = config_hash(OmegaConf.to_container(
+                        OmegaConf.structured(checked.config), resolve=True, enum_to_str=True))
                 except ConfigError as err:
                     problems.append(f"[{','.join(overrides)}] {err}")
                 except (HydraException, OmegaConfBaseException) as err:  # the cell does not compose
@@ -64,6 +73,7 @@ class ValidatingSweeper(Sweeper):
                 raise ConfigError(message + "\n".join(problems))
             print("lora-ablate: error: " + message + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
             sys.exit(2)
+        return hashes
 
     def _pin_sweep_dir(self) -> Path:
         """Resolve hydra.sweep.dir once and hand every job the literal folder (as a Hydra
@@ -87,39 +97,92 @@ class ValidatingSweeper(Sweeper):
         params = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(params)
         batches = BasicSweeper.split_arguments(parsed, self.max_batch_size)
-        self._check_all_cells(batches)
+        hashes = self._check_all_cells(batches)
         sweep_dir = self._pin_sweep_dir()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        write_manifest(sweep_dir, self.config.get("sweep_name"), list(self.config.hydra.overrides.task),
-                       [cell for batch in batches for cell in batch])
+        try:
+            check_sweep_folder(sweep_dir, list(hashes), reuse=bool(self.config.get("sweep_reuse")))
+        except ConfigError as err:
+            _refuse(str(err))
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            write_manifest(sweep_dir, self.config.get("sweep_name"), list(self.config.hydra.overrides.task),
+                           [cell for batch in batches for cell in batch], hashes)
+            return self._launch(batches, sweep_dir, hashes)
+        except OSError as err:
+            if not is_disk_full(err) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"lora-ablate: error: {disk_full_message(err, sweep_dir)}", file=sys.stderr)
+            sys.exit(1)
+
+    def _launch(self, batches: list[list[list[str]]], sweep_dir: Path, hashes: dict[str, str]) -> Any:
+        from lora_ablate.run.progress import SWEEP_CELLS_ENV
+
         returns: list[Sequence[JobReturn]] = []
-        job_index = 0
-        for batch in batches:
-            results = self.launcher.launch(batch, initial_job_idx=job_index)
-            for overrides, result in zip(batch, results):
-                if result.status == JobStatus.FAILED:  # its record says why; the sweep goes on
-                    log.error("run %s failed: %s", ",".join(overrides), result._return_value)
-            job_index += len(batch)
-            returns.append(results)
+        os.environ[SWEEP_CELLS_ENV] = str(len(hashes))  # "cell k of N" in each run's log
+        try:
+            self._launch_batches(batches, sweep_dir, hashes, returns)
+        finally:
+            os.environ.pop(SWEEP_CELLS_ENV, None)
         return returns
 
+    def _launch_batches(self, batches: list[list[list[str]]], sweep_dir: Path, hashes: dict[str, str],
+                        returns: list[Sequence[JobReturn]]) -> None:
+        from lora_ablate.run.sweep_progress import SweepProgress
 
-def write_manifest(sweep_dir: Path, sweep_name: str | None, overrides: list[str], cells: list[list[str]]) -> Path:
+        job_index = 0
+        with self._stopping_workers(sweep_dir), SweepProgress(sweep_dir, hashes):
+            for batch in batches:
+                results = self.launcher.launch(batch, initial_job_idx=job_index)
+                for overrides, result in zip(batch, results):
+                    if result.status == JobStatus.FAILED:  # its record says why; the sweep goes on
+                        if is_disk_full(result._return_value):
+                            raise result._return_value
+                        log.error("run %s failed: %s", ",".join(overrides), result._return_value)
+                job_index += len(batch)
+                returns.append(results)
+
+    def _stopping_workers(self, sweep_dir: Path) -> AbstractContextManager[None]:
+        """Launchers that run cells in other processes get their workers stopped, and
+        their records written, on SIGINT/SIGTERM; Hydra's basic launcher runs each cell in
+        this process, where the runner handles the signals itself."""
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        from lora_ablate.run.workers import stop_workers_on_signal
+
+        if isinstance(self.launcher, BasicLauncher):
+            return nullcontext()
+        return stop_workers_on_signal(sweep_dir)
+
+
+def _refuse(message: str) -> None:
+    """The project's one-paragraph error and exit status 2 (a traceback with HYDRA_FULL_ERROR=1)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise ConfigError(message)
+    print(f"lora-ablate: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def write_manifest(sweep_dir: Path, sweep_name: str | None, overrides: list[str], cells: list[list[str]],
+                   hashes: dict[str, str] | None = None) -> Path:
     """SWEEP_DIR/manifest.json: the sweep's command-line overrides and every cell with its
-    run folder (named as hydra.sweep.subdir names it). A rerun adds its cells to those
-    already listed."""
+    run folder (named as hydra.sweep.subdir names it) and its current config hash, which
+    decides which of the folder's records the report uses. A rerun adds its cells to those
+    already listed and brings their hashes up to date."""
     from lora_ablate.files import write_atomic
     from lora_ablate.identity import run_dirname
 
     path = Path(sweep_dir) / "manifest.json"
     try:
         previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        previous = {}
+    except FileNotFoundError:
+        previous = {}  # (a malformed one was refused by check_sweep_folder)
     listed = {c["run_dir"]: c for c in previous.get("cells", []) if isinstance(c, dict) and "run_dir" in c}
     for cell in cells:
-        listed.setdefault(run_dirname(list(cell)), {"overrides": list(cell), "run_dir": run_dirname(list(cell))})
+        run_dir = run_dirname(list(cell))
+        entry = listed.setdefault(run_dir, {"overrides": list(cell), "run_dir": run_dir})
+        if hashes and run_dir in hashes:
+            entry["config_hash"] = hashes[run_dir]
     manifest = {
         "sweep_name": sweep_name,
         "created": previous.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),

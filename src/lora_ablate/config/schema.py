@@ -325,5 +325,7 @@ class RunConfig:
     save_adapter: bool = field(default=False, metadata=OBSERVING)
     # Set by sweep files; groups runs in reports and wandb.
     sweep_name: Optional[str] = field(default=None, metadata=OBSERVING)
+    # Let a sweep write into a folder that lora-ablate did not make.
+    sweep_reuse: bool = field(default=False, metadata=OBSERVING)
     report: ReportConfig = field(default_factory=ReportConfig, metadata=OBSERVING)
 

@@ -8,6 +8,7 @@ baseline target set (compare.py holds the statistics).
 """
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,15 @@ def _record_row(rec: RunRecord) -> dict[str, Any]:
         "config_hash": rec.config_hash,
         "error": f"{rec.error.type}: {rec.error.message}".strip() if rec.error else None,
     }
-    # Metric keys are split/name; anything else could clobber a fixed column.
-    row.update({k: v for k, v in rec.metrics.items() if "/" in k})
+    # Metric keys are split/name; anything else could clobber a fixed column. A NaN or
+    # infinite value (a hand-edited or foreign record) is left out, so the run counts as
+    # lacking that metric, and named in the row's error column.
+    metrics = {k: v for k, v in rec.metrics.items() if "/" in k}
+    nonfinite = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    row.update({k: v for k, v in metrics.items() if k not in nonfinite})
+    if nonfinite:
+        note = f"not finite, left out: {', '.join(f'{k}={metrics[k]}' for k in nonfinite)}"
+        row["error"] = f"{row['error']}; {note}" if row["error"] else note
     return row
 
 
@@ -102,6 +110,7 @@ class Manifest:
     sweep_name: str | None
     created: str | None
     run_dirs: tuple[str, ...]
+    config_hashes: dict[str, str] = field(default_factory=dict)  # run folder -> its cell's current config
 
 
 def read_manifest(sweep_dir: Path) -> Manifest | None:
@@ -111,14 +120,16 @@ def read_manifest(sweep_dir: Path) -> Manifest | None:
         return None
     try:
         data = json.loads(path.read_text())
-        dirs = tuple(str(c["run_dir"]).strip("/") for c in data.get("cells") or [])
+        cells = data.get("cells") or []
+        dirs = tuple(str(c["run_dir"]).strip("/") for c in cells)
+        hashes = {str(c["run_dir"]).strip("/"): str(c["config_hash"]) for c in cells if c.get("config_hash")}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         raise ConfigError(
             f"The sweep manifest {path} cannot be read ({type(err).__name__}: {err}). It "
             f"should be JSON with a 'cells' list of objects that each name a 'run_dir' "
             f"relative to the sweep folder; fix or remove it to report every record found."
         ) from None
-    return Manifest(data.get("sweep_name"), data.get("created"), dirs)
+    return Manifest(data.get("sweep_name"), data.get("created"), dirs, hashes)
 
 
 @dataclass
@@ -140,12 +151,16 @@ def _in_manifest(paths: pd.Series, manifest: Manifest) -> pd.Series:
     return paths.astype(str).str.startswith(prefixes) if prefixes else paths.map(lambda _: False)
 
 
-def _current(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keep one row per (cell, seed): a completed run beats the others, then the newest."""
+def _current(frame: pd.DataFrame, manifest: Manifest | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep one row per (cell, seed): a record of the cell's current config (the manifest's
+    hash for its run folder) beats the others, then a completed one, then the newest."""
     real = frame["status"].ne(CORRUPT)
+    hashes = manifest.config_hashes if manifest is not None else {}
+    current = frame["path"].astype(str).str.rpartition("/")[0].map(hashes).eq(frame["config_hash"])
     order = frame[real].assign(
-        _done=frame["status"].eq(Status.completed), _end=frame["ended_at"].fillna("").astype(str)
-    ).sort_values(["_done", "_end", "path"])
+        _current=current[real], _done=frame["status"].eq(Status.completed),
+        _end=frame["ended_at"].fillna("").astype(str)
+    ).sort_values(["_current", "_done", "_end", "path"])
     keep = order.drop_duplicates(list(LABELS), keep="last").index.union(frame.index[~real])
     return frame.loc[frame.index.isin(keep)], frame.loc[~frame.index.isin(keep)]
 
@@ -170,7 +185,7 @@ def record_frames(loaded: list[LoadedRecord], *, root: Any = None,
                          f"as other runs and left out of the statistics")
     else:
         other = frame.iloc[:0]
-    runs, superseded = _current(frame)
+    runs, superseded = _current(frame, manifest)
     if len(superseded):
         notes.append(f"{len(superseded)} older records of a (cell, seed) that has a newer "
                      f"or completed one are superseded and left out of the statistics")

@@ -1,13 +1,15 @@
-"""Stopping a run cleanly: SIGTERM (a `kill`, a SLURM time limit, a preemption) is raised
-like Ctrl-C so the runner records the run as interrupted; and a per-run lock, so two
-processes never train the same cell into the same folder at once."""
+"""Stopping a run cleanly: Ctrl-C and SIGTERM (a `kill`, a SLURM time limit, a sweep being
+stopped) end training with an exception, so the runner records the run as interrupted;
+and a per-run lock, so two processes never train the same cell into the same folder at once."""
 
+import errno
 import fcntl
 import os
 import signal
 import socket
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,27 +27,56 @@ class Interrupted(BaseException):
 
 
 @contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises Interrupted in the main thread. Only where SIGTERM has
-    its default action: under submitit, whose job process bypasses SIGTERM and handles
-    preemption and time-outs with SIGUSR2 (requeue, then SystemExit), nothing changes, and
-    that SystemExit is what the runner records as interrupted."""
+def stop_signals() -> Iterator[Callable[[], None]]:
+    """While a run trains and writes its record: Ctrl-C raises KeyboardInterrupt and SIGTERM
+    (a `kill`, a SLURM time limit, a sweep's parent stopping its workers) raises
+    Interrupted, once. Later signals are noted and wait, so a second Ctrl-C or a SIGTERM
+    sent to the whole process group cannot cut the record short.
+
+    The yielded check raises the first signal again: Python prints and drops an exception
+    raised inside a finaliser (a __del__, a weakref callback), which would leave training
+    running, so the loop calls it every step. A signal that was dropped, or noted while the
+    record was written, is raised on leaving unless it already left the block.
+
+    Handlers are installed only in the main thread and only where the signal has Python's
+    default handling: a worker that ignores SIGINT keeps doing so, and under submitit, whose
+    job process bypasses SIGTERM and handles preemption with SIGUSR2 (then SystemExit),
+    SIGTERM is left alone."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
+    default = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {signum: signal.getsignal(signum) for signum in default}
+    owned = [signum for signum, handler in previous.items() if handler is default[signum]]
+    received: list[int] = []
+    delivered: list[bool] = []  # the check raised it
 
-    def raise_interrupted(signum, frame):
-        raise Interrupted(signum)
+    def stop(signum: int) -> BaseException:
+        return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
 
-    signal.signal(signal.SIGTERM, raise_interrupted)
+    def handler(signum, frame):
+        received.append(signum)
+        if len(received) == 1:
+            raise stop(signum)
+
+    def check() -> None:
+        if received:
+            delivered.append(True)
+            raise stop(received[0])
+
+    for signum in owned:
+        signal.signal(signum, handler)
+    failed = False
     try:
-        yield
+        yield check
+    except BaseException:
+        failed = True
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum in owned:
+            signal.signal(signum, previous[signum])
+        if received and not failed and not delivered:
+            raise stop(received[0])
 
 
 class RunLocked(ConfigError):
@@ -54,7 +85,9 @@ class RunLocked(ConfigError):
 
 class RunLock:
     """An exclusive, non-blocking lock on run_dir/.lock (released by the OS if the process
-    dies), naming its holder so a second process can say who trains the cell."""
+    dies), naming its holder so a second process can say who trains the cell. The lock file
+    must be a plain file of its own: a symbolic link, a hard link or anything else under
+    that name is refused, never opened for writing, so nobody's other file is truncated."""
 
     def __init__(self, run_dir: Path, run_id: str):
         self.path = Path(run_dir) / LOCK_NAME
@@ -63,7 +96,7 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,6 +111,29 @@ class RunLock:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        # O_NONBLOCK: a FIFO under the lock's name must not hang the open.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as err:
+            problem = {errno.ELOOP: "is a symbolic link", errno.EISDIR: "is a folder"}.get(err.errno)
+            if problem is None:
+                raise
+            raise ConfigError(self._not_ours(problem)) from None
+        info = os.fstat(fd)
+        problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode)
+                   else "has other hard links" if info.st_nlink != 1 else None)
+        if problem:
+            os.close(fd)
+            raise ConfigError(self._not_ours(problem))
+        return fd
+
+    def _not_ours(self, problem: str) -> str:
+        return (f"{self.path} {problem}; lora-ablate writes its run locks only as plain files of "
+                "their own and leaves this one (and whatever it points to) untouched. Remove it, "
+                f"or give the sweep another folder (hydra.sweep.dir=...), then run {self.run_id} again.")
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

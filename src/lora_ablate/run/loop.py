@@ -1,17 +1,13 @@
 """The training loop and evaluation: plain PyTorch, top to bottom."""
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
@@ -19,6 +15,7 @@ from lora_ablate.config.schema import TaskFormat, TrainConfig
 from lora_ablate.run.loggers import Logger
 from lora_ablate.run.metrics import classification_metrics
 from lora_ablate.run.pairing import RandomStream, derived_seed
+from lora_ablate.run.progress import RunProgress
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
 # Padded tokens per evaluation batch. On CPU small batches stay in cache: MiniLM evaluates
@@ -148,34 +145,6 @@ def clip_apart(groups: Sequence[Sequence[nn.Parameter]], max_norm: float) -> Non
         torch.nn.utils.clip_grad_norm_(group, max_norm, foreach=True)
 
 
-@contextmanager
-def interrupt_checkpoint() -> Iterator[Callable[[], None]]:
-    """Ctrl-C while training: Python raises KeyboardInterrupt wherever the main thread is,
-    and one raised inside a finaliser (a __del__, a weakref callback) is printed and
-    dropped, which would leave training running. The signal is also noted here, and the
-    check this yields raises it again at the next step."""
-    received = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-    # Only where Python's own handler is in place: a worker that ignores SIGINT keeps doing so.
-    if threading.current_thread() is not threading.main_thread() or previous is not signal.default_int_handler:
-        yield lambda: None
-        return
-
-    def note_and_raise(signum, frame):
-        received.set()
-        raise KeyboardInterrupt
-
-    def check() -> None:
-        if received.is_set():
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, note_and_raise)
-    try:
-        yield check
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def fit(
     session: Session,
     cfg: TrainConfig,
@@ -184,9 +153,12 @@ def fit(
     head_names: Sequence[str],
     logger: Logger,
     result: FitResult | None = None,
+    stop_check: Callable[[], None] = lambda: None,
+    progress: RunProgress | None = None,
 ) -> FitResult:
     """Train for the configured steps. `result` is filled in as training goes, so a caller
-    that is interrupted still knows how far it got."""
+    that is interrupted still knows how far it got; `stop_check` raises, before each step,
+    a stop signal that was received but lost (see interrupts.stop_signals)."""
     steps = total_steps(cfg, len(session.train_items))
     model = session.model
     optimizer = make_optimizer(model, cfg, head_names)
@@ -200,43 +172,44 @@ def fit(
     # rescale the head's step, and the head is what every target set shares.
     clip_groups = [group for group in trainable_groups(model, head_names) if group]
     model.train()
-    bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+    progress = progress or RunProgress("train")
+    progress.start_training(steps)
     start = time.perf_counter()
-    with interrupt_checkpoint() as stop_if_interrupted:
-        for step in range(1, steps + 1):
-            stop_if_interrupted()
-            for micro in range(cfg.grad_accum):
-                batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
-                # Dropout masks from (seed, step) alone: the same in every target set of a seed.
-                torch.manual_seed(derived_seed(seed, RandomStream.dropout, step, micro))
-                loss, _ = forward(session, batch)
-                (loss / cfg.grad_accum).backward()
-                running_loss += loss.detach() / cfg.grad_accum
-                result.train_tokens += batch.tokens
-            if cfg.grad_clip > 0:  # clip_grad_norm_ with 0 would zero every gradient
-                clip_apart(clip_groups, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.steps = step
-            if step % LOG_EVERY == 0 or step == steps:
-                last_loss = running_loss.item() / (step % LOG_EVERY or LOG_EVERY)  # one host sync per LOG_EVERY steps
-                running_loss.zero_()
-                if not math.isfinite(last_loss):
-                    result.diverged_at = step
-                    break
-                elapsed = result.train_seconds + time.perf_counter() - start  # evaluation time excluded
-                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{result.train_tokens / max(elapsed, 1e-9):,.0f}")
-                logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
-            bar.update(1)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
-                result.train_seconds += _synchronized_elapsed(session.device, start)
-                point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
-                point.update(evaluate(session, session.val_items, "val").metrics)
-                result.history.append(point)
-                logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
-                start = time.perf_counter()
-    bar.close()
+    for step in range(1, steps + 1):
+        stop_check()
+        for micro in range(cfg.grad_accum):
+            batch = collate(session, [session.train_items[i] for i in next(stream)], all_answers=False)
+            # Dropout masks from (seed, step) alone: the same in every target set of a seed.
+            torch.manual_seed(derived_seed(seed, RandomStream.dropout, step, micro))
+            loss, _ = forward(session, batch)
+            (loss / cfg.grad_accum).backward()
+            running_loss += loss.detach() / cfg.grad_accum
+            result.train_tokens += batch.tokens
+        if cfg.grad_clip > 0:  # clip_grad_norm_ with 0 would zero every gradient
+            clip_apart(clip_groups, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.steps = step
+        tokens_per_second = None
+        if step % LOG_EVERY == 0 or step == steps:
+            last_loss = running_loss.item() / (step % LOG_EVERY or LOG_EVERY)  # one host sync per LOG_EVERY steps
+            running_loss.zero_()
+            if not math.isfinite(last_loss):
+                result.diverged_at = step
+                break
+            elapsed = result.train_seconds + time.perf_counter() - start  # evaluation time excluded
+            tokens_per_second = result.train_tokens / max(elapsed, 1e-9)
+            logger.log({"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0]}, step)
+        progress.stepped(step, last_loss if tokens_per_second else None, tokens_per_second)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != steps:
+            result.train_seconds += _synchronized_elapsed(session.device, start)
+            point = {"step": step} | ({"train/loss": last_loss} if last_loss is not None else {})
+            point.update(evaluate(session, session.val_items, "val").metrics)
+            result.history.append(point)
+            logger.log({k: v for k, v in point.items() if k.startswith("val/")}, step)
+            start = time.perf_counter()
+    progress.end_training()
     result.train_seconds += _synchronized_elapsed(session.device, start)
     return result
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from lora_ablate.records import (
     Analysis, Cost, Identity, ModelIdentity, RunError, RunRecord, SplitPredictions, Status, completed_record,
     write_record,
 )
-from lora_ablate.run.interrupts import Interrupted, RunLock, terminate_as_interrupt
+from lora_ablate.run.interrupts import Interrupted, RunLock, stop_signals
 from lora_ablate.run.loggers import NullLogger, open_logger
 from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
+from lora_ablate.run.progress import RunProgress, cell_label
 from lora_ablate.run.provenance import now_iso, provenance
 from lora_ablate.run.devices import pick_device
 from lora_ablate.run.session import peak_memory_bytes, prepare, reset_peak_memory
@@ -39,9 +41,10 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 @dataclass(frozen=True)
 class JobSlot:
-    """Where a run sits in a sweep: its job number and how many jobs run at once."""
+    """Where a run sits in a sweep: its job number (None: a single run) and how many jobs
+    run at once."""
 
-    index: int = 0
+    index: int | None = None
     parallel_jobs: int = 1
 
 
@@ -71,22 +74,24 @@ def train(cfg: RunConfig, *, run_dir: Path, overrides: list[str] | tuple[str, ..
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     key = run_key(config, resolved.plan.target_set, list(overrides))
     run_dir = Path(run_dir)
+    job = job or JobSlot()
+    progress = RunProgress(cell_label(key.labels, job.index), bar=job.parallel_jobs == 1)
     done = completed_record(run_dir, key.config_hash)
     if done is not None:
-        log.info("skipping %s: a completed record of the same config is in %s", key.run_id, run_dir)
+        progress.phase("skipped, a completed record of the same config is in %s", run_dir)
         return done
     with RunLock(run_dir, key.run_id):
         done = completed_record(run_dir, key.config_hash)  # another process may just have finished it
         if done is not None:
             return done
-        return _train_locked(cfg, resolved, config, key, run_dir, job or JobSlot())
+        return _train_locked(cfg, resolved, config, key, run_dir, job, progress)
 
 
 def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: RunKey,
-                  run_dir: Path, job: JobSlot) -> RunRecord:
+                  run_dir: Path, job: JobSlot, progress: RunProgress) -> RunRecord:
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // job.parallel_jobs)
     torch.set_num_threads(threads)  # parallel jobs must not oversubscribe the cores
-    device = pick_device(cfg.train.device, job.index)
+    device = pick_device(cfg.train.device, job.index or 0)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -94,41 +99,50 @@ def _train_locked(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any],
     started_at = now_iso()
     outcome, session, logger = Outcome(), None, NullLogger()
     bad_input = False
-    try:
-        with terminate_as_interrupt():
+    # Signals stay held until the record is written: a second Ctrl-C cannot cut it short.
+    with stop_signals() as stop_check:
+        try:
             logger = open_logger(cfg.logger, name=key.run_id, group=cfg.sweep_name,
                                  job_type=resolved.plan.target_set, config=config, run_dir=run_dir,
                                  plan=resolved.plan.to_dict())
+            progress.phase("loading %s and %s on %s", cfg.model.name, cfg.task.name, device)
             session = prepare(cfg, resolved, device)
-            _train_and_evaluate(cfg, resolved, session, outcome, logger, run_dir)
+            _train_and_evaluate(cfg, resolved, session, outcome, logger, run_dir, stop_check, progress)
             if cfg.save_adapter and outcome.status == Status.completed:
                 save_adapter(session, run_dir / "adapter")
-    except ConfigError:  # bad user input, found before training: reported, not recorded
-        bad_input = True
-        raise
-    except BaseException as err:  # a record of every run that started
-        interrupted = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
-        outcome.status = Status.interrupted if interrupted else Status.failed
-        outcome.error = RunError(type(err).__name__, str(err) or repr(err))
-        raise
-    finally:
-        if not bad_input:
-            record = _record(cfg, resolved, config, key, outcome, session, device, started_at)
-            write_record(run_dir, record)
-            logger.finish(record)
+        except ConfigError:  # bad user input, found before training: reported, not recorded
+            bad_input = True
+            raise
+        except BaseException as err:  # a record of every run that started
+            interrupted = isinstance(err, (KeyboardInterrupt, Interrupted, SystemExit))
+            outcome.status = Status.interrupted if interrupted else Status.failed
+            outcome.error = RunError(type(err).__name__, str(err) or repr(err))
+            raise
+        finally:
+            progress.end_training()  # a bar left open by an interrupted fit
+            if not bad_input:
+                record = _record(cfg, resolved, config, key, outcome, session, device, started_at)
+                path = write_record(run_dir, record)
+                logger.finish(record)
+                progress.phase("%s%s; record: %s", record.status, _headline(record, cfg.task.metric), path)
     return record
 
 
 def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session, outcome: Outcome,
-                        logger: Any, run_dir: Path | None = None) -> None:
-    fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger, result=outcome.fit)
+                        logger: Any, run_dir: Path | None = None, stop_check: Callable[[], None] = lambda: None,
+                        progress: RunProgress | None = None) -> None:
+    progress = progress or RunProgress()
+    fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=logger,
+        result=outcome.fit, stop_check=stop_check, progress=progress)
     outcome.history = outcome.fit.history
     if outcome.fit.diverged_at is not None:
         outcome.status = Status.diverged
         outcome.error = RunError("Diverged", f"loss became NaN or inf by step {outcome.fit.diverged_at}")
         return
     started = time.perf_counter()
+    progress.phase("validation (%d examples)", len(session.val_items))
     val = evaluate(session, session.val_items, "val")
+    progress.phase("test (%d examples)", len(session.test_items))
     test = evaluate(session, session.test_items, "test")
     outcome.eval_seconds = time.perf_counter() - started
     outcome.metrics = val.metrics | test.metrics
@@ -140,6 +154,7 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
     outcome.merge_max_abs_diff = merge_difference(session)
     if cfg.analysis.enabled:
         from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)
+        progress.phase("analysis of the trained adapter")
         outcome.analysis, outcome.analysis_seconds = analyze(
             session, resolved.plan, cfg, run_dir=run_dir, test_predicted=test.predicted)
     outcome.status = Status.completed
@@ -162,6 +177,14 @@ def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: 
         identity=Identity(model=model_identity(cfg.model, resolved), data=data_identity(cfg.task)),
         error=outcome.error, merge_max_abs_diff=outcome.merge_max_abs_diff,
     )
+
+
+def _headline(record: RunRecord, metric: str) -> str:
+    """', test/acc 0.8125' when the record has the task's test metric, else its error."""
+    key = f"test/{metric}"
+    if key in record.metrics:
+        return f", {key} {record.metrics[key]:.4f}"
+    return f" ({record.error.type}: {record.error.message})" if record.error else ""
 
 
 def session_precision(session: Session | None) -> str | None:
