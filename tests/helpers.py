@@ -260,6 +260,7 @@ def real_model(resolved, num_labels: int, seed: int = 0):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from lora_ablate.model.architectures import split_rules_for
     from lora_ablate.model.surgery import split_fused_projections
 
     config = copy.deepcopy(resolved.model_config)
@@ -269,5 +270,5 @@ def real_model(resolved, num_labels: int, seed: int = 0):
         model = AutoModelForSequenceClassification.from_config(config)
     else:
         model = AutoModelForCausalLM.from_config(config)
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     return model
