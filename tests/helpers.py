@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from lora_ablate.app.store import register_configs
 from lora_ablate.config.schema import RunConfig
-from lora_ablate.model.architectures import TARGET_SETS
+from lora_ablate.target_sets import TARGET_SETS
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

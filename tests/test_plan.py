@@ -18,7 +18,7 @@ from helpers import (
 )
 from lora_ablate.plan.adapters import lora_config
 from lora_ablate.errors import ConfigError
-from lora_ablate.model.architectures import TARGET_SETS
+from lora_ablate.target_sets import TARGET_SETS
 from lora_ablate.plan.resolve import resolve_run
 
 ROBERTA_QV_R8 = 294_912  # 12 layers × (q + v) × r=8 × (768 + 768)

@@ -14,7 +14,7 @@ from helpers import (
     save_config,
 )
 from lora_ablate.errors import ConfigError
-from lora_ablate.model.architectures import TARGET_SETS
+from lora_ablate.target_sets import TARGET_SETS
 from lora_ablate.plan.resolve import resolve_run
 
 
