@@ -78,6 +78,7 @@ def base_model(args: argparse.Namespace, split: bool):
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
+    from lora_ablate.model.architectures import split_rules_for
     from lora_ablate.model.surgery import split_fused_projections
 
     config = GPT2Config(
@@ -91,7 +92,7 @@ def base_model(args: argparse.Namespace, split: bool):
     torch.manual_seed(args.seed)
     model = GPT2ForSequenceClassification(config)
     if split:
-        split_fused_projections(model, model.config)
+        split_fused_projections(model, split_rules_for(model.config))
     return model
 
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from lora_ablate.app.store import register_configs
 from lora_ablate.config.schema import RunConfig
+from lora_ablate.target_sets import TARGET_SETS
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -176,25 +177,9 @@ def roberta_param_counts(arch: Arch, num_labels: int) -> tuple[int, int]:
     return embeddings + arch.layers * layer, head
 
 
-# The `targets` options of DESIGN.md, written out here (not imported) as the expectation.
-TARGET_OPTIONS: dict[str, tuple[str, ...]] = {
-    "q": ("q",),
-    "k": ("k",),
-    "v": ("v",),
-    "o": ("o",),
-    "qk": ("q", "k"),
-    "qv": ("q", "v"),
-    "qkv": ("q", "k", "v"),
-    "qkvo": ("q", "k", "v", "o"),
-    "ffn": ("ffn",),
-    "qkv_ffn": ("q", "k", "v", "ffn"),
-    "all": ("q", "k", "v", "o", "ffn"),
-}
-
-
 def expected_matrices(arch: Arch, option: str) -> set[str]:
     out: set[str] = set()
-    for m in TARGET_OPTIONS[option]:
+    for m in TARGET_SETS[option]:
         out.update(arch.ffn if m == "ffn" else (m,))
     return out
 
@@ -260,6 +245,7 @@ def real_model(resolved, num_labels: int, seed: int = 0):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from lora_ablate.model.architectures import split_rules_for
     from lora_ablate.model.surgery import split_fused_projections
 
     config = copy.deepcopy(resolved.model_config)
@@ -269,5 +255,5 @@ def real_model(resolved, num_labels: int, seed: int = 0):
         model = AutoModelForSequenceClassification.from_config(config)
     else:
         model = AutoModelForCausalLM.from_config(config)
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     return model

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from helpers import compose_run
+from helpers import CONF, compose_run
 from lora_ablate.app.callbacks import ReportCallback
 from lora_ablate.app.overrides import CommandLine, check_overrides, read_command_line
 from lora_ablate.app.store import sweep_dirname
@@ -111,6 +111,17 @@ def test_composed_config_is_checked_by_to_object():
     """OmegaConf.to_object runs __post_init__: the one check for runs, dry runs and sweep cells."""
     with pytest.raises(ConfigError, match="train.max_steps"):
         compose_run(["train.max_steps=0"])
+
+
+def test_train_files_set_only_what_differs_from_the_schema():
+    """TrainConfig holds the training defaults; a conf/train file that restated one would be
+    its second home, free to drift from it."""
+    schema = TrainConfig()
+    for path in sorted((CONF / "train").glob("*.yaml")):
+        written = OmegaConf.load(path)
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), written)
+        restated = [key for key in written if merged[key] == getattr(schema, key)]
+        assert not restated, f"conf/train/{path.name} restates TrainConfig's defaults of {restated}"
 
 
 # --- the override check (Hydra's parser) -------------------------------------------

@@ -27,10 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
 
 # Imports that break the rule today, each with the finding that removes it.
 KNOWN_UPWARD: set[tuple[str, str]] = set()
-KNOWN_CIRCLES = [
-    # issue 21 item 8: the registry imports the split rules, surgery looks the rules up in the registry
-    {"lora_ablate.model.architectures", "lora_ablate.model.surgery"},
-]
+KNOWN_CIRCLES: list[set[str]] = []
 
 
 def module_files(src: Path) -> dict[str, Path]:

@@ -8,7 +8,6 @@ from peft import get_peft_model
 
 from helpers import (
     ARCHS,
-    TARGET_OPTIONS,
     arch_overrides,
     compose_run,
     expected_matrices,
@@ -19,6 +18,7 @@ from helpers import (
 )
 from lora_ablate.plan.adapters import lora_config
 from lora_ablate.errors import ConfigError
+from lora_ablate.target_sets import TARGET_SETS
 from lora_ablate.plan.resolve import resolve_run
 
 ROBERTA_QV_R8 = 294_912  # 12 layers × (q + v) × r=8 × (768 + 768)
@@ -29,7 +29,7 @@ def reference_budget(arch, rank=8):
     return rank * arch.layers * (arch.size("q") + arch.size("v"))
 
 
-@pytest.mark.parametrize("option", list(TARGET_OPTIONS))
+@pytest.mark.parametrize("option", list(TARGET_SETS))
 @pytest.mark.parametrize("key", list(ARCHS))
 def test_default_budget_is_met_within_one_percent(plan_cache, arch_dirs, key, option):
     arch = ARCHS[key]

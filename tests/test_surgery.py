@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from helpers import compose_run
 from lora_ablate.plan.adapters import lora_config
 from lora_ablate.plan.resolve import resolve_run
+from lora_ablate.model.architectures import split_rules_for
 from lora_ablate.model.surgery import split_fused_projections
 
 HIDDEN, HEADS, LAYERS, VOCAB = 64, 4, 2, 260
@@ -70,7 +71,7 @@ def test_split_keeps_the_function(key, tokens):
     model, config = tiny(key)
     before = logits(model, tokens)
     assert before.abs().max() > 0.1  # the check below is not vacuous
-    replaced = split_fused_projections(model, config)
+    replaced = split_fused_projections(model, split_rules_for(config))
     assert replaced
     after = logits(model, tokens)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
@@ -79,7 +80,7 @@ def test_split_keeps_the_function(key, tokens):
 @pytest.mark.parametrize("key", list(FUSED))
 def test_split_parts_are_linear_with_config_shapes(key):
     model, config = tiny(key)
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     for path, parts in EXPECTED_PARTS[key].items():
         fused = block_modules(model, path)
         assert len(fused) == LAYERS, path
@@ -95,11 +96,11 @@ def test_split_parts_are_linear_with_config_shapes(key):
 @pytest.mark.parametrize("key", list(FUSED))
 def test_split_twice_is_a_no_op(key, tokens):
     model, config = tiny(key)
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     structure = [(n, type(m).__name__) for n, m in model.named_modules()]
     once = logits(model, tokens)
-    assert split_fused_projections(model, config) == []
+    assert split_fused_projections(model, split_rules_for(config)) == []
     assert [(n, type(m).__name__) for n, m in model.named_modules()] == structure
     assert state.keys() == model.state_dict().keys()
     for k, v in model.state_dict().items():
@@ -113,9 +114,9 @@ def test_split_twice_on_gpt2_with_square_ffn_changes_nothing(tokens):
     config = AutoConfig.for_model("gpt2", **{**FUSED["gpt2"], "n_inner": HIDDEN})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     once = logits(model, tokens)
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     torch.testing.assert_close(logits(model, tokens), once, atol=0, rtol=0)
 
 
@@ -123,7 +124,7 @@ def test_neox_split_is_checked_per_head(tokens):
     """Control: swapping two heads' rows inside the split Q changes the logits clearly,
     so the 1e-5 check above would catch a wrong (non-interleaved) layout."""
     model, config = tiny("gpt_neox")
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     before = logits(model, tokens)
     q = block_modules(model, "attention.query_key_value")[0].get_submodule("q")
     with torch.no_grad():
@@ -136,8 +137,25 @@ def test_split_on_the_meta_device():
     config = AutoConfig.for_model("phi3", **FUSED["phi3_gqa"])
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    assert len(split_fused_projections(model, config)) == 2 * LAYERS
+    assert len(split_fused_projections(model, split_rules_for(config))) == 2 * LAYERS
     assert all(p.is_meta for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_type, settings", [
+    # registered, with separate projections
+    ("llama", dict(hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                   vocab_size=VOCAB)),
+    # not registered: a user's matrix map names its modules as they are
+    ("gptj", dict(n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, rotary_dim=8, vocab_size=VOCAB)),
+])
+def test_a_model_without_split_rules_is_left_as_it_is(model_type, settings):
+    config = AutoConfig.for_model(model_type, **settings)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    structure = [(n, type(m)) for n, m in model.named_modules()]
+    assert split_rules_for(config) == {}
+    assert split_fused_projections(model, split_rules_for(config)) == []
+    assert [(n, type(m)) for n, m in model.named_modules()] == structure
 
 
 def test_gpt2_qv_leaves_k_bit_identical_after_training():
@@ -149,7 +167,7 @@ def test_gpt2_qv_leaves_k_bit_identical_after_training():
     d = config.n_embd
     original = [(b.attn.c_attn.weight.detach().clone(), b.attn.c_attn.bias.detach().clone())
                 for b in model.transformer.h]
-    split_fused_projections(model, config)
+    split_fused_projections(model, split_rules_for(config))
     assert {m.matrix for m in resolved.plan.modules} == {"q", "v"}
 
     peft_model = get_peft_model(model, lora_config(resolved.plan, cfg.lora))

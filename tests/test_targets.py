@@ -2,10 +2,11 @@
 the right shapes; and clear errors for names that do not exist."""
 
 import pytest
+from omegaconf import OmegaConf
 
 from helpers import (
     ARCHS,
-    TARGET_OPTIONS,
+    CONF,
     arch_overrides,
     compose_run,
     expected_matrices,
@@ -13,6 +14,7 @@ from helpers import (
     save_config,
 )
 from lora_ablate.errors import ConfigError
+from lora_ablate.target_sets import TARGET_SETS
 from lora_ablate.plan.resolve import resolve_run
 
 
@@ -26,12 +28,19 @@ def _structure_plan(plan_cache, arch_dirs, key, option):
     return plan
 
 
-@pytest.mark.parametrize("option", list(TARGET_OPTIONS))
+def test_conf_targets_restate_target_sets_exactly():
+    """conf/targets/NAME.yaml is TARGET_SETS[NAME] for Hydra: one file per set, no other
+    file, the same matrices in the same order, nothing else in it."""
+    files = {path.stem: OmegaConf.to_container(OmegaConf.load(path)) for path in (CONF / "targets").glob("*.yaml")}
+    assert files == {name: {"matrices": list(matrices)} for name, matrices in TARGET_SETS.items()}
+
+
+@pytest.mark.parametrize("option", list(TARGET_SETS))
 def test_targets_option_composes_to_its_matrices(plan_cache, option):
-    assert sorted(plan_cache.option_matrices(option)) == sorted(TARGET_OPTIONS[option])
+    assert sorted(plan_cache.option_matrices(option)) == sorted(TARGET_SETS[option])
 
 
-@pytest.mark.parametrize("option", list(TARGET_OPTIONS))
+@pytest.mark.parametrize("option", list(TARGET_SETS))
 @pytest.mark.parametrize("key", list(ARCHS))
 def test_exactly_the_expected_modules_on_every_layer(plan_cache, arch_dirs, key, option):
     arch = ARCHS[key]
@@ -51,7 +60,7 @@ def test_exactly_the_expected_modules_on_every_layer(plan_cache, arch_dirs, key,
         assert m.params == m.rank * (m.d_in + m.d_out)
 
 
-@pytest.mark.parametrize("option", list(TARGET_OPTIONS))
+@pytest.mark.parametrize("option", list(TARGET_SETS))
 @pytest.mark.parametrize("key", ["bert_base", "gpt2_124m", "llama3_8b"])
 def test_plan_reports_the_target_option_name(plan_cache, arch_dirs, key, option):
     plan = _structure_plan(plan_cache, arch_dirs, key, option)

@@ -1,5 +1,5 @@
-"""The logical matrices, the `targets` options of DESIGN.md, and the one rule that names a
-set of matrices after the option it equals. No torch here: the planner applies the rule
+"""The logical matrices, the `targets` config options, and the one rule that names a set
+of matrices after the option it equals. No torch here: the planner applies the rule
 with an architecture's expansion of `ffn` (model.architectures.target_set_label), and a
 record reader without an architecture applies it to the requested names as written."""
 
@@ -11,7 +11,8 @@ MATRICES = ("q", "k", "v", "o", "ffn_gate", "ffn_up", "ffn_down")
 FFN_MATRICES = ("ffn_gate", "ffn_up", "ffn_down")
 FFN = "ffn"  # stands for every FFN matrix the architecture has
 
-# The `targets` options of DESIGN.md, in the abstract (before `ffn` is expanded).
+# The `targets` options, before `ffn` is expanded: the one source; conf/targets/NAME.yaml
+# restates each for Hydra and tests/test_targets.py checks that they agree.
 TARGET_SETS: dict[str, tuple[str, ...]] = {
     "q": ("q",),
     "k": ("k",),

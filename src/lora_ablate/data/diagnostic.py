@@ -19,14 +19,11 @@ Hypothesis: matrices that move attention (q, k) help routing more than control; 
 that change content (v, o, FFN) help both alike. The routing-minus-control gap per target
 set measures that.
 
-Why this design (measured on MiniLM, 100 steps, batch 32, lr 3e-3, seed 0, test accuracy
-on pairs): on pairs alone no target set leaves chance, because no feature of the input is
-correlated with the label until the model already routes (version 1, one cue word at the
-end: 0.50 for every set up to 300 steps; markers in front of each sentence: qv and qkv_ffn
-0.50; as sentence pairs with segment ids: 0.50). The sentences shown alone teach the head
-what sentiment is; on the pairs, looking more at the marked sentence then lowers the loss
-from the first steps: qv 0.71 and qkv_ffn 0.69 on test pairs (version 2, the `diagnostic`
-sweep's seed 0; over its three seeds qkv, qkv_ffn and v learn routing, q, k and qk do not).
+Why sentences are also shown alone: on pairs alone no input feature correlates with the
+label until the model already routes, and every pairs-only layout tried stayed at chance
+(0.50 on test pairs; MiniLM, batch 32, lr 3e-3, 100 to 300 steps). The single sentences
+teach the head what sentiment is; then looking more at the marked sentence lowers the loss
+from the first steps (qv 0.71, qkv_ffn 0.69 on test pairs after 100 steps, seed 0).
 
 Deterministic given data_seed; pair labels exactly balanced (the four combinations of the
 first sentence's sentiment and the marked position are dealt in turn); no sentence

@@ -9,32 +9,54 @@ name is `<...>.<layer index>.<path of M>`, which also yields its layer.
 """
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from transformers import PretrainedConfig
 
 from lora_ablate.errors import ConfigError
 from lora_ablate.target_sets import FFN, FFN_MATRICES, MATRICES, TARGET_SETS, target_set_name
-from lora_ablate.model.surgery import SplitRules, gpt2_rules, gpt_neox_rules, phi3_rules
+from lora_ablate.model.surgery import RuleBuilder, SplitRules, gpt2_rules, gpt_neox_rules, phi3_rules
 
-_LLAMA = {
-    "q": "self_attn.q_proj",
-    "k": "self_attn.k_proj",
-    "v": "self_attn.v_proj",
-    "o": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-_BERT = {
-    "q": "attention.self.query",
-    "k": "attention.self.key",
-    "v": "attention.self.value",
-    "o": "attention.output.dense",
-    "ffn_up": "intermediate.dense",
-    "ffn_down": "output.dense",
-}
 
-_MAPS: dict[str, dict[str, str]] = {
+@dataclass(frozen=True)
+class Architecture:
+    """What the planner, the loader and surgery need to know about one model_type."""
+
+    matrices: Mapping[str, str]  # matrix -> module path inside one block, after splitting
+    encoder: bool  # bidirectional encoder: a classification head; else a decoder: label words
+    split: RuleBuilder | None = None  # builds surgery's rules for its fused projections
+
+    def split_rules(self, config: PretrainedConfig) -> SplitRules:
+        """The rules that split this model's fused projections (none when it has none)."""
+        return self.split(config) if self.split is not None else {}
+
+
+_LLAMA = Architecture(
+    matrices={
+        "q": "self_attn.q_proj",
+        "k": "self_attn.k_proj",
+        "v": "self_attn.v_proj",
+        "o": "self_attn.o_proj",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    },
+    encoder=False,
+)
+_BERT = Architecture(
+    matrices={
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "o": "attention.output.dense",
+        "ffn_up": "intermediate.dense",
+        "ffn_down": "output.dense",
+    },
+    encoder=True,
+)
+
+ARCHITECTURES: dict[str, Architecture] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
@@ -42,67 +64,77 @@ _MAPS: dict[str, dict[str, str]] = {
     "gemma": _LLAMA,
     "gemma2": _LLAMA,
     # GPT-2's fused c_attn is split into c_attn.q/.k/.v, and its Conv1D layers become Linear.
-    "gpt2": {
-        "q": "attn.c_attn.q",
-        "k": "attn.c_attn.k",
-        "v": "attn.c_attn.v",
-        "o": "attn.c_proj",
-        "ffn_up": "mlp.c_fc",
-        "ffn_down": "mlp.c_proj",
-    },
-    "gpt_neox": {
-        "q": "attention.query_key_value.q",
-        "k": "attention.query_key_value.k",
-        "v": "attention.query_key_value.v",
-        "o": "attention.dense",
-        "ffn_up": "mlp.dense_h_to_4h",
-        "ffn_down": "mlp.dense_4h_to_h",
-    },
-    "phi3": {
-        "q": "self_attn.qkv_proj.q",
-        "k": "self_attn.qkv_proj.k",
-        "v": "self_attn.qkv_proj.v",
-        "o": "self_attn.o_proj",
-        "ffn_gate": "mlp.gate_up_proj.gate",
-        "ffn_up": "mlp.gate_up_proj.up",
-        "ffn_down": "mlp.down_proj",
-    },
+    "gpt2": Architecture(
+        matrices={
+            "q": "attn.c_attn.q",
+            "k": "attn.c_attn.k",
+            "v": "attn.c_attn.v",
+            "o": "attn.c_proj",
+            "ffn_up": "mlp.c_fc",
+            "ffn_down": "mlp.c_proj",
+        },
+        encoder=False,
+        split=gpt2_rules,
+    ),
+    "gpt_neox": Architecture(
+        matrices={
+            "q": "attention.query_key_value.q",
+            "k": "attention.query_key_value.k",
+            "v": "attention.query_key_value.v",
+            "o": "attention.dense",
+            "ffn_up": "mlp.dense_h_to_4h",
+            "ffn_down": "mlp.dense_4h_to_h",
+        },
+        encoder=False,
+        split=gpt_neox_rules,
+    ),
+    "phi3": Architecture(
+        matrices={
+            "q": "self_attn.qkv_proj.q",
+            "k": "self_attn.qkv_proj.k",
+            "v": "self_attn.qkv_proj.v",
+            "o": "self_attn.o_proj",
+            "ffn_gate": "mlp.gate_up_proj.gate",
+            "ffn_up": "mlp.gate_up_proj.up",
+            "ffn_down": "mlp.down_proj",
+        },
+        encoder=False,
+        split=phi3_rules,
+    ),
     "bert": _BERT,
     "roberta": _BERT,
     "xlm-roberta": _BERT,
     "electra": _BERT,
-    "deberta-v2": {
-        "q": "attention.self.query_proj",
-        "k": "attention.self.key_proj",
-        "v": "attention.self.value_proj",
-        "o": "attention.output.dense",
-        "ffn_up": "intermediate.dense",
-        "ffn_down": "output.dense",
-    },
-    "opt": {
-        "q": "self_attn.q_proj",
-        "k": "self_attn.k_proj",
-        "v": "self_attn.v_proj",
-        "o": "self_attn.out_proj",
-        "ffn_up": "fc1",
-        "ffn_down": "fc2",
-    },
+    "deberta-v2": Architecture(
+        matrices={
+            "q": "attention.self.query_proj",
+            "k": "attention.self.key_proj",
+            "v": "attention.self.value_proj",
+            "o": "attention.output.dense",
+            "ffn_up": "intermediate.dense",
+            "ffn_down": "output.dense",
+        },
+        encoder=True,
+    ),
+    "opt": Architecture(
+        matrices={
+            "q": "self_attn.q_proj",
+            "k": "self_attn.k_proj",
+            "v": "self_attn.v_proj",
+            "o": "self_attn.out_proj",
+            "ffn_up": "fc1",
+            "ffn_down": "fc2",
+        },
+        encoder=False,
+    ),
 }
 
 
-@dataclass(frozen=True)
-class Architecture:
-    matrices: Mapping[str, str]  # matrix -> module path inside one block, after splitting
-    encoder: bool  # bidirectional encoder: a classification head; else a decoder: label words
-    split: Callable[..., SplitRules] | None = None  # the surgery rules for its fused projections
-
-
-_ENCODERS = {"bert", "roberta", "xlm-roberta", "electra", "deberta-v2"}
-_SPLITS = {"gpt2": gpt2_rules, "gpt_neox": gpt_neox_rules, "phi3": phi3_rules}
-ARCHITECTURES: dict[str, Architecture] = {
-    model_type: Architecture(matrices, model_type in _ENCODERS, _SPLITS.get(model_type))
-    for model_type, matrices in _MAPS.items()
-}
+def split_rules_for(config: PretrainedConfig) -> SplitRules:
+    """Surgery's rules for this model's fused projections: none for a model_type that has
+    none, or that is not registered (a user's matrix map then names unfused modules)."""
+    architecture = ARCHITECTURES.get(config.model_type)
+    return architecture.split_rules(config) if architecture is not None else {}
 
 
 def architecture_map(model_type: str, user_map: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -5,6 +5,9 @@ PEFT can only adapt a fused layer as a whole (GPT-2 `c_attn` holds Q, K and V), 
 `SplitProjection` whose children (`q`, `k`, `v` or `gate`, `up`) are ordinary
 `nn.Linear`s and whose forward rebuilds the fused output exactly, so the model's own
 code and function are unchanged. Works on the meta device (dry runs) as well.
+
+The rule builders below know each fused layout; which model_type uses which builder is
+said once, in its `model.architectures` entry, and the caller hands its rules in.
 """
 
 from collections.abc import Callable, Sequence
@@ -16,6 +19,7 @@ from transformers import PretrainedConfig
 
 # In-block module path of a fused projection -> function building its replacement.
 SplitRules = dict[str, Callable[[nn.Module], nn.Module]]
+RuleBuilder = Callable[[PretrainedConfig], SplitRules]  # sizes come from the model's config
 
 
 class SplitProjection(nn.Module):
@@ -113,15 +117,9 @@ def phi3_rules(config: PretrainedConfig) -> SplitRules:
     }
 
 
-def split_fused_projections(model: nn.Module, config: PretrainedConfig) -> list[str]:
-    """Replace the fused projections of `model` in place; return the replaced names."""
-    from lora_ablate.model.architectures import ARCHITECTURES  # the registry names the rules
-
-    architecture = ARCHITECTURES.get(config.model_type)
-    make_rules = architecture.split if architecture else None
-    if make_rules is None:
-        return []
-    rules = make_rules(config)
+def split_fused_projections(model: nn.Module, rules: SplitRules) -> list[str]:
+    """Replace the fused projections of `model` that `rules` name, in place; return the
+    replaced names. `rules` come from the model's architecture entry (empty: nothing to do)."""
     replaced = []
     for name, module in list(model.named_modules()):
         if isinstance(module, SplitProjection):

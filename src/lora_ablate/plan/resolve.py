@@ -10,7 +10,7 @@ from lora_ablate.model.loading import ModelSource, build_skeleton, head_module_n
 from lora_ablate.plan.layout import Plan, make_plan
 from lora_ablate.plan.memory import Shape, estimate_memory, resolved_precision
 from lora_ablate.model.surgery import split_fused_projections
-from lora_ablate.model.architectures import architecture_map
+from lora_ablate.model.architectures import architecture_map, split_rules_for
 from lora_ablate.data.tasks import check_task_config
 
 
@@ -30,7 +30,7 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
     task_format = resolve_format(cfg.task.format, model_config)
     arch_map = architecture_map(model_config.model_type, cfg.model.matrix_map)
     skeleton = build_skeleton(model_config, task_format, cfg.task.num_labels, cfg.model.trust_remote_code)
-    split_fused_projections(skeleton, model_config)
+    split_fused_projections(skeleton, split_rules_for(model_config))
     plan = make_plan(
         skeleton,
         model_type=model_config.model_type,

@@ -10,6 +10,7 @@ from peft import get_peft_model
 from lora_ablate.config.schema import RunConfig
 from lora_ablate.data.encoded import encoded_splits
 from lora_ablate.errors import ConfigError
+from lora_ablate.model.architectures import split_rules_for
 from lora_ablate.model.loading import load_model, load_tokenizer
 from lora_ablate.model.surgery import split_fused_projections
 from lora_ablate.plan.adapters import lora_config
@@ -27,7 +28,7 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
     precision = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(derived_seed(cfg.seed, RandomStream.head))  # a new head is drawn from the global RNG
     base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
-    split_fused_projections(base, resolved.model_config)
+    split_fused_projections(base, split_rules_for(resolved.model_config))
     model = get_peft_model(base, lora_config(resolved.plan, cfg.lora))
     seed_lora_init(model, cfg.seed)  # each module's A from (seed, its name): paired across target sets
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
