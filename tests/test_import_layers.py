@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lora_ablate.config", "lora_ablate.cache"),  # the typed schema; the download and folder cache
     # The run record and its typed sections, the labels of a cell, run identity.
     ("lora_ablate.records", "lora_ablate.record_fields", "lora_ablate.record_plan",
-     "lora_ablate.record_analysis", "lora_ablate.record_origin", "lora_ablate.labels",
+     "lora_ablate.record_analysis", "lora_ablate.record_origin", "lora_ablate.labels", "lora_ablate.convergence",
      "lora_ablate.identity"),
     ("lora_ablate.model", "lora_ablate.data", "lora_ablate.plan"),
     ("lora_ablate.run", "lora_ablate.analysis"),

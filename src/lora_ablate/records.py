@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lora_ablate.convergence import Convergence
 from lora_ablate.files import write_atomic
 from lora_ablate.labels import CELL, GROUP, LABELS, Labels, layers_label, parse_variant  # noqa: F401
 from lora_ablate.record_analysis import VECTORS_NAME, Analysis  # noqa: F401  (public re-exports)
@@ -116,6 +117,7 @@ class RunRecord:
     best: dict[str, float] | None = None  # best validation point
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)  # "val", "test"
     collapsed: bool = False  # completed, but the validation metric is at chance
+    convergence: Convergence | None = None  # whether validation was still improving at the end
     analysis: Analysis | None = None
     cost: Cost = field(default_factory=Cost)
     provenance: Provenance = field(default_factory=Provenance)
@@ -137,7 +139,9 @@ class RunRecord:
             "metrics": dict(self.metrics), "history": [dict(p) for p in self.history],
             "best": None if self.best is None else dict(self.best),
             "predictions": {split: p.to_dict() for split, p in self.predictions.items()},
-            "collapsed": self.collapsed, "analysis": None if self.analysis is None else self.analysis.to_dict(),
+            "collapsed": self.collapsed,
+            "convergence": None if self.convergence is None else self.convergence.to_dict(),
+            "analysis": None if self.analysis is None else self.analysis.to_dict(),
             "cost": vars(self.cost).copy(), "provenance": self.provenance.to_dict(),
             "identity": self.identity.to_dict(),
             "error": None if self.error is None else vars(self.error).copy(),
@@ -173,6 +177,7 @@ class RunRecord:
                 predictions={k: SplitPredictions.from_dict(v)
                              for k, v in mapping(data.get("predictions"), "predictions").items()},
                 collapsed=bool(data.get("collapsed", False)),
+                convergence=Convergence.from_dict(data.get("convergence")),
                 analysis=Analysis.from_dict(analysis) if analysis else None,
                 cost=_cost(data.get("cost")),
                 provenance=Provenance.from_dict(data.get("provenance")),

@@ -33,12 +33,12 @@ TARGET_ORDER = ("q", "k", "v", "o", "qk", "qv", "kv", "qkv", "qkvo", "ffn", "qkv
 LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "mse", "mae")
 NUMERIC = ("budget_scale", "lora_params", "head_params", "base_params", "budget_target",
            "budget_actual", "budget_deviation", *COST, "best_step")
-RUN_COLUMNS = ("path", "run_id", "status", "collapsed", *LABELS, "targets", "lora_rank",
+RUN_COLUMNS = ("path", "run_id", "status", "collapsed", "still_improving", *LABELS, "targets", "lora_rank",
                "lora_params", "head_params", "base_params", "budget_target", "budget_actual",
                "budget_deviation", *COST, "device", "best_step", "git_commit", "device_name",
                "hostname", "started_at", "ended_at", "config_hash", "error")
 SUMMARY_COLUMNS = (
-    *CELL, "metric", "n", "n_pairs", "seeds_status", "problem_seeds",
+    *CELL, "metric", "n", "n_pairs", "seeds_status", "problem_seeds", "improving_seeds",
     *[c for c in COMPARE_COLUMNS if c not in ("target_set", "n", "n_pairs")],
     "baseline_note", "lora_params", "lora_rank", *COST,
 )
@@ -52,6 +52,7 @@ def _record_row(rec: RunRecord) -> dict[str, Any]:
     plan, cost, prov = rec.plan, rec.cost, rec.provenance
     row = {
         "run_id": rec.run_id, "status": rec.status.value, "collapsed": bool(rec.collapsed),
+        "still_improving": None if rec.convergence is None else rec.convergence.still_improving,
         **rec.labels.row(),
         "targets": ",".join(plan.targets) or None,
         "lora_rank": plan.rank_text(),
@@ -100,6 +101,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     frame["collapsed"] = frame["collapsed"].astype("boolean")
+    frame["still_improving"] = frame["still_improving"].astype("boolean")
     return frame
 
 
@@ -279,9 +281,11 @@ def _seed_status(runs: pd.DataFrame, outcomes: pd.Series) -> pd.DataFrame:
             f"{name}: seed{'s' if len(rows_) > 1 else ''} "
             f"{', '.join(str(s) for s in sorted(rows_['seed'].dropna()))}"
             for name, rows_ in bad.groupby("_outcome", sort=True))
+        improving = cell["still_improving"].fillna(False).astype(bool) & cell["_outcome"].eq(Status.completed)
         rows.append({**dict(zip(CELL, key)), "seeds_status": ", ".join(parts),
-                     "problem_seeds": problems})
-    return pd.DataFrame(rows, columns=[*CELL, "seeds_status", "problem_seeds"])
+                     "problem_seeds": problems,
+                     "improving_seeds": ", ".join(str(s) for s in sorted(cell.loc[improving, "seed"].dropna()))})
+    return pd.DataFrame(rows, columns=[*CELL, "seeds_status", "problem_seeds", "improving_seeds"])
 
 
 def _baseline_of(group: pd.DataFrame, baseline: str) -> str:

@@ -119,6 +119,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("runs", ("seeds_status", "status_note"),
            lambda r: Cell(plain(first_present(r, "seeds_status", "status_note") or "–")),
            text=True, aliases=2),
+    Column("still improving (seeds)", ("improving_seeds",), _text("improving_seeds"), text=True),
     Column("LoRA rank", ("lora_rank",), _text("lora_rank")),
     Column("# params", ("lora_params",), _fmt("lora_params", ",.0f")),
     Column("n", ("n",), _fmt("n", ".0f")),

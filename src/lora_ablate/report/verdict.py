@@ -200,12 +200,27 @@ def group_verdict(key: Sequence[Any], rows: pd.DataFrame, *, tuned: pd.DataFrame
     caveats += [f"{_safe(r.target_set)} {r.seeds_status} ({r.problem_seeds})"
                 for r in problems.itertuples(index=False)]
     caveats += list(dict.fromkeys(n for n in rows["baseline_note"].fillna("") if n))
+    caveats += _still_improving(rows)
     if one_task:
         caveats.append("one task only, so the answer may not carry over to other tasks")
     if caveats:
         parts.append("Caveats: " + "; ".join(caveats) + ".")
     title = group_label(key)
     return Verdict(tuple(key), title, f"{_safe(title)}. " + " ".join(parts))
+
+
+def _still_improving(rows: pd.DataFrame) -> list[str]:
+    """A caveat naming the cells whose validation metric was still improving when training
+    ended (the record's convergence rule): their difference may measure speed of learning."""
+    if "improving_seeds" not in rows:
+        return []
+    late = rows[rows["improving_seeds"].fillna("").ne("")]
+    if late.empty:
+        return []
+    named = "; ".join(f"{_safe(r.target_set)} (seed{'s' if ',' in r.improving_seeds else ''} "
+                      f"{r.improving_seeds})" for r in late.itertuples(index=False))
+    return [f"still improving when training ended: {named}, so a difference to them may "
+            "measure speed of learning rather than where training ends (train longer to tell)"]
 
 
 def verdicts(summary: pd.DataFrame, tuned: pd.DataFrame | None = None, *,

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lora_ablate.config.schema import ModelConfig, RunConfig
+from lora_ablate.convergence import Convergence, convergence
 from lora_ablate.data.tasks import data_identity
 from lora_ablate.errors import ConfigError
 from lora_ablate.identity import RunKey, run_key
@@ -59,6 +60,7 @@ class Outcome:
     best: dict[str, float] | None = None
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)
     collapsed: bool = False
+    convergence: Convergence | None = None
     merge_max_abs_diff: float | None = None
     analysis: Analysis | None = None
     analysis_seconds: float | None = None
@@ -151,6 +153,8 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
     outcome.history = outcome.fit.history + [{"step": outcome.fit.steps} | val.metrics]
     outcome.best = _best(outcome.fit.history, outcome.metrics, outcome.fit.steps, cfg.task.metric)
     outcome.collapsed = is_collapsed(outcome.predictions["val"])
+    outcome.convergence = still_improving(outcome.fit.history, outcome.fit.steps, cfg.task.metric, val.metrics,
+                                          outcome.predictions["val"])
     outcome.merge_max_abs_diff = merge_difference(session)
     if cfg.analysis.enabled:
         from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)
@@ -173,7 +177,7 @@ def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: 
         status=outcome.status, run_id=key.run_id, labels=key.labels, config=config,
         config_hash=key.config_hash, plan=resolved.plan.to_record(), metrics=outcome.metrics,
         history=outcome.history, best=outcome.best, predictions=outcome.predictions,
-        collapsed=outcome.collapsed, analysis=outcome.analysis, cost=cost, provenance=provenance(device, started_at),
+        collapsed=outcome.collapsed, convergence=outcome.convergence, analysis=outcome.analysis, cost=cost, provenance=provenance(device, started_at),
         identity=Identity(model=model_identity(cfg.model, resolved), data=data_identity(cfg.task)),
         error=outcome.error, merge_max_abs_diff=outcome.merge_max_abs_diff,
     )
@@ -200,6 +204,16 @@ def model_identity(model: ModelConfig, resolved: ResolvedRun) -> ModelIdentity:
         return ModelIdentity(random_init=True, model_type=resolved.model_config.model_type)
     return ModelIdentity(name_or_path=model.name_or_path, revision=model.revision,
                          commit=getattr(resolved.model_config, "_commit_hash", None), file=model.gguf_file)
+
+
+def still_improving(history: list[dict[str, float]], steps: int, metric: str, val_metrics: dict[str, float],
+                    val: SplitPredictions) -> Convergence:
+    """The convergence rule (lora_ablate.convergence) on the validation curve; its tolerance is
+    the standard error of validation accuracy, from the per-example correctness (also the
+    scale used for macro-F1, which has no per-example values)."""
+    key = f"val/{metric}"
+    return convergence(history, final_step=steps, key=key, final_value=val_metrics.get(key, math.nan),
+                       per_example=[float(c) for c in val.correct])
 
 
 def is_collapsed(val: SplitPredictions) -> bool:
