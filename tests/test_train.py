@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import random
 import subprocess
@@ -94,6 +95,23 @@ def test_head_run_writes_a_complete_record_and_repeats_exactly(reviews, tmp_path
     second = train_once(local_overrides(reviews), tmp_path / "b")
     assert second["metrics"] == first["metrics"]
     assert second["config_hash"] == first["config_hash"]
+
+
+def test_record_says_whether_validation_was_still_improving(reviews, tmp_path):
+    # Validation at step 3 of 6 lies before the last quarter; the rule compares the final
+    # value with it against the binomial standard error of validation accuracy (40 examples).
+    record = train_once(local_overrides(reviews), tmp_path)
+    early = record["history"][0]["val/accuracy"]
+    final = record["metrics"]["val/accuracy"]
+    n = 40
+    se = math.sqrt(final * (1 - final) / (n - 1))
+    assert record["convergence"]["reference_step"] == 3
+    assert record["convergence"]["gain"] == pytest.approx(final - early)
+    assert record["convergence"]["tolerance"] == pytest.approx(se)
+    assert record["convergence"]["still_improving"] == (final - early > se)
+    # Without a validation curve the rule cannot say.
+    flat = train_once([*local_overrides(reviews), "train.eval_every=0"], tmp_path / "flat")
+    assert flat["convergence"]["still_improving"] is None
 
 
 def test_completed_run_is_skipped_when_config_unchanged(reviews, tmp_path):
