@@ -746,7 +746,7 @@ def _cell_records(tmp_path: Path):
                         scale=1.0, seed=0, accuracy=0.8, history_points=2, index=0,
                         rng=np.random.default_rng(0), test_size=0)
     later = dataclasses.replace(first, config_hash="b" * 16, metrics={**first.metrics, "test/accuracy": 0.6},
-                                provenance={**first.provenance, "ended_at": "2999-01-01T00:00:00"})
+                                provenance=dataclasses.replace(first.provenance, ended_at="2999-01-01T00:00:00"))
     run_dir = tmp_path / "cell"
     write_record(run_dir, first)
     write_record(run_dir, later)  # moves `first` aside as result.<hash>.json
