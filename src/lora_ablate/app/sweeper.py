@@ -148,7 +148,11 @@ class ValidatingSweeper(Sweeper):
         from lora_ablate.report.adaptive import stage_two
 
         report = self.config.report
-        decided = stage_two(sweep_dir, plan, metric=report.get("metric"), baseline=report.get("baseline"))
+        try:
+            decided = stage_two(sweep_dir, plan, metric=report.get("metric"), baseline=report.get("baseline"))
+        except ConfigError as err:
+            _refuse(f"Stage 1 of this adaptive sweep ran, but its stage 2 cannot be decided "
+                    f"from the stage-1 records: {err}")
         cells: dict[str, list[str]] = {}
         for cell in (c for batch in batches for c in batch):
             if run_dirname(list(cell)) in decided.run_dirs:
