@@ -294,6 +294,31 @@ class ReportConfig:
 
 
 @dataclass
+class AdaptiveConfig:
+    """Adaptive seeds (report/staged.py): stage 1 runs the sweep's own `seed` values; the
+    target sets still open and promising then get more seeds. Observing: a cell's config,
+    hash and folder do not depend on it."""
+
+    enabled: bool = False
+    max_seeds: int = 15  # seeds of a continued target set (and its baseline) in all
+    alpha_stage1: float = 0.01  # Holm level of stage 1; the final test gets alpha − this
+    continue_p: float = 0.2  # an unresolved comparison continues when its stage-1 p is below this
+
+    def __post_init__(self) -> None:
+        checks = _Checks("adaptive")
+        checks.require(isinstance(self.max_seeds, int) and not isinstance(self.max_seeds, bool)
+                       and self.max_seeds >= 2,
+                       f"adaptive.max_seeds must be an integer ≥ 2 (seeds per continued target set "
+                       f"in all, e.g. 15), got {self.max_seeds!r}.")
+        checks.require(0 < self.alpha_stage1 < 1,
+                       f"adaptive.alpha_stage1 must lie strictly between 0 and 1 and below "
+                       f"1 − report.confidence (e.g. 0.01), got {self.alpha_stage1!r}.")
+        checks.require(0 < self.continue_p <= 1,
+                       f"adaptive.continue_p must lie in (0, 1] (e.g. 0.2), got {self.continue_p!r}.")
+        checks.raise_any()
+
+
+@dataclass
 class AnalysisConfig:
     """Why a target set wins (lora_ablate.analysis), after training, on bounded subsets."""
 
@@ -331,4 +356,5 @@ class RunConfig:
     # Let a sweep write into a folder that lora-ablate did not make.
     sweep_reuse: bool = field(default=False, metadata=OBSERVING)
     report: ReportConfig = field(default_factory=ReportConfig, metadata=OBSERVING)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig, metadata=OBSERVING)
 

@@ -23,6 +23,7 @@ from lora_ablate.records import CORRUPT, LoadedRecord, RunRecord, Status
 from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
 from lora_ablate.report.compare import Settings, compare_group
 from lora_ablate.report.examples import correctness
+from lora_ablate.report.staged import SeedPlan
 from lora_ablate.report.stats import holm, t_half_width  # noqa: F401  (public re-exports)
 
 # LABELS, GROUP (compared together) and CELL come from labels.Labels; the runs frame's
@@ -113,6 +114,8 @@ class Manifest:
     created: str | None
     run_dirs: tuple[str, ...]
     config_hashes: dict[str, str] = field(default_factory=dict)  # run folder -> its cell's current config
+    seed_plan: SeedPlan | None = None  # the adaptive-seeds design, when the sweep used one
+    stages: dict[str, int] = field(default_factory=dict)  # run folder -> its stage (adaptive sweeps)
 
 
 def read_manifest(sweep_dir: Path) -> Manifest | None:
@@ -125,13 +128,17 @@ def read_manifest(sweep_dir: Path) -> Manifest | None:
         cells = data.get("cells") or []
         dirs = tuple(str(c["run_dir"]).strip("/") for c in cells)
         hashes = {str(c["run_dir"]).strip("/"): str(c["config_hash"]) for c in cells if c.get("config_hash")}
+        stages = {str(c["run_dir"]).strip("/"): int(c["stage"]) for c in cells if c.get("stage")}
+        plan = SeedPlan.from_json(data["adaptive"]) if data.get("adaptive") else None
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         raise ConfigError(
             f"The sweep manifest {path} cannot be read ({type(err).__name__}: {err}). It "
             f"should be JSON with a 'cells' list of objects that each name a 'run_dir' "
-            f"relative to the sweep folder; fix or remove it to report every record found."
+            f"relative to the sweep folder (and, for adaptive seeds, an 'adaptive' object with "
+            f"stage1_seeds, max_seeds, alpha_stage1, continue_p and alpha); fix or remove it "
+            f"to report every record found."
         ) from None
-    return Manifest(data.get("sweep_name"), data.get("created"), dirs, hashes)
+    return Manifest(data.get("sweep_name"), data.get("created"), dirs, hashes, plan, stages)
 
 
 @dataclass
@@ -401,7 +408,7 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
               baseline: str = "qv", confidence: float = 0.95,
               higher_is_better: bool | None = None, alpha: float = 0.05,
               loaded: Sequence[LoadedRecord] | None = None,
-              effect: float = 0.01) -> pd.DataFrame:
+              effect: float = 0.01, seed_plan: SeedPlan | None = None) -> pd.DataFrame:
     """One row per cell (SUMMARY_COLUMNS): n, the status of its seeds, the mean over the
     seeds it shares with its group's baseline (the unpaired mean beside it) with a
     t-interval over seeds, and the paired difference to the baseline decided by the family
@@ -416,7 +423,9 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
     The baseline is `baseline`, or in a group without it the first target set of
     TARGET_ORDER present (noted). Collapsed and failed runs are left out and named in
     `seeds_status`. `metric` may map task -> metric; `higher_is_better` None guesses from
-    the metric name. Notes are in `attrs["notes"]`."""
+    the metric name. With `seed_plan` (an adaptive sweep's design) each group's family
+    follows staged.staged_family and `stage` says which stage concluded each row. Notes are
+    in `attrs["notes"]`."""
     check_baseline(runs, baseline)
     per_task = metric.items() if isinstance(metric, Mapping) else [(None, metric)]
     parts, notes = [], []
@@ -424,7 +433,7 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
         subset = runs if task is None else runs[runs["task"].eq(task)]
         better = is_higher_better(name) if higher_is_better is None else higher_is_better
         settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
-                            effect=effect)
+                            effect=effect, seed_plan=seed_plan)
         table, part_notes = _summarize_metric(subset, name, baseline, settings, loaded)
         parts.append(table)
         notes += part_notes
@@ -439,7 +448,7 @@ def _ordered(parts: list[pd.DataFrame], columns: Sequence[str], notes: list[str]
         [*group, "_order", "target_set"], na_position="last", kind="stable")
     table = table.reindex(columns=list(columns)).reset_index(drop=True)
     for column in ("n", "n_pairs", "n_common", "rank", "holm_step", "mcnemar_seeds_better",
-                   "mcnemar_seeds_worse", "seeds_needed", "seeds_needed_observed"):
+                   "mcnemar_seeds_worse", "seeds_needed", "seeds_needed_observed", "stage"):
         if column in table:
             values = pd.to_numeric(table[column]).astype("float64")
             table[column] = values.where(np.isfinite(values)).round().astype("Int64")

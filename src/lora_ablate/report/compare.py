@@ -23,6 +23,7 @@ from lora_ablate.report import planning, stats
 from lora_ablate.report.examples import Correctness
 from lora_ablate.report.family import COVERS_BOTH, COVERS_SEEDS, PairedDifference, \
     family_test, paired_difference
+from lora_ablate.report.staged import SeedPlan, staged_family
 
 RESOLVE_EFFECT = 0.01  # the difference `seeds_needed` is planned for: one point of accuracy
 __all__ = ["COVERS_BOTH", "COVERS_SEEDS", "COLUMNS", "Settings", "compare_group"]
@@ -36,7 +37,7 @@ COLUMNS = (
     "p_signflip", "p_signflip_holm", "p_wilcoxon", "p_wilcoxon_holm", "wilcoxon_note",
     "rank_tests_can_reach_alpha", "p_mcnemar_by_seed", "mcnemar_seeds_better",
     "mcnemar_seeds_worse", "mde", "seeds_needed", "seeds_needed_note",
-    "seeds_needed_observed", "seeds_needed_observed_note",
+    "seeds_needed_observed", "seeds_needed_observed_note", "stage",
 )
 
 
@@ -46,6 +47,8 @@ class Settings:
     alpha: float = 0.05
     higher_is_better: bool = True
     effect: float = RESOLVE_EFFECT
+    # The sweep's adaptive-seeds design (its manifest's); None: one stage, Holm at alpha.
+    seed_plan: SeedPlan | None = None
 
 
 def _mean_stats(values: np.ndarray, confidence: float) -> dict[str, Any]:
@@ -171,6 +174,29 @@ def _ranks(cells: dict[str, SetRuns], settings: Settings) -> dict[str, dict[str,
             for name, mean, r, t in zip(cells, means, rank, tied)}
 
 
+def _staged_columns(rows: dict[str, dict[str, Any]], cells: dict[str, SetRuns], base: SetRuns,
+                    others: list[str], diffs: dict[str, PairedDifference],
+                    correct: Correctness | None, settings: Settings) -> None:
+    """The family under the sweep's two-stage design: stage 1 on the stage-1 seeds only,
+    the final test on all seeds of the continued comparisons; each row's columns come from
+    the stage that concluded it."""
+    plan = settings.seed_plan
+    first = {name: _stage_one_difference(name, cells[name], base, correct, plan)
+             for name in others}
+    staged = staged_family([first[name] for name in others], diffs, plan.design)
+    for name, conclusion in zip(others, staged):
+        diff = diffs[name] if conclusion.stage == 2 else first[name]
+        rows[name].update(_family_columns(diff, conclusion.result, len(others), settings),
+                          stage=conclusion.stage)
+
+
+def _stage_one_difference(name: str, cell: SetRuns, base: SetRuns, correct: Correctness | None,
+                          plan: SeedPlan) -> PairedDifference:
+    keep = np.isin(cell.seeds, plan.stage1_seeds)
+    pairs = _pairs(SetRuns(cell.seeds[keep], cell.values[keep], cell.runs[keep]), base)
+    return paired_difference(name, pairs.diffs, _per_example(pairs, correct))
+
+
 def compare_group(values: pd.DataFrame, baseline: str,
                   correct: Correctness | None = None,
                   settings: Settings = Settings()) -> pd.DataFrame:
@@ -200,9 +226,12 @@ def compare_group(values: pd.DataFrame, baseline: str,
         rows[name] = {**row, **ranks[name], "target_set": name, "n": len(cell.values),
                       "mean_unpaired": float(cell.values.mean()) if len(cell.values) else math.nan,
                       "baseline": baseline}
-    results = family_test([diffs[name] for name in others], settings.alpha)
-    for name, result in zip(others, results):
-        rows[name].update(_family_columns(diffs[name], result, len(others), settings))
+    if settings.seed_plan is None:
+        results = family_test([diffs[name] for name in others], settings.alpha)
+        for name, result in zip(others, results):
+            rows[name].update(_family_columns(diffs[name], result, len(others), settings))
+    else:
+        _staged_columns(rows, cells, base, others, diffs, correct, settings)
     for column in RANK_PVALUES:  # the family: every non-baseline target set, untestable ones too
         adjusted = stats.holm_family([rows[name][column] for name in others])
         for name, p in zip(others, adjusted):

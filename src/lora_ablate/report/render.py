@@ -12,6 +12,7 @@ import base64
 import re
 import sys
 from collections.abc import Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from lora_ablate.errors import ConfigError
 from lora_ablate.files import write_atomic
 from lora_ablate.records import CORRUPT, Status
 from lora_ablate.report import tuning
+from lora_ablate.report.staged import SeedPlan
 from lora_ablate.report.verdict import Verdict, verdicts
 from lora_ablate.report.aggregate import (check_baseline, default_baseline, distinct, missing_cells,
                                           sweep_config)
@@ -298,6 +300,13 @@ def _write_report(sweep_dir: Path, out_dir: str | Path | None, baseline: str | N
     return out
 
 
+def _with_design(paragraphs: list[Verdict], plan: SeedPlan | None) -> list[Verdict]:
+    """An adaptive sweep's verdicts end with its design, which their Holm levels follow."""
+    if plan is None:
+        return paragraphs
+    return [dataclasses.replace(v, text=f"{v.text} {plan.sentence()}") for v in paragraphs]
+
+
 def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
              missing: pd.DataFrame, figures: list[Path], metrics: dict[str, str],
              tune: Sequence[str], baseline: str, confidence: float, out: Path) -> dict:
@@ -310,7 +319,7 @@ def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
         "title": f"LoRA target-set ablation: {sweep.path.name}",
         "overview": _overview(sweep, missing, metrics, baseline, confidence, out),
         "notes": [*sweep.notes, *summary.attrs.get("notes", [])],
-        "verdicts": verdict_paragraphs(summary, tuned, confidence),
+        "verdicts": _with_design(verdict_paragraphs(summary, tuned, confidence), sweep.seed_plan),
         "legend": legend(baseline, confidence),
         "summary_tables": summary_tables(summary, confidence),
         "table5": table5_tables(summary, confidence),

@@ -104,3 +104,47 @@ def staged_family(stage1: Sequence[PairedDifference],
     return [StagedResult(2, late) if early.target_set in first.continuing else
             StagedResult(1, early)
             for early, late in zip(first.results, second)]
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """A sweep's adaptive-seeds design as its manifest records it: the stage-1 seeds (the
+    sweep's own `seed` values) and the design's limits; stage 2 adds the next integers
+    after the largest stage-1 seed, up to `max_seeds` seeds in all."""
+
+    stage1_seeds: tuple[int, ...]
+    max_seeds: int
+    alpha_stage1: float
+    continue_p: float
+    alpha: float
+
+    def __post_init__(self) -> None:
+        self.design  # the design's checks, on the seeds as a count
+
+    @property
+    def design(self) -> StagedDesign:
+        return StagedDesign(len(self.stage1_seeds), self.max_seeds, self.alpha_stage1,
+                            self.continue_p, self.alpha)
+
+    @property
+    def new_seeds(self) -> tuple[int, ...]:
+        start = max(self.stage1_seeds) + 1
+        return tuple(range(start, start + self.max_seeds - len(self.stage1_seeds)))
+
+    def to_json(self) -> dict[str, object]:
+        return {"stage1_seeds": list(self.stage1_seeds), "max_seeds": self.max_seeds,
+                "alpha_stage1": self.alpha_stage1, "continue_p": self.continue_p,
+                "alpha": self.alpha}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> "SeedPlan":
+        return cls(tuple(int(s) for s in data["stage1_seeds"]), int(data["max_seeds"]),
+                   float(data["alpha_stage1"]), float(data["continue_p"]), float(data["alpha"]))
+
+    def sentence(self) -> str:
+        d = self.design
+        return (f"Adaptive seeds: stage 1 tested every target set on seeds "
+                f"{', '.join(map(str, self.stage1_seeds))} by Holm at α1 = {d.alpha_stage1:g}; "
+                f"a comparison unresolved there with p < {d.continue_p:g} continued to "
+                f"{d.max_seeds} seeds and was tested by Holm at α2 = {d.alpha_final:g} "
+                f"(family-wise error ≤ α1 + α2 = {d.alpha:g}).")

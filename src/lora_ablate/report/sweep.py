@@ -16,6 +16,7 @@ from lora_ablate.errors import ConfigError
 from lora_ablate.labels import CELL, LABELS
 from lora_ablate.records import LoadedRecord, Status, find_records
 from lora_ablate.report import aggregate
+from lora_ablate.report.staged import SeedPlan
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Sweep:
     # Records left out of the statistics, when aggregate reports them (record_frames):
     superseded: pd.DataFrame | None = None  # older records of a (cell, seed)
     other: pd.DataFrame | None = None  # records outside the sweep's manifest
+    seed_plan: SeedPlan | None = None  # the adaptive-seeds design its manifest records
 
     @property
     def completed(self) -> int:
@@ -83,7 +85,8 @@ def load_sweep(path: str | Path) -> Sweep:
     runs, notes = frames.runs, list(frames.notes)
     if not runs["status"].eq(Status.completed).any():
         notes.append(f"none of the {len(runs)} records under {path} is a completed run yet")
-    return Sweep(path, records, runs, notes, frames.superseded, frames.other)
+    plan = frames.manifest.seed_plan if frames.manifest is not None else None
+    return Sweep(path, records, runs, notes, frames.superseded, frames.other, plan)
 
 
 def comparison_metric(metric: str | None, per_task: Mapping[str, str]) -> str | dict[str, str]:
@@ -115,6 +118,7 @@ def summarize(data: "Sweep | pd.DataFrame", *, metric: str | None = None,
     # The records give the per-example predictions whose set × example term enters the SE.
     if isinstance(data, Sweep):
         options.setdefault("loaded", data.records)
+        options.setdefault("seed_plan", data.seed_plan)
     return aggregate.summarize(runs, metric=compare, baseline=baseline, **options)
 
 

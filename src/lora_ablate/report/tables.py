@@ -138,6 +138,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("p (Wilcoxon, Holm)", ("p_wilcoxon_holm",), _p("p_wilcoxon_holm")),
     Column("testable", ("testable",), _yes_no("testable")),
     Column("resolved", ("resolved",), _yes_no("resolved")),
+    # Which stage of an adaptive sweep's design concluded the row (shown for such sweeps only).
+    Column("stage", ("stage",), _fmt("stage", ".0f")),
     Column("seeds McNemar p<0.05 better / worse", ("mcnemar_seeds_better", "mcnemar_seeds_worse"),
            _mcnemar_cell),
     Column("MDE (family level)", ("mde",), _fmt("mde", ".3f")),
@@ -177,6 +179,8 @@ def summary_columns(frame: pd.DataFrame) -> list[Column]:
     known = [c for c in SUMMARY_COLUMNS if c.shown(frame)]
     if not rank_tests_shown(frame):
         known = [c for c in known if c.uses[0] not in RANK_TESTS]
+    if "stage" in frame and frame["stage"].isna().all():  # not an adaptive sweep
+        known = [c for c in known if c.uses[0] != "stage"]
     used = {u for c in SUMMARY_COLUMNS for u in c.uses} | NOT_SHOWN
     unknown = [Column(str(name), (name,), _text(name)) for name in frame.columns
                if name not in used]
