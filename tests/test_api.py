@@ -51,6 +51,16 @@ def test_load_sweep_and_summarize(sweep_dir):
     assert set(summary["metric"]) == {"test/accuracy"}
 
 
+def test_summarize_takes_a_sweep_folder_and_a_sweep_prints_short(sweep_dir):
+    from_path = lora_ablate.summarize(sweep_dir)
+    from_text = lora_ablate.summarize(str(sweep_dir))
+    from_sweep = lora_ablate.summarize(lora_ablate.load_sweep(sweep_dir))
+    pd.testing.assert_frame_equal(from_path, from_sweep)
+    pd.testing.assert_frame_equal(from_text, from_sweep)
+    text = repr(lora_ablate.load_sweep(sweep_dir))
+    assert text == f"Sweep(path={str(sweep_dir)!r}, records=18, completed=18, runs=18 rows)"
+
+
 def test_plots_return_figures_and_write_nothing(sweep_dir):
     before = sorted(p for p in sweep_dir.rglob("*"))
     sweep = lora_ablate.load_sweep(sweep_dir)

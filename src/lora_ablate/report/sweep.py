@@ -34,6 +34,11 @@ class Sweep:
     other: pd.DataFrame | None = None  # records outside the sweep's manifest
     seed_plan: SeedPlan | None = None  # the adaptive-seeds design its manifest records
 
+    def __repr__(self) -> str:
+        # The default repr prints every record and both frames (tens of kB for a sweep).
+        return (f"Sweep(path={str(self.path)!r}, records={len(self.records)}, "
+                f"completed={self.completed}, runs={len(self.runs)} rows)")
+
     @property
     def completed(self) -> int:
         return int(self.runs["status"].eq(Status.completed).sum()) if len(self.runs) else 0
@@ -102,12 +107,14 @@ def _runs(data: "Sweep | pd.DataFrame") -> pd.DataFrame:
     return data.runs if isinstance(data, Sweep) else data
 
 
-def summarize(data: "Sweep | pd.DataFrame", *, metric: str | None = None,
+def summarize(data: "Sweep | pd.DataFrame | str | Path", *, metric: str | None = None,
               baseline: str = "qv", **options: Any) -> pd.DataFrame:
     """Per cell (model, task, budget, …, target set): n, mean, interval, paired difference
-    to `baseline` and its tests (aggregate.summarize). `data` is a Sweep or a runs frame;
-    `metric` None compares each task on its configured metric. Empty (with the summary's
-    columns) while no run has completed."""
+    to `baseline` and its tests (aggregate.summarize). `data` is a Sweep, a runs frame or a
+    sweep folder's path; `metric` None compares each task on its configured metric. Empty
+    (with the summary's columns) while no run has completed."""
+    if isinstance(data, (str, Path)):
+        data = load_sweep(data)
     runs = _runs(data)
     if not runs["status"].eq(Status.completed).any():
         empty = pd.DataFrame(columns=list(aggregate.SUMMARY_COLUMNS))
