@@ -192,8 +192,11 @@ def test_long_figure_title_stays_inside_a_single_panel_figure():
 def test_cli_out_and_tune_options(tmp_path, capsys):
     write_fake_sweep(tmp_path / "sweep", target_sets=("qv", "q"), seeds=range(2))
     out = tmp_path / "elsewhere"
-    assert main([str(tmp_path / "sweep"), "--out", str(out), "--tune", "train.lr"]) == 0
+    assert main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert (out / "report.html").is_file() and not (tmp_path / "sweep" / "report").exists()
+    # Every run of this sweep has the same lr: tuning on it is an error, not an "edge of grid".
+    assert main([str(tmp_path / "sweep"), "--out", str(out), "--tune", "train.lr"]) == 2
+    assert "train.lr has one value" in capsys.readouterr().err
     assert main([str(tmp_path / "sweep"), "--tune", "train.lr; rm"]) == 2
     assert "'train.lr; rm' is not one" in capsys.readouterr().err

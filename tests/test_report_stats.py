@@ -10,6 +10,8 @@ from itertools import product
 import numpy as np
 import pandas as pd
 import pytest
+
+from lora_ablate.errors import ConfigError
 from fake_records import make_record, write_fake_sweep, write_manifest
 from scipy import stats as sps
 
@@ -337,3 +339,12 @@ def test_exact_validation_ties_go_to_the_interior_and_are_said(tmp_path):
     # qv ties at 1e-3 and 1e-2: the more interior of the two
     assert tuned.loc["qv", "train.lr"] == 1e-3
     assert "0.001" in tuned.loc["qv", "tie_note"] and "0.01" in tuned.loc["qv", "tie_note"]
+
+
+def test_tuning_on_a_key_the_sweep_does_not_vary_is_an_error(tmp_path):
+    for s in range(3):
+        _write(tmp_path, "qv", s, 0.80, lr=1e-3, val=0.80, index=100 + s)
+        _write(tmp_path, "q", s, 0.78, lr=1e-3, val=0.78, index=200 + s)
+    loaded, runs = load(tmp_path)
+    with pytest.raises(ConfigError, match=r"train.lr has one value \(0.001\)"):
+        tuned_frame(runs, loaded=loaded)

@@ -177,6 +177,11 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
         raise ConfigError(f"The tuned key(s) {', '.join(missing)} appear neither in the runs' "
                           f"config nor in their variant. Tune on a key the sweep varies, "
                           f"e.g. train.lr.")
+    unswept = {k: done[k].dropna().iloc[0] for k in tune if done[k].nunique(dropna=True) < 2}
+    if unswept:
+        raise ConfigError("Tuning needs a key the sweep varies, but " + ", ".join(
+            f"{k} has one value ({v})" for k, v in unswept.items()) + " in its completed runs; "
+            "drop it from report.tune / --tune, or sweep it (e.g. train.lr=1e-3,3e-3,1e-2).")
     chosen = _choose(_scores(ran[ran["seed"].notna()], val, tune, better), tune, better)
     # merge drops the index, which keys the runs' predictions: carry it through
     picked = done.rename_axis("_run").reset_index().merge(
