@@ -288,6 +288,7 @@ def test_missing_columns_name_the_columns_the_file_has(tmp_path: Path, setting: 
         load_task(local_cfg(path, **{setting: value}, **extra))
     message = message_of(err)
     assert f"task.{setting}='{value}'" in message and "text, label" in message
+    assert "the header, line 1 of" in message  # a CSV's columns are its header's, not row 2's
 
 
 def test_label_outside_label_names_is_named(tmp_path: Path) -> None:

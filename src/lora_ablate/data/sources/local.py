@@ -6,6 +6,7 @@ import functools
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 from lora_ablate.config.schema import TaskConfig, TaskSource
 from lora_ablate.data.sources.base import RawExamples, Source
@@ -57,7 +58,21 @@ class LocalSource(Source):
         rows = local_rows(str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.encoding)
         if not rows:
             raise ConfigError(f"task.path={cfg.path!r} holds no examples; expected one example per row/line.")
+        if path.suffix.lower() == ".csv":
+            _check_header(rows[0][1], cfg, path)
         return RawExamples(*labelled_examples(rows, cfg))
+
+
+def _check_header(first_row: dict[str, Any], cfg: TaskConfig, path: Path) -> None:
+    """A CSV's columns come from its header: name line 1, not the first data row."""
+    settings = {"task.text_column": cfg.text_column, "task.label_column": cfg.label_column,
+                "task.text_pair_column": cfg.text_pair_column}
+    for setting, column in settings.items():
+        if column is not None and column not in first_row:
+            raise ConfigError(
+                f"{setting}={column!r} is not a column of the data (the header, line 1 of {path}, has: "
+                f"{', '.join(map(str, first_row)) or 'nothing'}); set {setting} to one of those."
+            )
 
 
 SOURCE = LocalSource()
