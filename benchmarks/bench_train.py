@@ -159,7 +159,7 @@ class Context:
         from lora_ablate.model.loading import load_tokenizer
         from lora_ablate.plan.resolve import resolve_run
         from lora_ablate.run.precision import autocast_dtype, resolve_precision
-        from lora_ablate.run.session import pick_device
+        from lora_ablate.run.devices import pick_device
         from lora_ablate.data.tasks import load_task
 
         self.args, self.steps = args, steps
@@ -544,6 +544,7 @@ def child_startup(args: argparse.Namespace, model: str) -> None:
 
     marks["import peft"] = time.time()
     from lora_ablate.run import session as session_module
+    from lora_ablate.run.devices import pick_device
     from lora_ablate.run.loggers import NullLogger
     from lora_ablate.plan.resolve import resolve_run
     from lora_ablate.run.loop import fit
@@ -555,7 +556,7 @@ def child_startup(args: argparse.Namespace, model: str) -> None:
         stages["compose"] = time.time()
         resolved = resolve_run(cfg)
         stages["resolve_run"] = time.time()
-        session = session_module.prepare(cfg, resolved, session_module.pick_device(cfg.train.device))
+        session = session_module.prepare(cfg, resolved, pick_device(cfg.train.device))
         stages["prepare"] = time.time()
         with contextlib.redirect_stderr(io.StringIO()):
             fit(session, cfg.train, seed=cfg.seed, head_names=resolved.plan.head_modules, logger=NullLogger())
