@@ -11,14 +11,18 @@ from lora_ablate.report import analysis_plots as plots
 from lora_ablate.report.sweep import Sweep
 
 CAPTIONS = {
-    "update_norms": "Relative update norm ‖ΔW‖_F/‖W‖_F by matrix kind and layer (LoRA paper §7): "
-                    "mean with its t-interval over seeds.",
-    "amplification": "Amplification ‖ΔW‖_F/‖UᵀWV‖_F by matrix kind (how far ΔW boosts directions "
-                     "W under-uses): mean with its t-interval over seeds.",
+    "update_norms": "Relative update norm ‖ΔW‖/‖W‖ (Frobenius norms) by matrix kind and layer "
+                    "(LoRA paper §7), a panel per group and target set: mean with its t-interval "
+                    "over seeds, its lower end clipped at 0 (a norm ratio cannot be negative).",
+    "amplification": "Amplification ‖ΔW‖/‖UᵀWV‖ (Frobenius norms) by matrix kind (how far ΔW "
+                     "boosts directions W under-uses): mean with its t-interval over seeds, its "
+                     "lower end clipped at 0 (a norm ratio cannot be negative).",
     "seed_similarity": "Subspace similarity φ between the top singular directions of two seeds' ΔW "
                        "for the baseline target set, mean over layers (1: same subspace).",
     "shifts": "Attention shift (mean KL of attention maps, adapted vs base) against content shift "
-              "(relative change of the adapted modules' outputs) per target set, on the probe set.",
+              "(relative change of the adapted modules' outputs) per target set, on the probe set: "
+              "means with their t-intervals over seeds, lower ends clipped at 0 (neither can be "
+              "negative).",
     "attention_share": "Share of the gain over the base model with the trained head that is lost "
                        "when the base model's attention maps are patched in: the part carried by "
                        "re-routing attention. Mean with its t-interval over seeds.",
