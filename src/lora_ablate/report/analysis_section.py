@@ -1,8 +1,9 @@
 """The report's "why" figures: the analysis frames of the sweep's completed runs drawn by
 analysis_plots, by stem, with captions that say what each shows and what it averages over."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from lora_ablate.records import LoadedRecord, Status
@@ -35,8 +36,11 @@ CAPTIONS = {
 }
 
 
-def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float) -> dict[str, list[Figure]]:
-    """Every analysis figure the sweep's records support (none when analysis was off)."""
+def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float,
+                     relabel: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame
+                     ) -> dict[str, list[Figure]]:
+    """Every analysis figure the sweep's records support (none when analysis was off);
+    `relabel` gives each frame the group labels the report shows."""
     kept = _completed(sweep)
     runs = frames.analysed_runs(kept)
     built: dict[str, list[Figure]] = {}
@@ -49,10 +53,10 @@ def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float) -> dict[
             "attention_share": (frames.attention_share_frame(runs, confidence), plots.plot_attention_share),
             "merge_curve": (frames.merge_curve_frame(runs, confidence), plots.plot_merge_curve),
         }
-        built = {stem: [plot(frame)] for stem, (frame, plot) in drawn.items() if len(frame)}
+        built = {stem: [plot(relabel(frame))] for stem, (frame, plot) in drawn.items() if len(frame)}
     routing = frames.routing_gap_frame([item.record for item in kept if item.record is not None])
     if len(routing):
-        built["routing_gap"] = [plots.plot_routing_gap(routing)]
+        built["routing_gap"] = [plots.plot_routing_gap(relabel(routing))]
     return built
 
 
