@@ -159,8 +159,8 @@ def _count(n: Any) -> int:
 
 def plot_attention_share(frame: pd.DataFrame) -> Figure:
     """Share of the gain carried by attention per target set (attention_share_frame)."""
-    return _bars(frame, "Share of the gain over the base model carried by attention (attention patching, 95% CI)",
-                 "1 − (patched − base) / (full − base)")
+    return _bars(frame, "Share of the gain over the base model carried by attention "
+                        "(attention patching, 95% CI)", "1 − (patched − base) / (full − base)")
 
 
 def plot_merge_curve(frame: pd.DataFrame) -> Figure:
