@@ -144,9 +144,9 @@ def test_routing_sentence_states_gaps_intervals_and_whether_routing_is_learned(t
     assert "o -0.050 (n=1, no interval)" in text and "nan" not in text
 
 
-def test_bars_pool_several_tasks_of_a_target_set_without_an_interval():
-    # one task with three seeds (an interval), one with one seed (none): averaging the
-    # interval ends across tasks put the mean outside them, and matplotlib refused the bars
+def test_bars_draw_a_panel_per_group_each_with_its_own_interval():
+    # one task with three seeds (an interval), one with one seed (none): a panel each, not
+    # a pooled bar whose averaged interval ends are no interval
     runs = [record("rt", "qv", s, 0.8, share=0.9 + 0.01 * s) for s in range(3)]
     runs += [record("diag_routing", "qv", 0, 0.6, share=0.1)]
     frame = af.attention_share_frame(runs)
@@ -154,8 +154,11 @@ def test_bars_pool_several_tasks_of_a_target_set_without_an_interval():
     figure = ap.plot_attention_share(frame)
     from matplotlib.container import BarContainer
 
-    (bars,) = [c for c in figure.axes[0].containers if isinstance(c, BarContainer)]
-    assert bars.patches[0].get_height() == pytest.approx((0.91 + 0.1) / 2)  # mean of the task means
-    (segment,) = bars.errorbar.lines[2][0].get_segments()
-    assert np.allclose(segment[:, 1], (0.91 + 0.1) / 2)  # a zero-length bar: no interval
+    heights = {}
+    for ax in figure.axes:
+        (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+        (segment,) = bars.errorbar.lines[2][0].get_segments()
+        heights[ax.get_title().splitlines()[0].split(" · ")[1]] = (bars.patches[0].get_height(), np.ptp(segment[:, 1]))
+    assert heights["rt"][0] == pytest.approx(0.91) and heights["rt"][1] > 0
+    assert heights["diag_routing"] == pytest.approx((0.1, 0.0))  # one seed: a zero-length bar
     figure.canvas.draw()

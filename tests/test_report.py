@@ -176,10 +176,10 @@ def test_cli_writes_the_report_and_prints_its_folder(tmp_path, capsys):
 def test_long_figure_title_stays_inside_a_single_panel_figure():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from lora_ablate.report.plots import _grid
+    from lora_ablate.report.figure_base import panel_grid
 
     title = "Paired difference to qv over shared seeds, 95% t-interval (red: significant after Holm)"
-    fig, _ = _grid(1, title)
+    fig, _ = panel_grid(1, title)
     renderer = FigureCanvasAgg(fig).get_renderer()
     assert "\n" in fig.get_suptitle()
     box = fig._suptitle.get_window_extent(renderer)  # matplotlib has no public getter for the Text

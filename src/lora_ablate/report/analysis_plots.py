@@ -1,179 +1,193 @@
 """Figures for "why a target set wins", each drawn from a frame of analysis_frames and
-returned as a matplotlib Figure (the caller saves or embeds it). No torch, no pyplot."""
+returned as one matplotlib Figure with a panel per group (model, task, budget, …), through
+figure_base's grid and colours: a target set (and a matrix kind, named like its one-matrix
+set) has the same colour here as in the results figures. No torch, no pyplot.
 
-import math
-import textwrap
+Norm ratios, amplification factors, KL divergences and relative shifts cannot be negative:
+their intervals' lower ends are clipped at 0 (the captions say so)."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lora_ablate.report.aggregate import target_order
+from lora_ablate.report.figure_base import (BASELINE_COLOR, PANEL, clipped_below, groups,
+                                            message_figure, ordered_sets, panel_title,
+                                            set_color, small_multiples)
 
-PANEL = (3.6, 2.6)  # inches
-
-
-def _panels(n: int, title: str, ncols: int = 3, size: tuple[float, float] | None = None) -> tuple[Figure, list[Axes]]:
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    width, height = size or (PANEL[0] * ncols + 0.8, PANEL[1] * nrows + 0.9)
-    title = textwrap.fill(title, width=max(30, int(width * 11)))  # about 11 characters an inch at 11 pt
-    fig = Figure(figsize=(width, height + 0.2 * title.count("\n")), layout="constrained")
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    return fig, axes[:max(n, 1)]
+RELATIVE_NORM = r"$\Vert\Delta W\Vert_F\,/\,\Vert W\Vert_F$"  # mathtext: renders as a formula
+AMPLIFICATION = r"$\Vert\Delta W\Vert_F\,/\,\Vert U^\top W V\Vert_F$"
 
 
-def _ordered_sets(frame: pd.DataFrame) -> list[str]:
-    sets = pd.Series(sorted(frame["target_set"].dropna().unique()))
-    return list(sets.iloc[np.argsort(target_order(sets).to_numpy(), kind="stable")])
-
-
-def _errorbars(frame: pd.DataFrame) -> np.ndarray:
-    low = (frame["mean"] - frame["ci_low"]).fillna(0).to_numpy()
+def _errorbars(frame: pd.DataFrame, floor: float | None = None) -> np.ndarray:
+    """Lengths below and above each mean; the lower end raised to `floor` when given."""
+    low = (frame["mean"] - frame["ci_low"]).fillna(0).to_numpy() if floor is None \
+        else clipped_below(frame["mean"], frame["ci_low"], floor)
     high = (frame["ci_high"] - frame["mean"]).fillna(0).to_numpy()
     return np.vstack([low, high])
 
 
-def _empty(title: str) -> Figure:
-    fig, (ax,) = _panels(1, title)
-    ax.text(0.5, 0.5, "no analysed runs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_axis_off()
-    return fig
+def _figure(panels: list[tuple[dict[str, Any], pd.DataFrame]], title: str, draw,
+            **layout: Any) -> Figure:
+    """All panels in one figure (the report shows each analysis figure once)."""
+    if not panels:
+        return message_figure(f"{title}: no analysed runs")
+    return small_multiples(panels, title, draw, per_figure=None, **layout)[0]
+
+
+def _per_set(frame: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """A panel per group and target set."""
+    return [({**key, "target_set": name}, rows[rows["target_set"].eq(name)])
+            for key, rows in groups(frame) for name in ordered_sets(rows)]
 
 
 def plot_relative_norm(frame: pd.DataFrame) -> Figure:
-    """‖ΔW‖/‖W‖ by layer, one line per matrix kind, one panel per target set (relative_norm_frame)."""
-    title = "Relative update norm ‖ΔW‖_F / ‖W‖_F by layer (mean over seeds, 95% CI)"
-    if frame.empty:
-        return _empty(title)
-    sets = _ordered_sets(frame)
-    fig, axes = _panels(len(sets), title)
-    for ax, target_set in zip(axes, sets):
-        part = frame[frame["target_set"] == target_set]
+    """‖ΔW‖/‖W‖ by layer, one line per matrix kind, a panel per group and target set
+    (relative_norm_frame)."""
+    title = f"Relative update norm {RELATIVE_NORM} by layer (mean over seeds, 95% CI, clipped at 0)"
+
+    def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
         for matrix, rows in part.groupby("matrix", sort=True):
             rows = rows.groupby("layer", as_index=False).mean(numeric_only=True).sort_values("layer")
-            ax.errorbar(rows["layer"], rows["mean"], yerr=_errorbars(rows), marker="o", ms=3, capsize=2, label=matrix)
-        ax.set_title(target_set)
+            ax.errorbar(rows["layer"], rows["mean"], yerr=_errorbars(rows, floor=0.0), marker="o",
+                        ms=3, capsize=2, color=set_color(matrix), label=matrix)
+        ax.set_title(panel_title(key, str(key["target_set"])), fontsize=9)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("‖ΔW‖ / ‖W‖")
+        ax.set(xlabel="layer", ylabel=RELATIVE_NORM)
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
-    return fig
+
+    return _figure(_per_set(frame) if len(frame) else [], title, draw)
 
 
 def plot_amplification(frame: pd.DataFrame) -> Figure:
-    """Amplification factor ‖ΔW‖_F / ‖UᵀWV‖_F by matrix kind, bars per target set (amplification_frame)."""
-    title = "Amplification ‖ΔW‖_F / ‖UᵀWV‖_F by matrix (mean over layers and seeds, 95% CI)"
+    """Amplification ‖ΔW‖_F / ‖UᵀWV‖_F by matrix kind, bars per target set, a panel per group
+    (amplification_frame)."""
+    title = f"Amplification {AMPLIFICATION} by matrix (mean over layers and seeds, 95% CI, clipped at 0)"
     if frame.empty:
-        return _empty(title)
-    sets = _ordered_sets(frame)
+        return message_figure(f"{title}: no analysed runs")
     matrices = sorted(frame["matrix"].unique())
-    fig, (ax,) = _panels(1, title, size=(max(6.0, 0.7 * len(sets) * max(1, len(matrices)) / 2 + 2), 3.6))
+    sets = ordered_sets(frame)
     width = 0.8 / len(matrices)
-    for k, matrix in enumerate(matrices):
-        rows = frame[frame["matrix"] == matrix].groupby("target_set").mean(numeric_only=True).reindex(sets)
-        x = np.arange(len(sets)) + (k - (len(matrices) - 1) / 2) * width
-        ax.bar(x, rows["mean"], width, yerr=_errorbars(rows), capsize=2, label=matrix)
-    ax.set_xticks(np.arange(len(sets)), sets, rotation=30)
-    ax.set_ylabel("amplification")
-    ax.legend(fontsize=7, ncols=min(4, len(matrices)))
-    return fig
+
+    def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
+        shown = ordered_sets(part)
+        for k, matrix in enumerate(matrices):
+            rows = part[part["matrix"] == matrix].set_index("target_set").reindex(shown)
+            x = np.arange(len(shown)) + (k - (len(matrices) - 1) / 2) * width
+            ax.bar(x, rows["mean"], width, yerr=_errorbars(rows, floor=0.0), capsize=2,
+                   color=set_color(matrix), label=matrix)
+        ax.set_xticks(np.arange(len(shown)), shown, rotation=30)
+        ax.set(title=panel_title(key), ylabel="amplification")
+        ax.legend(fontsize=7, ncols=min(4, len(matrices)))
+
+    panel = (max(PANEL[0], 0.35 * len(sets) * len(matrices) + 1.0), 3.0)
+    return _figure(groups(frame), title, draw, panel=panel, ncols=2)
 
 
 def plot_seed_similarity(frame: pd.DataFrame) -> Figure:
-    """φ(i, j) heat map per matrix kind between seeds of one target set (seed_similarity_frame)."""
+    """φ(i, j) heat map per matrix kind between seeds of one target set, a panel per group
+    and matrix kind (seed_similarity_frame)."""
     title = "Seed-to-seed subspace similarity φ(i, j) of ΔW"
     if frame.empty:
-        return _empty(title)
+        return message_figure(f"{title}: no analysed runs")
     title += f" ({frame['target_set'].iloc[0]}, mean over seed pairs and layers)"
-    matrices = sorted(frame["matrix"].unique())
-    fig, axes = _panels(len(matrices), title)
-    for ax, matrix in zip(axes, matrices):
-        grid = frame[frame["matrix"] == matrix].pivot_table(index="i", columns="j", values="phi", aggfunc="mean")
+    panels = [({**key, "matrix": matrix}, rows[rows["matrix"] == matrix])
+              for key, rows in groups(frame) for matrix in sorted(rows["matrix"].unique())]
+
+    def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
+        grid = part.pivot_table(index="i", columns="j", values="phi", aggfunc="mean")
         image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", origin="upper",
                           extent=(0.5, grid.shape[1] + 0.5, grid.shape[0] + 0.5, 0.5))
-        ax.set_title(f"{matrix} ({int(frame[frame['matrix'] == matrix]['pairs'].max())} pairs)")
-        ax.set_xlabel("j (seed b)")
-        ax.set_ylabel("i (seed a)")
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    return fig
+        ax.set_title(panel_title(key, f"{key['matrix']} ({int(part['pairs'].max())} pairs)"), fontsize=9)
+        ax.set(xlabel="j (seed b)", ylabel="i (seed a)")
+        ax.figure.colorbar(image, ax=ax, shrink=0.8)
+
+    return _figure(panels, title, draw)
 
 
 def plot_shifts(frame: pd.DataFrame) -> Figure:
-    """Attention shift (KL) against content shift per target set (shift_summary_frame)."""
-    title = "Where the update acts: attention shift vs content shift (mean over seeds, 95% CI)"
-    if frame.empty:
-        return _empty(title)
-    fig, (ax,) = _panels(1, title, size=(6.4, 4.4))
-    for _, row in frame.iterrows():
-        xerr = [[row["mean_content"] - row["ci_low_content"]], [row["ci_high_content"] - row["mean_content"]]]
-        yerr = [[row["mean_attention"] - row["ci_low_attention"]], [row["ci_high_attention"] - row["mean_attention"]]]
-        xerr, yerr = np.nan_to_num(np.array(xerr)), np.nan_to_num(np.array(yerr))
-        ax.errorbar(row["mean_content"], row["mean_attention"], xerr=xerr, yerr=yerr, fmt="o", capsize=2)
-        ax.annotate(str(row["target_set"]), (row["mean_content"], row["mean_attention"]), fontsize=8,
-                    xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("content shift ‖out_adapted − out_base‖ / ‖out_base‖")
-    ax.set_ylabel("attention shift: mean KL(adapted ‖ base)")
-    return fig
+    """Attention shift (KL) against content shift per target set, a panel per group
+    (shift_summary_frame); both are non-negative, so intervals stop at 0."""
+    title = "Where the update acts: attention shift vs content shift (mean over seeds, 95% CI, clipped at 0)"
+
+    def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
+        for _, row in part.iterrows():
+            xerr = _one_bar(row["mean_content"], row["ci_low_content"], row["ci_high_content"])
+            yerr = _one_bar(row["mean_attention"], row["ci_low_attention"], row["ci_high_attention"])
+            ax.errorbar(row["mean_content"], row["mean_attention"], xerr=xerr, yerr=yerr, fmt="o", capsize=2,
+                        color=set_color(row["target_set"]))
+            ax.annotate(str(row["target_set"]), (row["mean_content"], row["mean_attention"]),
+                        fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.set(title=panel_title(key), xlabel="content shift ‖out_adapted − out_base‖ / ‖out_base‖",
+               ylabel="attention shift: mean KL(adapted ‖ base)")
+
+    return _figure(groups(frame) if len(frame) else [], title, draw, panel=(4.8, 3.6), ncols=2)
 
 
-def _bars(frame: pd.DataFrame, title: str, ylabel: str, zero: bool = True, note_column: str | None = None) -> Figure:
-    if frame.empty:
-        return _empty(title)
-    sets = _ordered_sets(frame)
-    rows = frame.groupby("target_set").mean(numeric_only=True).reindex(sets)
-    # Several groups per target set (e.g. two tasks): a mean of their means, and no bar,
-    # since averaged interval ends are not an interval.
-    pooled = frame.groupby("target_set").size().reindex(sets) > 1
-    rows.loc[pooled, ["ci_low", "ci_high"]] = np.nan
-    rows["n"] = frame.groupby("target_set")["n"].sum().reindex(sets)
-    fig, (ax,) = _panels(1, title, size=(max(6.0, 0.8 * len(sets) + 2), 3.8))
-    x = np.arange(len(sets))
-    ax.bar(x, rows["mean"], 0.6, yerr=_errorbars(rows), capsize=3, color="tab:blue")
-    labels = [f"{s}\nn={int(n) if n == n else 0}" for s, n in zip(sets, rows["n"])]
-    ax.set_xticks(x, labels, fontsize=8)
-    if zero:
-        ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel(ylabel)
-    return fig
+def _one_bar(mean: float, low: float, high: float) -> np.ndarray:
+    """One point's error bar as [[below], [above]], the lower end clipped at 0."""
+    return np.array([[float(clipped_below(mean, low))], [float(np.nan_to_num(high - mean))]])
+
+
+def _bars(frame: pd.DataFrame, title: str, ylabel: str,
+          ticks: Any = None) -> Figure:
+    """A bar per target set in its colour, a panel per group; `ticks(rows)` labels them."""
+    def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
+        rows = part.set_index("target_set")
+        x = np.arange(len(rows))
+        ax.bar(x, rows["mean"], 0.6, yerr=_errorbars(rows), capsize=3,
+               color=[set_color(s) for s in rows.index])
+        labels = ticks(rows) if ticks else [f"{s}\nn={_count(n)}" for s, n in zip(rows.index, rows["n"])]
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.axhline(0, color=BASELINE_COLOR, lw=0.8)
+        ax.set(title=panel_title(key), ylabel=ylabel)
+
+    sets = frame["target_set"].nunique() if len(frame) else 0
+    return _figure(groups(frame) if len(frame) else [], title, draw,
+                   panel=(max(PANEL[0], 0.8 * sets + 1.0), 3.0), ncols=2)
+
+
+def _count(n: Any) -> int:
+    return int(n) if n == n else 0
 
 
 def plot_attention_share(frame: pd.DataFrame) -> Figure:
     """Share of the gain carried by attention per target set (attention_share_frame)."""
-    return _bars(frame, "Share of the gain over the base model carried by attention (attention patching, 95% CI)",
-                 "1 − (patched − base) / (full − base)")
+    return _bars(frame, "Share of the gain over the base model carried by attention "
+                        "(attention patching, 95% CI)", "1 − (patched − base) / (full − base)")
 
 
 def plot_merge_curve(frame: pd.DataFrame) -> Figure:
-    """The metric against the merge weight s, one line per target set (merge_curve_frame)."""
+    """The metric against the merge weight s, one line per target set, a panel per group
+    (merge_curve_frame)."""
     title = "Metric vs merge weight s (s=0: base model with the trained head; s=1: as trained)"
-    if frame.empty:
-        return _empty(title)
-    fig, (ax,) = _panels(1, title, size=(6.8, 4.2))
-    for target_set in _ordered_sets(frame):
-        rows = frame[frame["target_set"] == target_set].groupby("weight", as_index=False).mean(numeric_only=True)
-        ax.plot(rows["weight"], rows["mean"], marker="o", ms=3, label=target_set)
-        ax.fill_between(rows["weight"], rows["ci_low"].fillna(rows["mean"]), rows["ci_high"].fillna(rows["mean"]), alpha=0.15)
-    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("merge weight s")
-    ax.set_ylabel(str(frame["metric"].iloc[0]) if "metric" in frame else "metric")
-    ax.legend(fontsize=7, ncols=2)
-    return fig
+
+    def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
+        for target_set in ordered_sets(part):
+            rows = part[part["target_set"] == target_set].sort_values("weight")
+            color = set_color(target_set)
+            ax.plot(rows["weight"], rows["mean"], marker="o", ms=3, color=color, label=target_set)
+            ax.fill_between(rows["weight"], rows["ci_low"].fillna(rows["mean"]),
+                            rows["ci_high"].fillna(rows["mean"]), color=color, alpha=0.15, lw=0)
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set(title=panel_title(key), xlabel="merge weight s",
+               ylabel=str(part["metric"].iloc[0]) if "metric" in part else "metric")
+        ax.legend(fontsize=7, ncols=2)
+
+    return _figure(groups(frame) if len(frame) else [], title, draw, panel=(4.8, 3.4), ncols=2)
 
 
 def plot_routing_gap(frame: pd.DataFrame) -> Figure:
     """Routing-minus-control gap per target set, paired by seed (routing_gap_frame), with
-    each set's routing and control means under its bar."""
-    fig = _bars(frame, "diag_routing − diag_control per target set (paired by seed, 95% CI)",
-                "routing − control")
-    if frame.empty or "routing" not in frame:
-        return fig
-    ax = fig.axes[0]
-    rows = frame.groupby("target_set").mean(numeric_only=True).reindex(_ordered_sets(frame))
-    ax.set_xticks(ax.get_xticks(), [f"{s}\nn={int(r.n)}\nr {r.routing:.2f}\nc {r.control:.2f}"
-                                    for s, r in rows.iterrows()], fontsize=7)
-    return fig
+    each set's routing and control means under its bar; a panel per group."""
+    def ticks(rows: pd.DataFrame) -> Sequence[str]:
+        return [f"{s}\nn={_count(r.n)}\nr {r.routing:.2f}\nc {r.control:.2f}" for s, r in rows.iterrows()]
+
+    return _bars(frame, "diag_routing − diag_control per target set (paired by seed, 95% CI)",
+                 "routing − control", ticks if "routing" in frame else None)

@@ -1,8 +1,9 @@
 """The report's "why" figures: the analysis frames of the sweep's completed runs drawn by
 analysis_plots, by stem, with captions that say what each shows and what it averages over."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from lora_ablate.records import LoadedRecord, Status
@@ -11,14 +12,18 @@ from lora_ablate.report import analysis_plots as plots
 from lora_ablate.report.sweep import Sweep
 
 CAPTIONS = {
-    "update_norms": "Relative update norm ‖ΔW‖_F/‖W‖_F by matrix kind and layer (LoRA paper §7): "
-                    "mean with its t-interval over seeds.",
-    "amplification": "Amplification ‖ΔW‖_F/‖UᵀWV‖_F by matrix kind (how far ΔW boosts directions "
-                     "W under-uses): mean with its t-interval over seeds.",
+    "update_norms": "Relative update norm ‖ΔW‖/‖W‖ (Frobenius norms) by matrix kind and layer "
+                    "(LoRA paper §7), a panel per group and target set: mean with its t-interval "
+                    "over seeds, its lower end clipped at 0 (a norm ratio cannot be negative).",
+    "amplification": "Amplification ‖ΔW‖/‖UᵀWV‖ (Frobenius norms) by matrix kind (how far ΔW "
+                     "boosts directions W under-uses): mean with its t-interval over seeds, its "
+                     "lower end clipped at 0 (a norm ratio cannot be negative).",
     "seed_similarity": "Subspace similarity φ between the top singular directions of two seeds' ΔW "
                        "for the baseline target set, mean over layers (1: same subspace).",
     "shifts": "Attention shift (mean KL of attention maps, adapted vs base) against content shift "
-              "(relative change of the adapted modules' outputs) per target set, on the probe set.",
+              "(relative change of the adapted modules' outputs) per target set, on the probe set: "
+              "means with their t-intervals over seeds, lower ends clipped at 0 (neither can be "
+              "negative).",
     "attention_share": "Share of the gain over the base model with the trained head that is lost "
                        "when the base model's attention maps are patched in: the part carried by "
                        "re-routing attention. Mean with its t-interval over seeds.",
@@ -31,8 +36,11 @@ CAPTIONS = {
 }
 
 
-def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float) -> dict[str, list[Figure]]:
-    """Every analysis figure the sweep's records support (none when analysis was off)."""
+def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float,
+                     relabel: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame
+                     ) -> dict[str, list[Figure]]:
+    """Every analysis figure the sweep's records support (none when analysis was off);
+    `relabel` gives each frame the group labels the report shows."""
     kept = _completed(sweep)
     runs = frames.analysed_runs(kept)
     built: dict[str, list[Figure]] = {}
@@ -45,10 +53,10 @@ def analysis_figures(sweep: Sweep, *, baseline: str, confidence: float) -> dict[
             "attention_share": (frames.attention_share_frame(runs, confidence), plots.plot_attention_share),
             "merge_curve": (frames.merge_curve_frame(runs, confidence), plots.plot_merge_curve),
         }
-        built = {stem: [plot(frame)] for stem, (frame, plot) in drawn.items() if len(frame)}
+        built = {stem: [plot(relabel(frame))] for stem, (frame, plot) in drawn.items() if len(frame)}
     routing = frames.routing_gap_frame([item.record for item in kept if item.record is not None])
     if len(routing):
-        built["routing_gap"] = [plots.plot_routing_gap(routing)]
+        built["routing_gap"] = [plots.plot_routing_gap(relabel(routing))]
     return built
 
 

@@ -1,137 +1,29 @@
 """Figures of a sweep: each builder returns matplotlib Figures (nothing is written or
-shown); `write_figures` saves them as PNG and SVG for the report.
-
-Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot,
-so no global figure registry grows and a notebook's backend is left alone. A figure whose
-data is missing is skipped (an empty list), not failed.
+shown); `write_figures` saves them as PNG and SVG for the report. Panels, colours and
+saving come from figure_base, shared with the analysis figures. A figure whose data is
+missing is skipped (an empty list), not failed.
 """
 
-import io
-import math
-import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib import rc_context
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lora_ablate.files import write_atomic
 from lora_ablate.records import Status
-from lora_ablate.report.aggregate import GROUP, is_higher_better, t_half_width, target_order
-from lora_ablate.report.tables import group_title, interval_columns
+from lora_ablate.report.aggregate import is_higher_better, t_half_width
+from lora_ablate.report.figure_base import (BASELINE_COLOR, PANELS_PER_FIGURE, group_keys,
+                                            groups, message_figure, ordered, panel_title,
+                                            save, set_color, small_multiples)
+from lora_ablate.report.tables import interval_columns
 
-PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable
-BASELINE_COLOR = "black"
-TITLE_LINE_INCHES = 0.2  # height of one more line of the 11 pt figure title
+__all__ = ["CAPTIONS", "budget_figures", "cost_figures", "curve_figures", "depth_figures",
+           "difference_figures", "heatmap_figures", "means_figures", "message_figure",
+           "pareto_front", "report_figures", "save", "write_figures"]
 BANDS = ("bottom", "middle", "top", "all")  # targets.layers bands, in depth order
-Draw = Callable[[Axes, Mapping[str, Any], pd.DataFrame], None]
-
-
-def save(fig: Figure, folder: Path, stem: str) -> list[Path]:
-    """Write `fig` as folder/stem.png and .svg (atomically); return both paths."""
-    FigureCanvasAgg(fig)
-    paths = []
-    # SVG text stays text (not glyph paths): smaller, searchable and much faster to write.
-    with rc_context({"svg.fonttype": "none"}):
-        for fmt, extra in (("png", {"dpi": 100}), ("svg", {"metadata": {"Date": None}})):
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, **extra)
-            paths.append(write_atomic(folder / f"{stem}.{fmt}", buffer.getvalue()))
-    return paths
-
-
-def _grid(n: int, title: str, legend_width: float = 0.0) -> tuple[Figure, list[Axes]]:
-    """Panels of a fixed size in inches with fixed margins: a layout engine (constrained or
-    tight) measures every text twice per save and would dominate the report's run time."""
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    panel_w, panel_h, gap_w, gap_h = 3.6, 2.5, 1.1, 1.6  # inches
-    left, right, bottom = 0.9, 0.3 + legend_width, 0.9
-    width = left + right + ncols * panel_w + (ncols - 1) * gap_w
-    # A long title over a single panel would run off both edges: wrap it to the figure
-    # (about 12 characters an inch at 11 pt) and make room for the extra lines.
-    title = textwrap.fill(title, width=max(20, int(width * 12)))
-    top = 1.0 + TITLE_LINE_INCHES * title.count("\n")
-    height = top + bottom + nrows * panel_h + (nrows - 1) * gap_h
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height,
-                        bottom=bottom / height, wspace=gap_w / panel_w, hspace=gap_h / panel_h)
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11, y=1 - 0.25 / height, va="top")
-    return fig, axes[:n]
-
-
-def message_figure(text: str) -> Figure:
-    """A small figure that says why there is nothing to draw (e.g. no completed run yet)."""
-    fig = Figure(figsize=(6, 1.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()  # a figure without axes is skipped by IPython's display
-    ax.set_axis_off()
-    ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center")
-    return fig
-
-
-def _shared_legend(fig: Figure, axes: Sequence[Axes], legend_width: float) -> None:
-    """One legend for all panels (colours are the same in every panel), right of them."""
-    entries: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-    if entries:
-        x = 1 - (legend_width + 0.1) / fig.get_figwidth()
-        fig.legend(entries.values(), entries.keys(), loc="center left", bbox_to_anchor=(x, 0.5),
-                   fontsize=8, title="target set", frameon=False)
-
-
-def small_multiples(groups: list[tuple[dict[str, Any], pd.DataFrame]], title: str, draw: Draw,
-                    shared_legend: bool = False,
-                    per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
-    """A panel per group; `per_figure` panels a figure (None: all in one)."""
-    legend_width = 1.4 if shared_legend else 0.0
-    size = per_figure or max(1, len(groups))
-    figures = []
-    for i in range(0, len(groups), size):
-        chunk = groups[i:i + size]
-        fig, axes = _grid(len(chunk), title, legend_width)
-        for ax, (key, rows) in zip(axes, chunk):
-            draw(ax, key, rows)
-        if shared_legend:
-            _shared_legend(fig, axes, legend_width)
-        figures.append(fig)
-    return figures
-
-
-def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.assign(_o=target_order(rows["target_set"])).sort_values(["_o", "target_set"])
-
-
-def group_keys(frame: pd.DataFrame, drop: Sequence[str] = ()) -> list[str]:
-    """The keys that make a group (a panel) in `frame`: GROUP plus layers when present."""
-    return [k for k in dict.fromkeys((*GROUP, "layers")) if k in frame and k not in drop]
-
-
-def _groups(frame: pd.DataFrame, keys: Sequence[str] | None = None
-            ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    keys = list(group_keys(frame) if keys is None else keys)
-    return [(dict(zip(keys, key)), _ordered(rows))
-            for key, rows in frame.groupby(keys, sort=True, dropna=False)]
-
-
-def _colors(frame: pd.DataFrame) -> dict[str, Any]:
-    names = _ordered(frame.drop_duplicates("target_set"))["target_set"]
-    cycle = [f"C{i}" for i in range(10)] + ["tab:olive", "tab:cyan", "navy", "maroon"]
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
-
-
-def _panel_title(key: Mapping[str, Any]) -> str:
-    return group_title(key).replace(" · budget", "\nbudget", 1)
 
 
 # ---------------------------------------------------------------- the figures
@@ -152,7 +44,8 @@ def means_figures(summary: pd.DataFrame, runs: pd.DataFrame | None = None, *,
                   baseline: str = "qv", confidence: float = 0.95,
                   per_figure: int | None = PANELS_PER_FIGURE) -> list[Figure]:
     """Per group: every seed's value as a dot, over it the mean with its t-interval over
-    seeds; a cell with one seed has no bar and is labelled n=1. Baseline in black."""
+    seeds, in the set's colour; a cell with one seed has no bar and is labelled
+    n=1. A dashed black line at the baseline's mean."""
     if summary.empty:
         return []
     rng = np.random.default_rng(0)  # the dots' sideways jitter, the same on every redraw
@@ -168,12 +61,12 @@ def means_figures(summary: pd.DataFrame, runs: pd.DataFrame | None = None, *,
         half = rows["ci_half"].to_numpy(dtype=float)
         is_base = rows["target_set"].eq(baseline).to_numpy()
         means = rows["mean"].to_numpy(dtype=float)
-        for mask, color in ((~is_base, "C0"), (is_base, BASELINE_COLOR)):
-            bars = mask & (n >= 2)
-            ax.errorbar(x[bars], means[bars], yerr=np.nan_to_num(half[bars]), fmt="o",
-                        color=color, capsize=3, zorder=3)
-            ax.plot(x[mask & (n < 2)], means[mask & (n < 2)], "o", mfc="white", color=color,
-                    zorder=3)
+        for xi, name in zip(x, rows["target_set"]):  # each set in its own colour
+            if n[xi] >= 2:
+                ax.errorbar(xi, means[xi], yerr=np.nan_to_num(half[xi]), fmt="o",
+                            color=set_color(name), capsize=3, zorder=3)
+            else:
+                ax.plot(xi, means[xi], "o", mfc="white", color=set_color(name), zorder=3)
         for xi in x[n < 2]:
             ax.annotate("n=1", (xi, means[xi]), textcoords="offset points", xytext=(5, -3),
                         fontsize=7)
@@ -188,12 +81,12 @@ def means_figures(summary: pd.DataFrame, runs: pd.DataFrame | None = None, *,
         ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(x, [f"{t}\nn={int(k)}" for t, k in zip(rows["target_set"], n)],
                       rotation=45, ha="right", fontsize=8)
-        ax.set(title=_panel_title(key), ylabel=rows["metric"].iloc[0])
+        ax.set(title=panel_title(key), ylabel=rows["metric"].iloc[0])
         ax.grid(axis="y", alpha=0.3)
 
     title = (f"Seeds (dots) and mean with {confidence:.0%} t-interval over seeds "
              f"(† differs from {baseline}, Holm-adjusted)")
-    return small_multiples(_groups(summary), title, draw, per_figure=per_figure)
+    return small_multiples(groups(summary), title, draw, per_figure=per_figure)
 
 
 def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
@@ -222,19 +115,20 @@ def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
             low = high = np.zeros(len(group))
         marked = group["significant"].fillna(False).to_numpy(dtype=bool) \
             if "significant" in group else np.zeros(len(group), bool)
-        for mask, color in ((~marked, "C0"), (marked, "C3")):
-            ax.errorbar(diff[mask], y[mask], xerr=[low[mask], high[mask]], fmt="s",
-                        color=color, capsize=3)
+        for yi, name, resolved, lo, hi, d in zip(y, group["target_set"], marked, low, high,
+                                                 diff):
+            ax.errorbar(d, yi, xerr=[[lo], [hi]], fmt="s", color=set_color(name), capsize=3,
+                        mfc=set_color(name) if resolved else "white")
         pairs = group["n_pairs"] if "n_pairs" in group else group["n"]
         ax.axvline(0, color=BASELINE_COLOR, lw=0.8)
         ax.set_yticks(y, [f"{t} (n={_int(k)})" for t, k in zip(group["target_set"], pairs)],
                       fontsize=8)
-        ax.set(title=_panel_title(key), xlabel=f"Δ {group['metric'].iloc[0]} vs {baseline}")
+        ax.set(title=panel_title(key), xlabel=f"Δ {group['metric'].iloc[0]} vs {baseline}")
         ax.grid(axis="x", alpha=0.3)
 
     title = (f"Difference to {baseline}: interval at its Holm step's level over {covers}; "
-             f"n = seeds paired with {baseline} (red: resolved)")
-    return small_multiples(_groups(rows), title, draw, per_figure=per_figure)
+             f"n = seeds paired with {baseline} (filled: resolved)")
+    return small_multiples(groups(rows), title, draw, per_figure=per_figure)
 
 
 def _int(value: Any) -> str:
@@ -246,26 +140,30 @@ def curve_figures(curves: pd.DataFrame, *, baseline: str = "qv", confidence: flo
     """Validation metric against step per target set: the mean over seeds with the same
     t-interval as the tables (mean ± half-width, over the seeds that reached the step);
     the legend gives each line's number of seeds."""
+    # A cell with one validation point (eval_every=0: only the final evaluation) draws no
+    # line; a panel whose cells all have one is left out, and so is the figure.
+    curves = curves[curves["mean"].notna()]
+    steps = curves.groupby(group_keys(curves) + ["target_set"], dropna=False)["step"]
+    curves = curves[steps.transform("nunique") > 1] if len(curves) else curves
     if curves.empty:
         return []
-    colors = _colors(curves)
     curves = curves.assign(half=t_half_width(curves["std"], curves["count"], confidence))
 
     def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
-        for name, line in _ordered(group).groupby("target_set", sort=False):
+        for name, line in ordered(group).groupby("target_set", sort=False):
             line = line.sort_values("step")
             width = 2.2 if name == baseline else 1.2
-            ax.plot(line["step"], line["mean"], color=colors.get(name), lw=width,
+            ax.plot(line["step"], line["mean"], color=set_color(name), lw=width,
                     label=f"{name} (n={int(line['count'].max())})")
             band = line["half"].fillna(0)
             ax.fill_between(line["step"], line["mean"] - band, line["mean"] + band,
-                            color=colors.get(name), alpha=0.15, lw=0)
-        ax.set(title=_panel_title(key), xlabel="step", ylabel="validation metric")
+                            color=set_color(name), alpha=0.15, lw=0)
+        ax.set(title=panel_title(key), xlabel="step", ylabel="validation metric")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
 
     title = f"Validation curves: mean over seeds with its {confidence:.0%} t-interval"
-    return small_multiples(_groups(curves), title, draw, per_figure=per_figure)
+    return small_multiples(groups(curves), title, draw, per_figure=per_figure)
 
 
 def _band_order(values: pd.Series) -> pd.Series:
@@ -279,7 +177,6 @@ def depth_figures(summary: pd.DataFrame, *, baseline: str = "qv", confidence: fl
     t-interval over seeds; drawn only when the runs vary `layers`."""
     if summary.empty or "layers" not in summary or summary["layers"].nunique() < 2:
         return []
-    colors = _colors(summary)
     keys = group_keys(summary, drop=("layers",))
 
     def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
@@ -291,16 +188,16 @@ def depth_figures(summary: pd.DataFrame, *, baseline: str = "qv", confidence: fl
             n = pd.to_numeric(line["n"], errors="coerce").fillna(0)
             ax.errorbar(line["_x"], line["mean"],
                         yerr=line["ci_half"].where(n >= 2).fillna(0), marker="o", capsize=3,
-                        color=colors.get(name), lw=2.2 if name == baseline else 1.2,
+                        color=set_color(name), lw=2.2 if name == baseline else 1.2,
                         label=f"{name} (n={int(n.min())}–{int(n.max())})" if n.nunique() > 1
                         else f"{name} (n={int(n.max())})")
         ax.set_xticks(range(len(order)), order)
-        ax.set(title=_panel_title(key), xlabel="layer band", ylabel=group["metric"].iloc[0])
+        ax.set(title=panel_title(key), xlabel="layer band", ylabel=group["metric"].iloc[0])
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
 
     title = f"Metric by layer band: mean with {confidence:.0%} t-interval over seeds"
-    return small_multiples(_groups(summary, keys), title, draw, per_figure=per_figure)
+    return small_multiples(groups(summary, keys), title, draw, per_figure=per_figure)
 
 
 def budget_figures(summary: pd.DataFrame, *, baseline: str = "qv",
@@ -313,7 +210,6 @@ def budget_figures(summary: pd.DataFrame, *, baseline: str = "qv",
     scan = summary.groupby(keys, dropna=False)["budget_scale"].transform("nunique") > 1
     if not scan.any():
         return []
-    colors = _colors(summary)
 
     def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         use_params = group["lora_params"].notna().all()
@@ -321,16 +217,16 @@ def budget_figures(summary: pd.DataFrame, *, baseline: str = "qv",
         for name, line in group.groupby("target_set", sort=False):
             line = line.sort_values(x_name)
             ax.errorbar(line[x_name], line["mean"], yerr=line["ci_half"].fillna(0), marker="o",
-                        capsize=2, color=colors.get(name), label=name,
+                        capsize=2, color=set_color(name), label=name,
                         lw=2.2 if name == baseline else 1.2)
         ax.set_xscale("log")
-        ax.set(title=_panel_title(key),
+        ax.set(title=panel_title(key),
                xlabel="trainable LoRA parameters" if use_params else "budget scale",
                ylabel=group["metric"].iloc[0])
         ax.grid(alpha=0.3, which="both")
 
     title = f"Metric against budget (mean, {confidence:.0%} t-interval over seeds)"
-    return small_multiples(_groups(summary[scan], keys), title, draw, shared_legend=True)
+    return small_multiples(groups(summary[scan], keys), title, draw, shared=True)
 
 
 def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -356,24 +252,23 @@ def cost_figures(summary: pd.DataFrame, *, baseline: str = "qv") -> list[Figure]
     def draw(ax: Axes, key: Mapping[str, Any], group: pd.DataFrame) -> None:
         sign = 1.0 if is_higher_better(group["metric"].iloc[0]) else -1.0
         cost, quality = group[x_name].to_numpy(float), group["mean"].to_numpy(float)
-        colors = np.where(group["target_set"].eq(baseline), BASELINE_COLOR, "C0")
-        ax.scatter(cost, quality, c=colors, zorder=3)
+        ax.scatter(cost, quality, c=[set_color(t) for t in group["target_set"]], zorder=3)
         for xi, yi, name in zip(cost, quality, group["target_set"]):
             ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
         ax.margins(x=0.12, y=0.1)  # room for the labels of the extreme points
         front = pareto_front(cost, sign * quality)
-        ax.step(cost[front], quality[front], where="post", color="C3", lw=1, label="Pareto front")
-        ax.set(title=_panel_title(key), ylabel=group["metric"].iloc[0],
+        ax.step(cost[front], quality[front], where="post", color=BASELINE_COLOR, lw=1, label="Pareto front")
+        ax.set(title=panel_title(key), ylabel=group["metric"].iloc[0],
                xlabel="mean train seconds" if x_name == "train_seconds" else "LoRA parameters")
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
 
-    return small_multiples(_groups(rows), "Quality against cost per target set (means)", draw)
+    return small_multiples(groups(rows), "Quality against cost per target set (means)", draw)
 
 
 def _heat_matrix(group: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     means = group.pivot_table(index="target_set", columns="task", values="mean", aggfunc="first")
-    means = means.loc[_ordered(means.index.to_frame(index=False))["target_set"]]
+    means = means.loc[ordered(means.index.to_frame(index=False))["target_set"]]
     signs = pd.Series({t: 1.0 if is_higher_better(m) else -1.0
                        for t, m in group.drop_duplicates("task")[["task", "metric"]].values})
     scored = means * signs[means.columns]
@@ -396,10 +291,10 @@ def heatmap_figures(summary: pd.DataFrame) -> list[Figure]:
                         color="white" if shade.iat[i, j] < 0.5 else "black")
         ax.set_xticks(range(means.shape[1]), means.columns, rotation=30, ha="right")
         ax.set_yticks(range(means.shape[0]), means.index)
-        ax.set(title=_panel_title(key), xlabel="task", ylabel="target set")
+        ax.set(title=panel_title(key), xlabel="task", ylabel="target set")
         ax.figure.colorbar(image, ax=ax, label="within task: 0 worst, 1 best")
 
-    return small_multiples(_groups(summary, keys), "Mean metric per target set and task", draw)
+    return small_multiples(groups(summary, keys), "Mean metric per target set and task", draw)
 
 
 # ---------------------------------------------------------------- the report's figures
@@ -407,11 +302,12 @@ def heatmap_figures(summary: pd.DataFrame) -> list[Figure]:
 # Stems of the report's figures and what their intervals cover (the captions under them).
 CAPTIONS = {
     "means": "Every seed (grey dots) and the mean per target set with its t-interval over "
-             "seeds (test examples held fixed); one-seed cells have no bar and say n=1.",
+             "seeds (test examples held fixed); one-seed cells have no bar and say n=1. "
+             "Each target set has one colour in every figure.",
     "differences": "Difference to the baseline per target set with its interval at the level "
                    "of its Holm step (the family procedure), so an interval excludes 0 exactly "
-                   "when the difference is resolved (red); its SE covers seeds, plus the set × "
-                   "example term where per-example predictions exist.",
+                   "when the difference is resolved (filled marker); its SE covers seeds, plus "
+                   "the set × example term where per-example predictions exist.",
     "curves": "Validation metric during training: mean over seeds with its t-interval over "
               "the seeds that reached the step; n in the legend.",
     "depth": "Metric by layer band per target set: mean with its t-interval over seeds.",

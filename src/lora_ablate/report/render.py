@@ -8,13 +8,10 @@ value (escape.md_finalize), CSV cells that a spreadsheet would run are defused.
 """
 
 import argparse
-import base64
+import dataclasses
 import re
 import sys
 from collections.abc import Iterable, Sequence
-import dataclasses
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +20,28 @@ import pandas as pd
 
 from lora_ablate.errors import ConfigError
 from lora_ablate.files import write_atomic
-from lora_ablate.records import CORRUPT, Status
 from lora_ablate.report import tuning
-from lora_ablate.report.staged import SeedPlan
-from lora_ablate.report.verdict import Verdict, verdicts
-from lora_ablate.report.aggregate import (check_baseline, default_baseline, distinct, missing_cells,
-                                          sweep_config)
-from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
+from lora_ablate.labels import GROUP
+from lora_ablate.report.aggregate import (check_baseline, default_baseline, group_label,
+                                          missing_cells)
 from lora_ablate.report.analysis_section import CAPTIONS as ANALYSIS_CAPTIONS
 from lora_ablate.report.analysis_section import analysis_figures, mechanism_sentence, routing_sentence
+from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
+from lora_ablate.report.group_labels import GroupLabels
 from lora_ablate.report.plots import CAPTIONS, report_figures, write_figures
+from lora_ablate.report.sections import Results, figure_entries, md_listing, report_context
+from lora_ablate.report.staged import SeedPlan
+from lora_ablate.report.sweep import Sweep, curves, load_sweep, no_cyclic_gc, summarize
+from lora_ablate.report.tables import (MARK, legend, md_table, summary_tables, table5_frame,
+                                       table5_tables, tex_table)
+from lora_ablate.report.verdict import Verdict, verdicts
 
 FIGURE_CAPTIONS = CAPTIONS | ANALYSIS_CAPTIONS
-from lora_ablate.report.sweep import Sweep, curves, load_sweep, no_cyclic_gc, summarize
-from lora_ablate.report.tables import (MARK, Table, frame_table, legend, md_table,
-                                       summary_tables, table5_frame, table5_tables, tex_table,
-                                       tuned_tables)
-
-LIST_LIMIT = 200  # rows of failed runs / missing cells shown inline; the CSVs have them all
-STATUSES = (*Status, CORRUPT)
 
 
-# ---------------------------------------------------------------- hooks for the stats side
-# aggregate.py is being extended (verdicts, tuning, superseded and other records); these
-# are the one place each of its results enters the report. Until wired they return nothing
-# and the report leaves the section out.
+# ---------------------------------------------------------------- the statistics' entry points
+# The one place the verdicts and the tuned comparison enter the report (tests replace
+# them to check where and how their text is shown).
 
 
 def verdict_paragraphs(summary: pd.DataFrame, tuned: pd.DataFrame | None,
@@ -66,128 +60,6 @@ def tuned_frame(sweep: Sweep, tune: Sequence[str], *, metric: str | None, baseli
     compared = metric or next(iter(sweep.metrics().values()), "test/accuracy")
     return tuning.tuned_frame(sweep.runs, tune=tuple(tune), metric=compared, baseline=baseline,
                               loaded=sweep.records, confidence=confidence)
-
-
-def superseded_frame(sweep: Sweep) -> pd.DataFrame | None:
-    """HOOK(superseded): older records of a (cell, seed) that a newer completed one
-    replaces in the statistics (path, run_id, status, ended_at, …)."""
-    return sweep.superseded
-
-
-def other_runs_frame(sweep: Sweep) -> pd.DataFrame | None:
-    """HOOK(other runs): records in the folder that are not cells of the sweep's manifest."""
-    return sweep.other
-
-
-# ---------------------------------------------------------------- report sections
-
-
-@dataclass(frozen=True)
-class Listing:
-    """A list of rows shown in the report (at most LIST_LIMIT; the CSV has all)."""
-
-    count: int
-    table: Table | None
-    more: int
-    csv: str
-    empty: str
-
-
-LISTED = ("path", "run_id", "status", "task", "target_set", "seed", "ended_at", "error")
-
-
-def listing(frame: pd.DataFrame | None, title: str, csv: str, empty: str,
-            columns: Sequence[str] | None = None) -> Listing | None:
-    """A frame as a Listing; `columns` (those present) narrow a wide runs-like frame."""
-    if frame is None:
-        return None
-    if columns is not None:
-        frame = frame[[c for c in columns if c in frame]]
-    shown = frame.head(LIST_LIMIT)
-    return Listing(len(frame), frame_table(title, shown) if len(frame) else None,
-                   max(0, len(frame) - LIST_LIMIT), csv, empty)
-
-
-def md_listing(section: Listing) -> Markdown:
-    """A Listing as Markdown (its cells escaped by md_table)."""
-    if section.table is None:
-        return Markdown(md_escape(section.empty) + "\n")
-    text = md_table(section.table)
-    if section.more:
-        text += f"\n… and {section.more} more: see {md_escape(section.csv)}.\n"
-    return Markdown(text)
-
-
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name] if name in frame else pd.Series(index=frame.index, dtype=object)
-
-
-def _runs_section(runs: pd.DataFrame) -> tuple[str, Listing]:
-    """The status counts and the runs that did not complete (or collapsed)."""
-    counts = runs["status"].value_counts()
-    collapsed = _column(runs, "collapsed").fillna(False).astype(bool) & runs["status"].eq(
-        Status.completed)
-    text = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
-    if collapsed.any():
-        text += f" ({int(collapsed.sum())} of the completed runs collapsed to chance)"
-    problems = runs[(runs["status"].ne(Status.completed) & runs["status"].ne(CORRUPT)) | collapsed]
-    columns = [c for c in ("status", "collapsed", "task", "target_set", "seed", "run_id", "path",
-                           "error") if c in problems]
-    section = listing(problems[columns], "failed, diverged, interrupted and collapsed runs",
-                      "runs.csv", "None.")
-    return text + f": {len(runs)} records in all.", section
-
-
-def _overview(sweep: Sweep, missing: pd.DataFrame, metrics: dict[str, str], baseline: str,
-              confidence: float, out: Path) -> list[str]:
-    return [
-        f"sweep directory: {sweep.path}",
-        f"{len(sweep.runs)} run records; {len(missing)} cells of the expected grid missing",
-        "metric: " + (", ".join(f"{t} → {m}" for t, m in metrics.items()) or "none yet"),
-        f"baseline target set: {baseline}; intervals: {confidence:.0%}, Student t over seeds "
-        f"for means; differences as each table's caption says; p-values Holm-adjusted over "
-        f"the target sets of each group",
-        f"report folder: {out}",
-        f"generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-    ]
-
-
-def provenance(sweep: Sweep) -> list[str]:
-    records = [item.record for item in sweep.records if item.record is not None]
-    versions = distinct(r.provenance.versions for r in records if r.provenance.versions)
-    items = [f"package versions: {', '.join(f'{k} {v}' for k, v in sorted(v.items()))}"
-             for v in versions]
-    if len(versions) > 1:
-        items.append("runs were made with different package versions (listed above)")
-    runs = sweep.runs
-    for column, label in (("git_commit", "git commit"), ("device_name", "device"),
-                          ("device", "device type"), ("hostname", "host")):
-        values = sorted(_column(runs, column).dropna().astype(str).unique())
-        items.append(f"{label}: {', '.join(values) or 'not recorded'}")
-    items.append(f"runs started {_column(runs, 'started_at').dropna().min()} and ended "
-                 f"{_column(runs, 'ended_at').dropna().max()}")
-    return items
-
-
-def _config(sweep: Sweep) -> dict[str, Any]:
-    # sweep_config reads only "config": no to_dict() of 10,000 whole records.
-    shared, varying = sweep_config([{"config": item.record.config} for item in sweep.records
-                                    if item.record is not None])
-    lines = [f"{k} = {v}" for k, v in shared.items()]
-    return {"varying": [f"{key}: {', '.join(seen[:12])}{' …' if len(seen) > 12 else ''}"
-                        for key, seen in varying.items()],
-            "shared": "\n".join(lines), "shared_lines": lines}
-
-
-def _figure_entries(paths: Iterable[Path], folder: Path) -> list[dict[str, str]]:
-    entries = []
-    for path in paths:
-        if path.suffix != ".png":
-            continue
-        stem = re.sub(r"_\d+$", "", path.stem)
-        entries.append({"file": f"figures/{path.name}", "caption": FIGURE_CAPTIONS.get(stem, stem),
-                        "data": base64.b64encode(path.read_bytes()).decode("ascii")})
-    return entries
 
 
 # ---------------------------------------------------------------- templates
@@ -223,21 +95,26 @@ def _remove_stale(folder: Path, keep: Iterable[Path]) -> None:
 
 
 def _table_files(sweep: Sweep, summary: pd.DataFrame, missing: pd.DataFrame,
-                 tuned: pd.DataFrame | None, baseline: str,
-                 confidence: float) -> dict[str, str]:
-    summaries, table5 = summary_tables(summary, confidence), table5_tables(summary, confidence)
-    extra = {"tuned.csv": tuned, "superseded.csv": superseded_frame(sweep),
-             "other_runs.csv": other_runs_frame(sweep)}
+                 tuned: pd.DataFrame | None, baseline: str, confidence: float,
+                 labels: GroupLabels) -> dict[str, str]:
+    """The CSVs (full variants, every column) and the summary as Markdown and LaTeX (short
+    group labels, with the footnote that says what they leave out)."""
+    shown = labels.apply(summary)
+    summaries, table5 = summary_tables(shown, confidence), table5_tables(shown, confidence)
+    note = labels.footnote() or ""
+    head = f"{legend(baseline, confidence)} {note}".strip()
+    extra = {"tuned.csv": tuned, "superseded.csv": sweep.superseded,
+             "other_runs.csv": sweep.other}
     return {
         "runs.csv": to_csv(sweep.runs),
         "summary.csv": to_csv(summary),
         "table5.csv": to_csv(table5_frame(summary)),
         "missing.csv": to_csv(missing),
         **{name: to_csv(frame) for name, frame in extra.items() if frame is not None},
-        "summary.md": "\n".join([legend(baseline, confidence) + "\n",
+        "summary.md": "\n".join([f"{legend(baseline, confidence)} {md_escape(note)}".strip() + "\n",
                                  *map(md_table, table5), *map(md_table, summaries)]),
         "summary.tex": "% LaTeX tables; needs \\usepackage{booktabs}\n"
-                       + f"% {tex_escape(legend(baseline, confidence))}\n"
+                       + f"% {tex_escape(head)}\n"
                        + "\n".join(map(tex_table, [*table5, *summaries])),
     }
 
@@ -281,20 +158,25 @@ def _write_report(sweep_dir: Path, out_dir: str | Path | None, baseline: str | N
     tuned = tuned_frame(sweep, tune, metric=metric, baseline=baseline,
                         confidence=confidence) if tune else None
     missing = missing_cells(sweep.runs)
-    for name, text in _table_files(sweep, summary, missing, tuned, baseline,
-                                   confidence).items():
+    labels = GroupLabels.of_frame(sweep.runs)  # every frame below has the runs' variants
+    for name, text in _table_files(sweep, summary, missing, tuned, baseline, confidence,
+                                   labels).items():
         write_atomic(out / name, text)
-    drawn = report_figures(summary, sweep.runs, curves(sweep, metric), baseline=baseline,
+    drawn = report_figures(labels.apply(summary), labels.apply(sweep.runs),
+                           labels.apply(curves(sweep, metric)), baseline=baseline,
                            confidence=confidence)
-    drawn |= analysis_figures(sweep, baseline=baseline, confidence=confidence)
+    drawn |= analysis_figures(sweep, baseline=baseline, confidence=confidence,
+                              relabel=labels.apply)
     if mechanism := mechanism_sentence(sweep, confidence=confidence):
         sweep.notes.append(mechanism)
     if routing := routing_sentence(sweep, confidence=confidence):
         sweep.notes.append(routing)
     figures = write_figures(drawn, out / "figures")
     _remove_stale(out / "figures", figures)
-    context = _context(sweep, summary, tuned, missing, figures, metrics, tune, baseline,
-                       confidence, out)
+    paragraphs = _with_design(verdict_paragraphs(summary, tuned, confidence), sweep.seed_plan)
+    results = Results(summary, tuned, missing, _short_titles(paragraphs, labels),
+                      figure_entries(figures, FIGURE_CAPTIONS), metrics, tuple(tune), labels)
+    context = report_context(sweep, results, baseline=baseline, confidence=confidence, out=out)
     write_atomic(out / "report.md", render("report.md.j2", context))
     write_atomic(out / "report.html", render("report.html.j2", context))
     return out
@@ -307,36 +189,19 @@ def _with_design(paragraphs: list[Verdict], plan: SeedPlan | None) -> list[Verdi
     return [dataclasses.replace(v, text=f"{v.text} {plan.sentence()}") for v in paragraphs]
 
 
-def _context(sweep: Sweep, summary: pd.DataFrame, tuned: pd.DataFrame | None,
-             missing: pd.DataFrame, figures: list[Path], metrics: dict[str, str],
-             tune: Sequence[str], baseline: str, confidence: float, out: Path) -> dict:
-    runs = sweep.runs
-    counts, problems = _runs_section(runs)
-    corrupt = runs.loc[runs["status"].eq(CORRUPT), ["path", "error"]]
-    tuned_table = None if tuned is None else {"key": ", ".join(tune),
-                                              "tables": tuned_tables(tuned, tune, confidence)}
-    return {
-        "title": f"LoRA target-set ablation: {sweep.path.name}",
-        "overview": _overview(sweep, missing, metrics, baseline, confidence, out),
-        "notes": [*sweep.notes, *summary.attrs.get("notes", [])],
-        "verdicts": _with_design(verdict_paragraphs(summary, tuned, confidence), sweep.seed_plan),
-        "legend": legend(baseline, confidence),
-        "summary_tables": summary_tables(summary, confidence),
-        "table5": table5_tables(summary, confidence),
-        "tuned": tuned_table,
-        "figures": _figure_entries(figures, out),
-        "run_counts": counts, "runs": problems,
-        "other_runs": listing(other_runs_frame(sweep), "records outside the sweep",
-                              "other_runs.csv", "None.", LISTED),
-        "superseded": listing(superseded_frame(sweep), "superseded records",
-                              "superseded.csv", "None.", LISTED),
-        "missing": listing(missing, "cells of the expected grid with no record",
-                           "missing.csv", "None: every cell of the grid has a record."),
-        CORRUPT: listing(corrupt.rename(columns={"error": "reason"}),
-                           "records that could not be read", "runs.csv", "None."),
-        "config": _config(sweep),
-        "provenance": provenance(sweep),
-    }
+def _short_titles(paragraphs: list[Verdict], labels: GroupLabels) -> list[Verdict]:
+    """Verdicts titled with their group's short label. A verdict's text opens with its
+    title, made Markdown-safe character for character, so the title's length cuts it."""
+    out = []
+    for v in paragraphs:
+        key = dict(zip(GROUP, v.group))
+        if "variant" not in key or labels.label(str(key["variant"])) == key["variant"]:
+            out.append(v)
+            continue
+        title = group_label(tuple({**key, "variant": labels.label(key["variant"])}.values()))
+        safe = title.replace("*", "\u2217").replace("|", "/").replace("`", "'")
+        out.append(dataclasses.replace(v, title=title, text=safe + v.text[len(v.title):]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

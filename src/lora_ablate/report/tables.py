@@ -15,12 +15,17 @@ import pandas as pd
 
 from lora_ablate.report.aggregate import GROUP, target_order
 from lora_ablate.report.cells import MARK, Cell, Table, first_present, flag, num, plain, pvalue
+from lora_ablate.report.group_labels import group_title
 from lora_ablate.report.table_text import frame_table, md_table, tables_md, tex_table
 
-__all__ = ["MARK", "Cell", "Table", "flag", "frame_table", "legend", "md_table", "num",
-           "plain", "pvalue", "summary_tables", "table5_frame", "table5_tables", "tables_md",
-           "tex_table", "tuned_tables"]
+__all__ = ["COMPACT", "MARK", "TIED", "Cell", "Table", "compact_table", "flag", "frame_table",
+           "group_title", "legend", "md_table", "num", "plain", "pvalue", "summary_tables",
+           "table5_frame", "table5_tables", "tables_md", "tex_table", "tuned_tables"]
 RANK_TESTS = ("p_signflip_holm", "p_wilcoxon_holm")
+TIED = "(tied top)"  # beside each mean that shares the group's highest one
+# report.html's main table: these columns of the summary table; the rest behind a fold.
+COMPACT = ("target set", "LoRA rank", "mean ± CI", "Δ vs baseline [interval]", "p (t, Holm)",
+           "resolved")
 
 
 def interval_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
@@ -58,7 +63,10 @@ def _mean_cell(row: Mapping[str, Any]) -> Cell:
     text = num(mean) if pd.isna(half) else f"{mean:.3f} ± {half:.3f}"
     if row.get("n") == 1:
         text += " (n=1)"
-    return Cell(text, flag(row.get("rank") == 1), flag(row.get("significant")))
+    top, tied = row.get("rank") == 1, flag(row.get("rank_tied"))
+    if top and tied:  # several sets share the highest mean: none is bold, each says so
+        text += f" {TIED}"
+    return Cell(text, top and not tied, flag(row.get("significant")))
 
 
 def _diff_cell(row: Mapping[str, Any]) -> Cell:
@@ -191,23 +199,11 @@ def _group_keys(frame: pd.DataFrame) -> list[str]:
     return [k for k in (*GROUP, "layers") if k in frame and k != "target_set"]
 
 
-def group_title(key: Mapping[str, Any]) -> str:
-    parts = [str(key.get("model", "")), str(key.get("task", ""))]
-    if "budget" in key:
-        scale = key.get("budget_scale")
-        scale = f" ×{scale:g}" if isinstance(scale, (int, float)) and not pd.isna(scale) else ""
-        parts.append(f"budget {key['budget']}{scale}")
-    if key.get("layers") not in (None, "", "all") and not pd.isna(key.get("layers")):
-        parts.append(f"layers {key['layers']}")
-    if isinstance(key.get("variant"), str) and key["variant"]:
-        parts.append(key["variant"])
-    return " · ".join(p for p in parts if p)
-
-
 def legend(baseline: str, confidence: float) -> str:
     return (f"Mean ± half-width of the {confidence:.0%} t-interval over seeds. Bold: highest "
             f"mean of its group over the seeds all its target sets share (a ranking, not a "
-            f"test). {MARK}: resolved against the baseline {baseline} by the family procedure "
+            f"test); where sets share that mean, none is bold and each says {TIED}. "
+            f"{MARK}: resolved against the baseline {baseline} by the family procedure "
             f"(Holm over the group's target sets). Δ: mean paired difference to {baseline} "
             f"with its interval at the level of its Holm step, which excludes 0 exactly when "
             f"the row is resolved.")
@@ -286,6 +282,15 @@ def summary_tables(summary: pd.DataFrame, confidence: float = 0.95,
                             body, text_columns=max(1, leading),
                             caption=interval_caption(rows, confidence)))
     return tables
+
+
+def compact_table(table: Table) -> Table:
+    """The summary table with the COMPACT columns it has (report.html's main table)."""
+    keep = [i for i, head in enumerate(table.columns) if head in COMPACT]
+    text = sum(1 for i in keep if i < table.text_columns)
+    return Table(table.title, tuple(table.columns[i] for i in keep),
+                 tuple(tuple(row[i] for i in keep) for row in table.rows),
+                 text_columns=max(1, text), caption=table.caption)
 
 
 # ---------------------------------------------------------------- the LoRA paper's Table 5
