@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lora_ablate.report.aggregate import target_order
+from lora_ablate.report.ordering import target_order
 
 PANEL = (3.6, 2.6)  # inches
 

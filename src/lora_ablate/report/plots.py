@@ -22,7 +22,10 @@ from matplotlib.figure import Figure
 
 from lora_ablate.files import write_atomic
 from lora_ablate.records import Status
-from lora_ablate.report.aggregate import GROUP, is_higher_better, t_half_width, target_order
+from lora_ablate.labels import GROUP
+from lora_ablate.report.metrics import is_higher_better
+from lora_ablate.report.ordering import target_order
+from lora_ablate.report.stats import t_half_width
 from lora_ablate.report.tables import group_title, interval_columns
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable

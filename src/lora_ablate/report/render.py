@@ -27,8 +27,8 @@ from lora_ablate.records import CORRUPT, Status
 from lora_ablate.report import tuning
 from lora_ablate.report.staged import SeedPlan
 from lora_ablate.report.verdict import Verdict, verdicts
-from lora_ablate.report.aggregate import (check_baseline, default_baseline, distinct, missing_cells,
-                                          sweep_config)
+from lora_ablate.report.baselines import check_baseline, default_baseline
+from lora_ablate.report.sweep_shape import distinct, missing_cells, sweep_config
 from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv
 from lora_ablate.report.analysis_section import CAPTIONS as ANALYSIS_CAPTIONS
 from lora_ablate.report.analysis_section import analysis_figures, mechanism_sentence, routing_sentence

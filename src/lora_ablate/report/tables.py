@@ -2,7 +2,7 @@
 tuned tables per group and the LoRA paper's Table 5. Their Markdown and LaTeX forms are in
 table_text.py (re-exported here), the display primitives in cells.py.
 
-The summary's columns come from aggregate.py and grow over time, so tables are built from
+The summary's columns come from summary.py and grow over time, so tables are built from
 a column -> header map: known columns get a header and a format (some are combined, e.g.
 mean with its interval), columns the map does not know are shown under their own name.
 """
@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from lora_ablate.report.aggregate import GROUP, target_order
+from lora_ablate.labels import GROUP
+from lora_ablate.report.ordering import target_order
 from lora_ablate.report.cells import MARK, Cell, Table, first_present, flag, num, plain, pvalue
 from lora_ablate.report.table_text import frame_table, md_table, tables_md, tex_table
 
