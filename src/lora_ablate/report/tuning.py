@@ -16,14 +16,12 @@ from lora_ablate.errors import ConfigError
 from lora_ablate.records import CORRUPT, LoadedRecord, Status
 from lora_ablate.labels import CELL, GROUP
 from lora_ablate.report.baselines import check_baseline
+from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
+from lora_ablate.report.compare import Settings
 from lora_ablate.report.metrics import is_higher_better
 from lora_ablate.report.runs import COST
 from lora_ablate.report.seeds import outcome, usable_runs
 from lora_ablate.report.summary import compare_frame, ordered_table
-from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
-from lora_ablate.report.compare import Settings
-
-TUNED_GROUP = GROUP  # with `variant` holding only the untuned part of the variant
 
 
 def tuned_columns(tune: Sequence[str]) -> tuple[str, ...]:
