@@ -1,13 +1,9 @@
 """Which metric a sweep's comparison uses per task, and in which direction it is better."""
 
-from collections.abc import Sequence
-
 import pandas as pd
 
 from lora_ablate.records import LoadedRecord, Status
 from lora_ablate.report.runs import metric_columns
-
-
 
 LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "mse", "mae")
 

@@ -19,8 +19,6 @@ from lora_ablate.report.runs import COST
 from lora_ablate.report.seeds import outcome, seed_status, usable_runs
 from lora_ablate.report.staged import SeedPlan
 
-
-
 SUMMARY_COLUMNS = (
     *CELL, "metric", "n", "n_pairs", "seeds_status", "problem_seeds", "improving_seeds",
     *[c for c in COMPARE_COLUMNS if c not in ("target_set", "n", "n_pairs")],
