@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_records import write_fake_sweep  # noqa: E402
 
-from lora_ablate.report.aggregate import runs_frame, summarize  # noqa: E402
+from lora_ablate.report.runs import runs_frame  # noqa: E402
+from lora_ablate.report.summary import summarize  # noqa: E402
 from lora_ablate.records import find_records  # noqa: E402
 from lora_ablate.report.render import write_report  # noqa: E402
 

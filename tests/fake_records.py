@@ -25,6 +25,8 @@ from lora_ablate.identity import run_key
 from lora_ablate.record_plan import Module, Plan, PlanBudget
 from lora_ablate.target_sets import FFN as FFN_OPTION
 from lora_ablate.target_sets import TARGET_SETS
+from lora_ablate.report.staged import SeedPlan
+from lora_ablate.report.sweep_manifest import Manifest, ManifestCell
 from lora_ablate.records import (
     Cost, Identity, ModelIdentity, Provenance, RunError, RunRecord, SplitPredictions, Status, write_record,
 )
@@ -244,8 +246,14 @@ def write_fake_sweep(root: Path, *, tasks: Iterable[str] = ("rt_sentiment",),
     return paths
 
 
-def write_manifest(root: Path, run_dirs: Iterable[Path], name: str = "fake") -> Path:
-    """root/manifest.json naming these run folders (relative to root) as the sweep."""
-    cells = [{"overrides": [], "run_dir": str(Path(d).relative_to(root))} for d in run_dirs]
-    return write_json(root / "manifest.json", {"sweep_name": name,
-                                               "created": START.isoformat(), "cells": cells})
+def write_manifest(root: Path, run_dirs: Iterable[Path], name: str = "fake", *,
+                   stages: Mapping[str, int] | None = None, seed_plan: SeedPlan | None = None) -> Path:
+    """root/manifest.json naming these run folders (relative to root) as the sweep, written
+    by the sweeper's Manifest type; `stages` by run folder and `seed_plan` for an adaptive
+    sweep."""
+    stages = stages or {}
+    cells = []
+    for folder in run_dirs:
+        run_dir = str(Path(folder).relative_to(root))
+        cells.append(ManifestCell(run_dir, stage=stages.get(run_dir)))
+    return Manifest(name, START.isoformat(), tuple(cells), seed_plan=seed_plan).write(root)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import records, run_cli, trained
-from fake_records import write_fake_sweep
+from fake_records import write_fake_sweep, write_manifest
 from helpers import compose_run
 from omegaconf import OmegaConf
 
@@ -62,13 +62,11 @@ def test_seed_plan_adds_the_next_seeds_and_round_trips():
 # ---------------------------------------------------------------- stage 2 from fake records
 
 
-def _manifest(root: Path, paths: list[Path], stages: dict[str, int], plan: SeedPlan | None) -> None:
-    cells = [{"overrides": [], "run_dir": str(p.parent.relative_to(root)),
-              "stage": stages.get(str(p.parent.relative_to(root)), 1)} for p in paths]
-    data = {"sweep_name": "fake", "created": None, "cells": cells}
-    if plan is not None:
-        data["adaptive"] = plan.to_json()
-    (root / "manifest.json").write_text(json.dumps(data))
+def _manifest(root: Path, paths: list[Path], later: dict[str, int], plan: SeedPlan | None) -> None:
+    """The records' folders as the sweep, stage 1 unless `later` says otherwise."""
+    folders = [p.parent for p in paths]
+    stages = {str(f.relative_to(root)): later.get(str(f.relative_to(root)), 1) for f in folders}
+    write_manifest(root, folders, stages=stages, seed_plan=plan)
 
 
 def _stage_one_sweep(root: Path) -> list[Path]:

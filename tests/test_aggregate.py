@@ -14,8 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from lora_ablate.report.aggregate import (check_baseline, holm, missing_cells,
-                                          record_frames, resolve_metrics, runs_frame, summarize)
+from lora_ablate.report.baselines import check_baseline
+from lora_ablate.report.metrics import resolve_metrics
+from lora_ablate.report.runs import record_frames, runs_frame
+from lora_ablate.report.stats import holm
+from lora_ablate.report.summary import summarize
+from lora_ablate.report.sweep_shape import missing_cells
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import find_records
 

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_importing_the_report_side_imports_no_torch():
-    code = ("import lora_ablate.report.render, lora_ablate.report.aggregate, "
+    code = ("import lora_ablate.report.render, lora_ablate.report.summary, "
             "lora_ablate.report.plots, lora_ablate, sys; "
             "from lora_ablate import load_sweep, summarize, write_report, plot_means; "
             "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "

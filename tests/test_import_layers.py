@@ -168,3 +168,24 @@ def test_the_check_finds_upward_lazy_relative_and_circular_imports(tmp_path):
 def test_a_package_without_a_layer_is_named(module):
     with pytest.raises(AssertionError, match=f"{module} has no layer"):
         layer_of(module)
+
+
+def private_imports(src: Path) -> list[str]:
+    """`from lora_ablate.x import _name` anywhere in src: what modules share is public."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("lora_ablate")):
+                found += [f"{path.relative_to(src)}: {node.module or '.'}.{alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_name():
+    assert not private_imports(SRC), "private names imported across modules:\n" + "\n".join(private_imports(SRC))
+
+
+def test_the_check_finds_private_imports(tmp_path):
+    _write(tmp_path, {"lora_ablate/a.py": "def f():\n    from lora_ablate.b import _g, h\n",
+                      "lora_ablate/b.py": "from . import __version__\n", "lora_ablate/c.py": "from .a import _f\n"})
+    assert private_imports(tmp_path) == ["lora_ablate/a.py: lora_ablate.b._g", "lora_ablate/c.py: a._f"]

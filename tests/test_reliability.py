@@ -757,7 +757,7 @@ def test_report_uses_the_record_of_the_cells_current_config(tmp_path):
     """The manifest's config hash for the cell decides, not which record is newer."""
     from lora_ablate.app.sweeper import write_manifest
     from lora_ablate.records import find_records
-    from lora_ablate.report.aggregate import record_frames
+    from lora_ablate.report.runs import record_frames
 
     first, later = _cell_records(tmp_path)
     for current, superseded in ((first, later), (later, first)):
@@ -775,7 +775,7 @@ def test_a_nan_metric_is_left_out_of_the_statistics_and_named(tmp_path):
     from fake_records import write_fake_sweep
 
     from lora_ablate.records import find_records
-    from lora_ablate.report.aggregate import record_frames
+    from lora_ablate.report.runs import record_frames
 
     paths = write_fake_sweep(tmp_path, target_sets=("qv", "q"), seeds=range(3), test_size=0)
     data = json.loads(paths[0].read_text())

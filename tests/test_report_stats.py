@@ -17,7 +17,8 @@ from scipy import stats as sps
 
 from lora_ablate.records import find_records, write_record
 from lora_ablate.report import stats
-from lora_ablate.report.aggregate import record_frames, runs_frame, summarize
+from lora_ablate.report.runs import record_frames, runs_frame
+from lora_ablate.report.summary import summarize
 from lora_ablate.report.tuning import tuned_frame
 from lora_ablate.report.verdict import verdicts
 

@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 from simulation import Scenario, Tally, fixed, staged, sweeps, upper
 
-from lora_ablate.report.aggregate import SUMMARY_COLUMNS, _ordered
 from lora_ablate.report.compare import Settings, compare_group
 from lora_ablate.report.examples import Correctness
 from lora_ablate.report.staged import StagedDesign
+from lora_ablate.report.summary import SUMMARY_COLUMNS, ordered_table
 from lora_ablate.report.tables import md_table, summary_tables
 from lora_ablate.report.verdict import verdicts
 
@@ -197,7 +197,7 @@ def test_no_exceptions_on_awkward_groups():
                 check_group(table)
                 compared += 1
                 if i % FULL_EVERY == 0:
-                    summary = _ordered([table.assign(**group)], SUMMARY_COLUMNS, [])
+                    summary = ordered_table([table.assign(**group)], SUMMARY_COLUMNS, [])
                     check_group(summary)
                     (verdict,) = verdicts(summary) if len(summary) else (None,)
                     assert verdict is None or " nan" not in verdict.text.lower(), verdict.text

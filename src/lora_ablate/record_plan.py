@@ -21,6 +21,11 @@ class Module(NamedTuple):
     rank: int
     params: int  # rank * (d_in + d_out)
 
+    @classmethod
+    def at_rank(cls, name: str, matrix: str, layer: int, d_in: int, d_out: int, rank: int) -> "Module":
+        """The module as the planner assigns it `rank` (its parameter count follows)."""
+        return cls(name, matrix, layer, d_in, d_out, rank, rank * (d_in + d_out))
+
 
 @dataclass(frozen=True)
 class PlanBudget:

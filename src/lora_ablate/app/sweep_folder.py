@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import RECORD_GLOB
-from lora_ablate.report.aggregate import MANIFEST_NAME, read_manifest
+from lora_ablate.report.sweep_manifest import MANIFEST_NAME, read_manifest
 
 # What a sweep writes at the top of its folder besides its run folders.
 SWEEP_FILES = frozenset({MANIFEST_NAME, "multirun.yaml", "report", ".submitit"})

@@ -3,12 +3,12 @@ planned and its data checked before the first one trains, the sweep folder is fi
 (workers never re-evaluate a timestamp) with a manifest of its cells, and a failed cell is
 recorded without stopping the others."""
 
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from lora_ablate.app.sweep_folder import check_sweep_folder
 from lora_ablate.errors import ConfigError
 from lora_ablate.files import disk_full_message, is_disk_full
 from lora_ablate.report.staged import SeedPlan
+from lora_ablate.report.sweep_manifest import Manifest, ManifestCell, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -228,29 +229,16 @@ def write_manifest(sweep_dir: Path, sweep_name: str | None, overrides: list[str]
     already listed and brings their hashes up to date. An adaptive sweep also records its
     design (`adaptive`, which the report's tests follow) and each cell's `stage`; a later
     run without one keeps the design, since the seeds were chosen under it."""
-    from lora_ablate.files import write_atomic
     from lora_ablate.identity import run_dirname
 
-    path = Path(sweep_dir) / "manifest.json"
-    try:
-        previous = json.loads(path.read_text())
-    except FileNotFoundError:
-        previous = {}  # (a malformed one was refused by check_sweep_folder)
-    listed = {c["run_dir"]: c for c in previous.get("cells", []) if isinstance(c, dict) and "run_dir" in c}
+    # (a malformed manifest was refused by check_sweep_folder before anything ran)
+    previous = read_manifest(sweep_dir) or Manifest(sweep_name, created=None)
+    hashes = hashes or {}
+    added = []
     for cell in cells:
         run_dir = run_dirname(list(cell))
-        entry = listed.setdefault(run_dir, {"overrides": list(cell), "run_dir": run_dir})
-        if hashes and run_dir in hashes:
-            entry["config_hash"] = hashes[run_dir]
-        if stage is not None:
-            entry["stage"] = stage
-    manifest = {
-        "sweep_name": sweep_name,
-        "created": previous.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "overrides": overrides,
-        "cells": list(listed.values()),  # first listed first
-    }
-    design = seed_plan.to_json() if seed_plan is not None else previous.get("adaptive")
-    if design:
-        manifest["adaptive"] = design
-    return write_atomic(path, json.dumps(manifest, indent=2) + "\n")
+        added.append(ManifestCell(run_dir, tuple(cell), hashes.get(run_dir), stage))
+    manifest = replace(previous.with_cells(added), sweep_name=sweep_name, overrides=tuple(overrides),
+                       created=previous.created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       seed_plan=seed_plan or previous.seed_plan)
+    return manifest.write(sweep_dir)

@@ -1,11 +1,12 @@
 """The plan: which modules of a (split) model get LoRA, at which rank, under which budget."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from lora_ablate import record_plan
+from lora_ablate.record_plan import Module
 from lora_ablate.plan.budget import allocate_ranks
 from lora_ablate.plan.layers import select_layers
 from lora_ablate.config.schema import BudgetConfig, LoraSettings
@@ -16,27 +17,13 @@ MATRIX_ORDER = {matrix: index for index, matrix in enumerate(MATRICES)}  # canon
 
 
 @dataclass(frozen=True)
-class PlannedModule:
-    name: str
-    matrix: str
-    layer: int
-    d_in: int
-    d_out: int
-    rank: int
-
-    @property
-    def params(self) -> int:
-        return self.rank * (self.d_in + self.d_out)
-
-
-@dataclass(frozen=True)
 class Plan:
     model_type: str
     target_set: str
     matrices: list[str]
     budget_kind: str
     budget_target: int | None
-    modules: list[PlannedModule]
+    modules: list[Module]  # the record's type: planned here, recorded as they are
     head_modules: list[str]
     head_params: int
     base_params: int
@@ -67,7 +54,7 @@ class Plan:
             layers=list(self.layers),
             layer_count=self.layer_count,
             matrices=self.matrix_summary(),
-            modules=[record_plan.Module(**asdict(m), params=m.params) for m in self.modules],
+            modules=list(self.modules),
             lora_params=self.lora_params,
             head_modules=list(self.head_modules),
             head_params=self.head_params,
@@ -164,7 +151,7 @@ def make_plan(
     else:
         positions = [(s.layer, MATRIX_ORDER[s.matrix]) for s in slots]
         ranks = allocate_ranks([s.d_in + s.d_out for s in slots], target, positions)
-    modules = [PlannedModule(s.name, s.matrix, s.layer, s.d_in, s.d_out, r) for s, r in zip(slots, ranks)]
+    modules = [Module.at_rank(s.name, s.matrix, s.layer, s.d_in, s.d_out, r) for s, r in zip(slots, ranks)]
     head_params = sum(p.numel() for name in head_modules for p in model.get_submodule(name).parameters())
     base_params = sum(p.numel() for p in model.parameters()) - head_params
     return Plan(
@@ -183,7 +170,7 @@ def make_plan(
     )
 
 
-def _rank_warnings(modules: list[PlannedModule]) -> list[str]:
+def _rank_warnings(modules: list[Module]) -> list[str]:
     over = [m for m in modules if m.rank > min(m.d_in, m.d_out)]
     if not over:
         return []

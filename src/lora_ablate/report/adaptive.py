@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from lora_ablate.labels import GROUP
-from lora_ablate.report.aggregate import default_baseline, group_label
+from lora_ablate.report.baselines import default_baseline
+from lora_ablate.report.ordering import group_label
 from lora_ablate.report.staged import SeedPlan
 from lora_ablate.report.sweep import load_sweep, summarize
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 from lora_ablate.labels import CELL, GROUP, REPLICATE
 from lora_ablate.records import VECTORS_NAME, Analysis, LoadedRecord, RunRecord, Status
-from lora_ablate.report.aggregate import t_half_width, target_order
+from lora_ablate.report.ordering import target_order
+from lora_ablate.report.stats import t_half_width
 
 KEYS = GROUP  # what sets cells apart besides the target set
 Run = tuple[RunRecord, Path | None]  # a record and its run folder (for the vectors)

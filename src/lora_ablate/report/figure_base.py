@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from lora_ablate.files import write_atomic
 from lora_ablate.labels import GROUP
-from lora_ablate.report.aggregate import TARGET_ORDER, target_order
+from lora_ablate.report.ordering import TARGET_ORDER, target_order
 from lora_ablate.report.group_labels import group_title
 
 PANELS_PER_FIGURE = 12  # more groups spill into numbered figures, keeping each readable

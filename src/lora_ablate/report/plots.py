@@ -14,10 +14,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lora_ablate.records import Status
-from lora_ablate.report.aggregate import is_higher_better, t_half_width
 from lora_ablate.report.figure_base import (BASELINE_COLOR, PANELS_PER_FIGURE, group_keys,
                                             groups, message_figure, ordered, panel_title,
                                             save, set_color, small_multiples)
+from lora_ablate.report.metrics import is_higher_better
+from lora_ablate.report.stats import t_half_width
 from lora_ablate.report.tables import interval_columns
 
 __all__ = ["CAPTIONS", "budget_figures", "cost_figures", "curve_figures", "depth_figures",

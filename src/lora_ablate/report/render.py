@@ -22,8 +22,9 @@ from lora_ablate.errors import ConfigError
 from lora_ablate.files import write_atomic
 from lora_ablate.report import tuning
 from lora_ablate.labels import GROUP
-from lora_ablate.report.aggregate import (check_baseline, default_baseline, group_label,
-                                          missing_cells)
+from lora_ablate.report.baselines import check_baseline, default_baseline
+from lora_ablate.report.ordering import group_label
+from lora_ablate.report.sweep_shape import missing_cells
 from lora_ablate.report.analysis_section import CAPTIONS as ANALYSIS_CAPTIONS
 from lora_ablate.report.analysis_section import analysis_figures, mechanism_sentence, routing_sentence
 from lora_ablate.report.escape import Markdown, md_escape, md_finalize, tex_escape, to_csv

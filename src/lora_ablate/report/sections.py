@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from lora_ablate.records import CORRUPT, Status
-from lora_ablate.report.aggregate import distinct, sweep_config
+from lora_ablate.report.sweep_shape import distinct, sweep_config
 from lora_ablate.report.escape import Markdown, md_escape
 from lora_ablate.report.group_labels import GroupLabels
 from lora_ablate.report.sweep import Sweep

@@ -15,21 +15,25 @@ import pandas as pd
 from lora_ablate.errors import ConfigError
 from lora_ablate.labels import CELL, LABELS
 from lora_ablate.records import LoadedRecord, Status, find_records
-from lora_ablate.report import aggregate
+from lora_ablate.report.curves import curves_frame
+from lora_ablate.report.metrics import resolve_metrics
+from lora_ablate.report.runs import record_frames
 from lora_ablate.report.staged import SeedPlan
+from lora_ablate.report.summary import SUMMARY_COLUMNS
+from lora_ablate.report.summary import summarize as summarize_runs
 
 
 @dataclass
 class Sweep:
     """What `load_sweep` returns: `records` as found on disk (corrupt ones included, with
-    their problem), `runs` one row per record (aggregate.runs_frame) and `notes` for a
+    their problem), `runs` one row per record (runs.runs_frame) and `notes` for a
     reader (e.g. "no run has finished yet")."""
 
     path: Path
     records: list[LoadedRecord]
     runs: pd.DataFrame
     notes: list[str] = field(default_factory=list)
-    # Records left out of the statistics, when aggregate reports them (record_frames):
+    # Records left out of the statistics, as record_frames reports them:
     superseded: pd.DataFrame | None = None  # older records of a (cell, seed)
     other: pd.DataFrame | None = None  # records outside the sweep's manifest
     seed_plan: SeedPlan | None = None  # the adaptive-seeds design its manifest records
@@ -47,7 +51,7 @@ class Sweep:
         """The compared metric per task (the task's configured test metric by default)."""
         if self.runs.empty:
             return {}
-        return aggregate.resolve_metrics(self.records, self.runs, metric)
+        return resolve_metrics(self.records, self.runs, metric)
 
 
 def _empty_runs() -> pd.DataFrame:
@@ -86,7 +90,7 @@ def load_sweep(path: str | Path) -> Sweep:
                      [f"no run has finished under {path} yet: runs write result.json when "
                       f"they end, so the tables fill in as the sweep goes on"])
     with no_cyclic_gc():
-        frames = aggregate.record_frames(records, root=path)
+        frames = record_frames(records, root=path)
     runs, notes = frames.runs, list(frames.notes)
     if not runs["status"].eq(Status.completed).any():
         notes.append(f"none of the {len(runs)} records under {path} is a completed run yet")
@@ -110,14 +114,14 @@ def _runs(data: "Sweep | pd.DataFrame") -> pd.DataFrame:
 def summarize(data: "Sweep | pd.DataFrame | str | Path", *, metric: str | None = None,
               baseline: str = "qv", **options: Any) -> pd.DataFrame:
     """Per cell (model, task, budget, …, target set): n, mean, interval, paired difference
-    to `baseline` and its tests (aggregate.summarize). `data` is a Sweep, a runs frame or a
+    to `baseline` and its tests (summary.summarize). `data` is a Sweep, a runs frame or a
     sweep folder's path; `metric` None compares each task on its configured metric. Empty
     (with the summary's columns) while no run has completed."""
     if isinstance(data, (str, Path)):
         data = load_sweep(data)
     runs = _runs(data)
     if not runs["status"].eq(Status.completed).any():
-        empty = pd.DataFrame(columns=list(aggregate.SUMMARY_COLUMNS))
+        empty = pd.DataFrame(columns=list(SUMMARY_COLUMNS))
         empty.attrs["notes"] = ["no completed run yet"]
         return empty
     per_task = data.metrics(metric) if isinstance(data, Sweep) else {}
@@ -126,7 +130,7 @@ def summarize(data: "Sweep | pd.DataFrame | str | Path", *, metric: str | None =
     if isinstance(data, Sweep):
         options.setdefault("loaded", data.records)
         options.setdefault("seed_plan", data.seed_plan)
-    return aggregate.summarize(runs, metric=compare, baseline=baseline, **options)
+    return summarize_runs(runs, metric=compare, baseline=baseline, **options)
 
 
 def curves(sweep: Sweep, metric: str | None = None) -> pd.DataFrame:
@@ -134,4 +138,4 @@ def curves(sweep: Sweep, metric: str | None = None) -> pd.DataFrame:
     if not sweep.completed:
         return pd.DataFrame(columns=[*CELL, "step", "mean", "std", "count"])
     compare = comparison_metric(metric, sweep.metrics(metric))
-    return aggregate.curves_frame(sweep.records, sweep.runs, compare)
+    return curves_frame(sweep.records, sweep.runs, compare)

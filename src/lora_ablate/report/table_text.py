@@ -1,7 +1,7 @@
 """Tables as text: any frame as a table, and a table as Markdown or LaTeX (report.html
 draws the same tables from its Jinja2 template)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -56,7 +56,3 @@ def tex_table(table: Table) -> str:
         lines.append(rf"\par\smallskip{{\footnotesize {tex_escape(table.caption)}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
-
-
-def tables_md(tables: Sequence[Table]) -> str:
-    return "\n".join(map(md_table, tables))

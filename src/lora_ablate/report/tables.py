@@ -2,7 +2,7 @@
 tuned tables per group and the LoRA paper's Table 5. Their Markdown and LaTeX forms are in
 table_text.py (re-exported here), the display primitives in cells.py.
 
-The summary's columns come from aggregate.py and grow over time, so tables are built from
+The summary's columns come from summary.py and grow over time, so tables are built from
 a column -> header map: known columns get a header and a format (some are combined, e.g.
 mean with its interval), columns the map does not know are shown under their own name.
 """
@@ -13,14 +13,16 @@ from typing import Any
 
 import pandas as pd
 
-from lora_ablate.report.aggregate import GROUP, target_order
+from lora_ablate.labels import GROUP
+from lora_ablate.report.ordering import target_order
 from lora_ablate.report.cells import MARK, Cell, Table, first_present, flag, num, plain, pvalue
 from lora_ablate.report.group_labels import group_title
-from lora_ablate.report.table_text import frame_table, md_table, tables_md, tex_table
+from lora_ablate.report.table_text import frame_table, md_table, tex_table
 
 __all__ = ["COMPACT", "MARK", "TIED", "Cell", "Table", "compact_table", "flag", "frame_table",
            "group_title", "legend", "md_table", "num", "plain", "pvalue", "summary_tables",
-           "table5_frame", "table5_tables", "tables_md", "tex_table", "tuned_tables"]
+           "table5_frame", "table5_tables", "tex_table", "tuned_tables"]
+
 RANK_TESTS = ("p_signflip_holm", "p_wilcoxon_holm")
 TIED = "(tied top)"  # beside each mean that shares the group's highest one
 # report.html's main table: these columns of the summary table; the rest behind a fold.
@@ -43,7 +45,7 @@ def interval_columns(frame: pd.DataFrame) -> tuple[str, str] | None:
 @dataclass(frozen=True)
 class Column:
     """A displayed column built from summary columns (`uses`); shown when the frame has
-    one of the first `aliases` of them (other names aggregate.py may give the same value)."""
+    one of the first `aliases` of them (e.g. a value or the note that stands in for it)."""
 
     header: str
     uses: tuple[str, ...]
@@ -124,9 +126,8 @@ def _yes_no(name: str) -> Callable[[Mapping[str, Any]], Cell]:
 
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("target set", ("target_set",), _text("target_set"), text=True),
-    Column("runs", ("seeds_status", "status_note"),
-           lambda r: Cell(plain(first_present(r, "seeds_status", "status_note") or "–")),
-           text=True, aliases=2),
+    Column("runs", ("seeds_status",), lambda r: Cell(plain(first_present(r, "seeds_status") or "–")),
+           text=True),
     Column("still improving (seeds)", ("improving_seeds",), _text("improving_seeds"), text=True),
     Column("LoRA rank", ("lora_rank",), _text("lora_rank")),
     Column("# params", ("lora_params",), _fmt("lora_params", ",.0f")),
@@ -134,14 +135,12 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("n pairs", ("n_pairs",), _fmt("n_pairs", ".0f")),
     Column("mean ± CI", ("mean", "ci_half", "ci_low", "ci_high", "rank", "significant"),
            _mean_cell),
-    Column("unpaired mean", ("mean_unpaired", "unpaired_mean"),
-           lambda r: Cell(num(first_present(r, "mean_unpaired", "unpaired_mean"))), aliases=2),
+    Column("unpaired mean", ("mean_unpaired",), _fmt("mean_unpaired", ".3f")),
     Column("Δ vs baseline [interval]", ("diff", "diff_ci_low", "diff_ci_high", "resolved"),
            _diff_cell),
     Column("interval level", ("diff_ci_level",), _level_cell),
     Column("Δ interval covers", ("diff_ci_covers",), _text("diff_ci_covers"), text=True),
-    Column("p (t, Holm)", ("p_ttest_holm", "p_holm"),
-           lambda r: Cell(pvalue(first_present(r, "p_ttest_holm", "p_holm"))), aliases=2),
+    Column("p (t, Holm)", ("p_ttest_holm",), _p("p_ttest_holm")),
     Column("p (sign-flip, Holm)", ("p_signflip_holm",), _p("p_signflip_holm")),
     Column("p (Wilcoxon, Holm)", ("p_wilcoxon_holm",), _p("p_wilcoxon_holm")),
     Column("testable", ("testable",), _yes_no("testable")),

@@ -14,12 +14,14 @@ import pandas as pd
 
 from lora_ablate.errors import ConfigError
 from lora_ablate.records import CORRUPT, LoadedRecord, Status
-from lora_ablate.report.aggregate import (CELL, COST, GROUP, _ordered, _usable, check_baseline,
-                                          compare_frame, is_higher_better, outcome)
+from lora_ablate.labels import CELL, GROUP
+from lora_ablate.report.baselines import check_baseline
 from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
 from lora_ablate.report.compare import Settings
-
-TUNED_GROUP = GROUP  # with `variant` holding only the untuned part of the variant
+from lora_ablate.report.metrics import is_higher_better
+from lora_ablate.report.runs import COST
+from lora_ablate.report.seeds import outcome, usable_runs
+from lora_ablate.report.summary import compare_frame, ordered_table
 
 
 def tuned_columns(tune: Sequence[str]) -> tuple[str, ...]:
@@ -37,7 +39,7 @@ def _lookup(config: Any, dotted: str) -> Any:
     return config
 
 
-def _split_variant(variant: str, tune: Sequence[str]) -> tuple[str, dict[str, str]]:
+def split_variant(variant: str, tune: Sequence[str]) -> tuple[str, dict[str, str]]:
     """("lora.dropout=0.1", {"train.lr": "0.001"}) from "lora.dropout=0.1,train.lr=0.001"."""
     kept, tuned = [], {}
     for part in filter(None, str(variant or "").split(",")):
@@ -62,7 +64,7 @@ def _tuned_values(runs: pd.DataFrame, loaded: Sequence[LoadedRecord] | None,
     variant without them."""
     rest, values = [], {key: [] for key in tune}
     for i, variant in zip(runs.index, runs["variant"]):
-        kept, parsed = _split_variant(variant, tune)
+        kept, parsed = split_variant(variant, tune)
         rest.append(kept)
         config = loaded[i].record.config if loaded is not None and loaded[i].record else None
         for key in tune:
@@ -167,9 +169,9 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
     better = is_higher_better(metric) if higher_is_better is None else higher_is_better
     settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
                         effect=effect)
-    done, notes = _usable(real, metric, outcome(real, metric))
+    done, notes = usable_runs(real, metric, outcome(real, metric))
     if done.empty:
-        return _ordered([], tuned_columns(tune), notes)
+        return ordered_table([], tuned_columns(tune), notes)
     done = _tuned_values(done, loaded, tune)
     ran = _tuned_values(real.assign(_outcome=outcome(real, metric)), loaded, tune)
     missing = [k for k in tune if done[k].isna().all()]
@@ -191,4 +193,4 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
     table = table.merge(chosen, on=[*GROUP, "target_set"], how="left").merge(
         info.reset_index(), on=list(CELL), how="left")
     table = table.assign(metric=metric, val_metric=val)
-    return _ordered([table], tuned_columns(tune), notes + more)
+    return ordered_table([table], tuned_columns(tune), notes + more)

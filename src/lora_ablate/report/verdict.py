@@ -11,8 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from lora_ablate.report.aggregate import GROUP, group_label, is_higher_better
-from lora_ablate.report.tuning import _split_variant
+from lora_ablate.labels import GROUP
+from lora_ablate.report.metrics import is_higher_better
+from lora_ablate.report.ordering import group_label
+from lora_ablate.report.tuning import split_variant
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def _tuned_rows(tuned: pd.DataFrame | None, key: Sequence[Any]) -> pd.DataFrame 
     if tuned is None or tuned.empty:
         return None
     fields = dict(zip(GROUP, key))
-    rest, _ = _split_variant(fields["variant"], _tune_keys(tuned))
+    rest, _ = split_variant(fields["variant"], _tune_keys(tuned))
     mask = pd.Series(True, index=tuned.index)
     for name in GROUP:
         mask &= tuned[name].astype(str).eq(str(rest if name == "variant" else fields[name]))

@@ -13,8 +13,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
