@@ -1,6 +1,7 @@
 """Scale-out: the smoke sweep completes, with its report and every run recorded exactly
 once, under the joblib (`hydra/launcher=parallel`) and `submitit_local` launchers; the
-SLURM preset (`hydra/launcher=slurm`) composes without submitting anything.
+SLURM preset (`hydra/launcher=slurm`) composes without submitting anything; with the `ray`
+extra, a two-cell sweep runs on a local Ray instance (`hydra/launcher=ray`).
 
 Each test starts the `lora-ablate` console script with WANDB_MODE=disabled,
 HF_HUB_OFFLINE=1 and the caller's LORA_ABLATE_CACHE (unset: the package default)."""
@@ -275,3 +276,27 @@ def test_loky_holds_its_kill_until_the_stopped_workers_have_exited():
         worker.wait()
     assert not returned_with_worker_alive, "loky's kill went ahead while the stopped worker was still running"
     assert manager.kill_workers is original
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_sweep_on_a_local_ray_instance(stop_folder, tmp_path):
+    """With the `ray` extra installed: hydra/launcher=ray starts a local Ray instance (one
+    CPU) and runs both cells as Ray tasks, each recorded once, then the report."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed")
+    sweep_dir = tmp_path / "sweep"
+    short = [arg for arg in STOPPED if not arg.startswith("train.max_steps=")]
+    args = [*short, "train.max_steps=3", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=1",
+            "+hydra.launcher.ray.init.include_dashboard=false", f"hydra.sweep.dir={sweep_dir}"]
+    done = run_cli(args, stop_folder, RAY_USAGE_STATS_ENABLED="0")
+    assert done.returncode == 0, done.explain()
+    output = done.stdout + done.stderr
+    assert "Started a local Ray instance" in output and "_run_job pid=" in output, done.explain()
+    found = records(sweep_dir)
+    assert sorted(r["labels"]["seed"] for r in found.values()) == [0, 1], sorted(found)
+    assert {r["status"] for r in found.values()} == {"completed"}, {k: r["status"] for k, r in found.items()}
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert {c["run_dir"]: c.get("config_hash") for c in manifest["cells"]} == {
+        run_dir: r["config_hash"] for run_dir, r in found.items()}
+    assert (sweep_dir / "report" / "report.html").is_file(), done.explain()
+    assert "sweep: 2 of 2 cells done (2 completed" in output, done.explain()
