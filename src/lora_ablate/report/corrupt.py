@@ -15,10 +15,14 @@ REASON_CHARS = 160  # a reason is cut to one short line (runs.csv holds it whole
 
 def corrupt_records(report_dir: Path) -> list[tuple[str, str]]:
     """(path below the sweep folder, why) of every record the report in `report_dir` could
-    not read, from its runs.csv."""
-    with (Path(report_dir) / "runs.csv").open(newline="", encoding="utf-8") as table:
-        return [(row.get("path") or "?", row.get("error") or "")
-                for row in csv.DictReader(table) if row.get("status") == CORRUPT]
+    not read, from its runs.csv (none when there is no runs.csv to read: a warning never
+    fails a command whose report was written)."""
+    try:
+        with (Path(report_dir) / "runs.csv").open(newline="", encoding="utf-8") as table:
+            return [(row.get("path") or "?", row.get("error") or "")
+                    for row in csv.DictReader(table) if row.get("status") == CORRUPT]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def corrupt_lines(report_dir: Path, sweep_dir: Path, prog: str) -> list[str]:
