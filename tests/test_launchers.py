@@ -1,6 +1,7 @@
 """Scale-out: the smoke sweep completes, with its report and every run recorded exactly
 once, under the joblib (`hydra/launcher=parallel`) and `submitit_local` launchers; the
-SLURM preset (`hydra/launcher=slurm`) composes without submitting anything.
+SLURM preset (`hydra/launcher=slurm`) composes without submitting anything; with the `ray`
+extra, a two-cell sweep runs on a local Ray instance (`hydra/launcher=ray`).
 
 Each test starts the `lora-ablate` console script with WANDB_MODE=disabled,
 HF_HUB_OFFLINE=1 and the caller's LORA_ABLATE_CACHE (unset: the package default)."""
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -153,6 +155,38 @@ def processes_in_group(pgid: int) -> list[str]:
     return alive
 
 
+SLOW_RECORD = """\
+# Written by tests/test_launchers.py: cell seed=1 takes SLOW_RECORD_SECONDS longer to write
+# an interrupted record, as on a busy machine, so the other worker has exited by then.
+import time
+
+from lora_ablate import records
+
+_write_record = records.write_record
+
+
+def write_record(run_dir, record):
+    if record.status == records.Status.interrupted and record.labels.seed == 1:
+        time.sleep({seconds})
+    return _write_record(run_dir, record)
+
+
+records.write_record = write_record
+"""
+SLOW_RECORD_SECONDS = 3
+
+
+@pytest.fixture
+def slow_record(tmp_path) -> dict[str, str]:
+    """The environment for a sweep whose cell seed=1 is slow to write an interrupted record
+    (a sitecustomize module on PYTHONPATH, which every process of the sweep runs at start)."""
+    folder = tmp_path / "slow_record"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(SLOW_RECORD.format(seconds=SLOW_RECORD_SECONDS))
+    paths = [str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
 def wait_until_both_cells_train(proc, log: Path, sweep_dir: Path, timeout: float = 300) -> None:
     """Until both cells log that they train (submitit_local's jobs log to .submitit/)."""
     deadline = time.monotonic() + timeout
@@ -175,16 +209,19 @@ def wait_until_both_cells_train(proc, log: Path, sweep_dir: Path, timeout: float
     pytest.param("submitit_local", signal.SIGTERM, marks=pytest.mark.slow),
     pytest.param("submitit_local", signal.SIGKILL, marks=pytest.mark.slow),
 ])
-def test_a_stopped_sweep_leaves_no_process_and_the_rerun_completes_it(launcher, sig, stop_folder, uninterrupted, tmp_path):
+def test_a_stopped_sweep_leaves_no_process_and_the_rerun_completes_it(launcher, sig, stop_folder, uninterrupted,
+                                                                     slow_record, tmp_path):
     """The signal goes to the sweep's parent process only (what `kill PID`, a SLURM time limit
     or a closed terminal's supervisor sends): 10 s later no process of the sweep is alive;
     after SIGINT/SIGTERM both cells that were training have an `interrupted` record and
     the parent said so in one line; the same command again completes the grid with the
-    metrics of an uninterrupted sweep."""
+    metrics of an uninterrupted sweep. One cell writes its record seconds after the other
+    (`slow_record`): the first worker's exit must not cost the second its record."""
     sweep_dir, log = tmp_path / "sweep", tmp_path / "log"
     args = stop_args(sweep_dir, launcher)
+    env = slow_record if sig != signal.SIGKILL else {}
     with log.open("w") as out:
-        proc = start(args, stop_folder, stdout=out, stderr=subprocess.STDOUT)
+        proc = start(args, stop_folder, stdout=out, stderr=subprocess.STDOUT, **env)
     wait_until_both_cells_train(proc, log, sweep_dir)
     os.kill(proc.pid, sig)
     signalled = time.monotonic()
@@ -218,3 +255,48 @@ def test_a_stopped_sweep_leaves_no_process_and_the_rerun_completes_it(launcher, 
     assert {r["status"] for r in rerun.values()} == {"completed"} and len(rerun) == 2, sorted(rerun)
     assert {k: r["metrics"] for k, r in rerun.items()} == {k: r["metrics"] for k, r in uninterrupted.items()}
     assert "sweep: 2 of 2 cells done (2 completed" in done.stdout + done.stderr, done.explain()
+
+
+def test_loky_holds_its_kill_until_the_stopped_workers_have_exited():
+    """loky SIGKILLs every worker once one exits unasked; during a stop it first waits for
+    the stopped workers (here a process that takes a second to finish on its own)."""
+    from joblib.externals.loky import process_executor  # what hydra/launcher=parallel loads
+
+    from lora_ablate.run.workers import loky_waits_for
+
+    manager = process_executor._ExecutorManagerThread
+    original = manager.kill_workers
+    worker = subprocess.Popen(["sleep", "1"])
+    try:
+        with loky_waits_for([worker.pid]):
+            manager.kill_workers(SimpleNamespace(processes={}), reason="broken executor")
+            returned_with_worker_alive = worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait()
+    assert not returned_with_worker_alive, "loky's kill went ahead while the stopped worker was still running"
+    assert manager.kill_workers is original
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_sweep_on_a_local_ray_instance(stop_folder, tmp_path):
+    """With the `ray` extra installed: hydra/launcher=ray starts a local Ray instance (one
+    CPU) and runs both cells as Ray tasks, each recorded once, then the report."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher is not installed")
+    sweep_dir = tmp_path / "sweep"
+    short = [arg for arg in STOPPED if not arg.startswith("train.max_steps=")]
+    args = [*short, "train.max_steps=3", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=1",
+            "+hydra.launcher.ray.init.include_dashboard=false", f"hydra.sweep.dir={sweep_dir}"]
+    done = run_cli(args, stop_folder, RAY_USAGE_STATS_ENABLED="0")
+    assert done.returncode == 0, done.explain()
+    output = done.stdout + done.stderr
+    assert "Started a local Ray instance" in output and "_run_job pid=" in output, done.explain()
+    found = records(sweep_dir)
+    assert sorted(r["labels"]["seed"] for r in found.values()) == [0, 1], sorted(found)
+    assert {r["status"] for r in found.values()} == {"completed"}, {k: r["status"] for k, r in found.items()}
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert {c["run_dir"]: c.get("config_hash") for c in manifest["cells"]} == {
+        run_dir: r["config_hash"] for run_dir, r in found.items()}
+    assert (sweep_dir / "report" / "report.html").is_file(), done.explain()
+    assert "sweep: 2 of 2 cells done (2 completed" in output, done.explain()

@@ -21,6 +21,7 @@ class ReportCallback(Callback):
         if config.get("dry_run") or not any(sweep_dir.rglob("result*.json")):
             log.info("no report for %s: nothing was trained", sweep_dir)
             return
+        from lora_ablate.report.corrupt import warn_corrupt
         from lora_ablate.report.render import write_report
 
         report = OmegaConf.to_container(config.report, resolve=True) if "report" in config else {}
@@ -36,3 +37,4 @@ class ReportCallback(Callback):
                   file=sys.stderr)
             sys.exit(1)
         print(f"Report: {folder / 'report.html'}")
+        warn_corrupt(folder, sweep_dir, "lora-ablate")

@@ -231,4 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lora-ablate-report: error: {err}", file=sys.stderr)
         return 2
     print(folder)
+    from lora_ablate.report.corrupt import warn_corrupt  # noqa: PLC0415 (CLI only)
+
+    warn_corrupt(folder, args.sweep_dir, "lora-ablate-report")
     return 0

@@ -8,7 +8,9 @@ launcher's job process heeds it (submitit's bypasses SIGTERM), and the leaves be
 submitit controller that got it would SIGKILL its job a second later, in the middle of
 writing the record. The parent waits until they have written their records and exited,
 then stops with `SweepStopped`, which names what was recorded. (Left to joblib, a Ctrl-C
-makes it SIGKILL its workers at once.)
+makes it SIGKILL its workers at once; and once the first stopped worker has exited, loky takes
+its pool for broken and SIGKILLs the others, so that kill is held back until they have exited
+on their own: see `loky_waits_for`.)
 
 Worker side: a job process of the sweep watches the sweep's process and stops itself (a
 SIGINT to itself, so the run in flight is recorded as interrupted) once that process is no
@@ -70,10 +72,12 @@ def stop_workers_on_signal(sweep_dir: Path) -> Iterator[None]:
         since = time.time()
         print(f"lora-ablate: {signal.Signals(signum).name} received; stopping the runs in flight "
               "(each writes its record first) ...", file=sys.stderr, flush=True)
-        workers = stop_cell_processes()
-        left = wait_for_exit(workers, GRACE_SECONDS)
-        for pid in left:
-            _signal(pid, signal.SIGKILL)
+        workers: list[int] = []
+        with loky_waits_for(workers):
+            stop_cell_processes(workers)
+            left = wait_for_exit(workers, GRACE_SECONDS)
+            for pid in left:
+                _signal(pid, signal.SIGKILL)
         raise SweepStopped(signum, sweep_dir, interrupted_since(sweep_dir, since))
 
     os.environ[SWEEP_PID_ENV] = own_pid  # workers spawned from now on inherit it
@@ -90,15 +94,47 @@ def stop_workers_on_signal(sweep_dir: Path) -> Iterator[None]:
             os.environ[SWEEP_PID_ENV] = inherited
 
 
-def stop_cell_processes() -> list[int]:
+def stop_cell_processes(stopped: list[int] | None = None) -> list[int]:
     """SIGINT to every process below this one that runs a cell: the leaves of the process
     tree that heed SIGINT (loky's and Python's resource trackers ignore it, and exit once
-    their pipe closes). Their pids."""
-    stopped = []
+    their pipe closes). Their pids, added to `stopped` before each signal is sent (so a
+    watcher holding that list knows of a worker before it can exit)."""
+    stopped = [] if stopped is None else stopped
     for pid in descendants(os.getpid()):
-        if not child_pids(pid) and not _ignores(pid, signal.SIGINT) and _signal(pid, signal.SIGINT):
+        if not child_pids(pid) and not _ignores(pid, signal.SIGINT):
             stopped.append(pid)
+            if not _signal(pid, signal.SIGINT):
+                stopped.remove(pid)
     return stopped
+
+
+LOKY_EXECUTOR = "joblib.externals.loky.process_executor"
+
+
+@contextmanager
+def loky_waits_for(pids: list[int]) -> Iterator[None]:
+    """While inside: joblib's loky executor, which SIGKILLs all its workers as soon as one
+    of them exits unasked (it takes the pool for broken), first waits for the processes in
+    `pids` (read when it comes to kill) to exit on their own, GRACE_SECONDS at most. A
+    stopped worker exits right after writing its record, and a busy machine can leave
+    another still writing its own: without this, that record is lost. Nothing happens
+    where loky is not loaded (other launchers)."""
+    executor = sys.modules.get(LOKY_EXECUTOR)
+    manager = getattr(executor, "_ExecutorManagerThread", None)
+    original = getattr(manager, "kill_workers", None)
+    if original is None:
+        yield
+        return
+
+    def kill_workers(self, *args, **kwargs):
+        wait_for_exit(list(pids), GRACE_SECONDS)
+        return original(self, *args, **kwargs)
+
+    manager.kill_workers = kill_workers
+    try:
+        yield
+    finally:
+        manager.kill_workers = original
 
 
 def descendants(pid: int) -> list[int]:
