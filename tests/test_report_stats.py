@@ -349,3 +349,24 @@ def test_tuning_on_a_key_the_sweep_does_not_vary_is_an_error(tmp_path):
     loaded, runs = load(tmp_path)
     with pytest.raises(ConfigError, match=r"train.lr has one value \(0.001\)"):
         tuned_frame(runs, loaded=loaded)
+
+
+def test_report_confidence_sets_the_level_of_resolved_too(tmp_path):
+    """One knob: report.confidence 0.99 tests the family at α = 0.01 (as an adaptive design's
+    stages do), so a comparison with Holm p ≈ 0.027 is resolved at 0.95 and not at 0.99."""
+    diffs = np.array([0.01, -0.002, 0.006, 0.012, 0.001, 0.009, 0.003, 0.005])
+    rng = np.random.default_rng(0)
+    for s, d in enumerate(diffs):
+        base = 0.7 + 0.013 * s
+        for name, acc in (("qv", base), ("k", base + d), ("v", base)):
+            write_record(tmp_path / f"{name}-{s}", make_record(
+                model="m", task="t", target_set=name, budget="reference", scale=1.0, seed=s,
+                accuracy=acc, history_points=3, index=s, rng=rng, test_size=0))
+    loaded, runs = load(tmp_path)
+    holm_p = min(1.0, 2 * sps.ttest_1samp(diffs, 0).pvalue)  # v's p is 1: k is Holm's first step
+    assert 0.01 < holm_p < 0.05
+    for confidence, resolved in ((0.95, True), (0.99, False)):
+        k = summarize(runs, loaded=loaded, confidence=confidence).set_index("target_set").loc["k"]
+        assert k["p_ttest_holm"] == pytest.approx(holm_p, rel=1e-3)
+        assert bool(k["resolved"]) is resolved
+        assert bool(k["diff_ci_low"] > 0) is resolved  # the interval agrees with "resolved"

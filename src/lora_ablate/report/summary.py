@@ -88,7 +88,7 @@ def _summarize_metric(runs: pd.DataFrame, metric: str, baseline: str, settings: 
 
 def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/accuracy",
               baseline: str = "qv", confidence: float = 0.95,
-              higher_is_better: bool | None = None, alpha: float = 0.05,
+              higher_is_better: bool | None = None, alpha: float | None = None,
               loaded: Sequence[LoadedRecord] | None = None,
               effect: float = 0.01, seed_plan: SeedPlan | None = None) -> pd.DataFrame:
     """One row per cell (SUMMARY_COLUMNS): n, the status of its seeds, the mean over the
@@ -114,7 +114,9 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
     for task, name in per_task:
         subset = runs if task is None else runs[runs["task"].eq(task)]
         better = is_higher_better(name) if higher_is_better is None else higher_is_better
-        settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
+        # one level for the intervals, "resolved" and an adaptive design's stages
+        family_alpha = 1 - confidence if alpha is None else alpha
+        settings = Settings(confidence=confidence, alpha=family_alpha, higher_is_better=better,
                             effect=effect, seed_plan=seed_plan)
         table, part_notes = _summarize_metric(subset, name, baseline, settings, loaded)
         parts.append(table)

@@ -151,7 +151,7 @@ def _choose(scores: pd.DataFrame, tune: Sequence[str], better_high: bool) -> pd.
 def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
                 metric: str = "test/accuracy", baseline: str = "qv",
                 loaded: Sequence[LoadedRecord] | None = None, confidence: float = 0.95,
-                alpha: float = 0.05, higher_is_better: bool | None = None,
+                alpha: float | None = None, higher_is_better: bool | None = None,
                 effect: float = 0.01) -> pd.DataFrame:
     """tuned.csv: per (group without the tuned keys, target set), the value of the tuned
     keys with the best validation score (val/<name> of `metric`; _scores and _choose say
@@ -167,7 +167,9 @@ def tuned_frame(runs: pd.DataFrame, *, tune: Sequence[str] = ("train.lr",),
                           f"{val!r}, which no run recorded. Record it (task.metric) or tune on "
                           f"another metric.")
     better = is_higher_better(metric) if higher_is_better is None else higher_is_better
-    settings = Settings(confidence=confidence, alpha=alpha, higher_is_better=better,
+    # one level for the intervals, "resolved" and an adaptive design's stages
+    family_alpha = 1 - confidence if alpha is None else alpha
+    settings = Settings(confidence=confidence, alpha=family_alpha, higher_is_better=better,
                         effect=effect)
     done, notes = usable_runs(real, metric, outcome(real, metric))
     if done.empty:
