@@ -101,7 +101,7 @@ def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
     bounds = interval_columns(rows)
     if rows.empty:
         return []
-    if "diff_ci_covers" in rows and rows["diff_ci_covers"].notna().any():  # what aggregate says
+    if "diff_ci_covers" in rows and rows["diff_ci_covers"].notna().any():  # what the summary says
         covers = " / ".join(sorted(set(rows["diff_ci_covers"].dropna().astype(str))))
     else:
         covers = "seeds (paired t)"
