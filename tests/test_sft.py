@@ -176,6 +176,21 @@ def test_chat_messages_are_rendered_with_the_tokenizer_template(tmp_path):
     assert tokenizer.decode(item.input_ids[item.prompt_length :], skip_special_tokens=True) == "Hello!"
 
 
+def test_a_csv_file_reads_configured_columns_as_written_and_names_a_missing_one(tmp_path):
+    from lora_ablate.data.sources.local import SOURCE
+
+    path = tmp_path / "pairs.csv"
+    path.write_text('question,answer\n"Capital of France?"," Paris"\n')
+    cfg = TaskConfig(name="local", source="local", path=str(path), format="sft", metric="loss",
+                     prompt_column="question", completion_column="answer")
+    assert SOURCE.load_sft(cfg) == [SftExample("Capital of France?", " Paris")]  # the leading space is kept
+    with pytest.raises(ConfigError, match=r"task.completion_column='completion' is not a column of pairs.csv "
+                                          r"\(columns on its header, line 1: question, answer\)"):
+        SOURCE.load_sft(replace(cfg, completion_column="completion"))
+    with pytest.raises(ConfigError, match="needs a .jsonl file"):
+        SOURCE.load_sft(replace(cfg, messages_column="messages"))
+
+
 def test_the_record_keeps_example_losses_and_older_records_load_without_them():
     losses = ExampleLosses([1.5, 0.25], [3, 1], [2, 1])
     assert ExampleLosses.from_dict(losses.to_dict()) == losses

@@ -1,5 +1,5 @@
 """What conf/config.yaml relies on in Hydra's config store and resolvers: the schema,
-the project's sweeper, the sweep files as group `sweep`, the folder-name resolvers and the task-metric one."""
+the project's sweeper, the sweep files as group `sweep`, and the folder-name resolvers."""
 
 from datetime import datetime
 from pathlib import Path
@@ -8,7 +8,6 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from lora_ablate.config.metrics import default_metric
 from lora_ablate.config.schema import RunConfig
 from lora_ablate.identity import run_dirname, safe_part
 
@@ -38,8 +37,6 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver(
         "lora_ablate_run_dir", lambda overrides: run_dirname([str(o) for o in overrides]), replace=True
     )
-    # task.metric of a task file that serves both kinds (local.yaml): loss for sft, else accuracy.
-    OmegaConf.register_new_resolver("lora_ablate_task_metric", default_metric, replace=True)
     store = ConfigStore.instance()
     store.store(name="lora_ablate_schema", node=RunConfig)
     store.store(

@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
-from lora_ablate.config.metrics import CLASSIFICATION_METRICS, RECORDED_CLASSIFICATION, RECORDED_SFT, SFT_METRICS
+from lora_ablate.config.metrics import (
+    CLASSIFICATION_METRICS, RECORDED_CLASSIFICATION, RECORDED_SFT, SFT_METRICS, default_metric,
+)
 from lora_ablate.errors import ConfigError
 
 # Marks a field that changes how a run is observed or where it runs, not what it computes:
 # left out of the config hash and the run folder's name (lora_ablate.identity reads it).
 OBSERVING = {"observing": True}
+
+# conf/task/local.yaml serves classification and SFT: its task.metric follows task.format
+# (loss for sft, else accuracy). Registered with the schema, so wherever the YAML meets the
+# schema (the command line, Hydra's compose API, OmegaConf.merge) it resolves.
+OmegaConf.register_new_resolver("lora_ablate_task_metric", default_metric, replace=True)
 
 # StrEnum members equal their names, so code compares them with plain strings
 # (cfg.train.schedule == "cosine") and records hold the plain name.

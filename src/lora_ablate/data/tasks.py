@@ -1,6 +1,7 @@
 """A task's examples, from whichever source `task.source` names (data/sources/), split by
 one deterministic, stratified, de-duplicating splitter, so every run of a sweep sees the
-same test set; and the checks of task settings a dry run can make without data."""
+same test set (SFT tasks: prompt/completion pairs, split by data/sft.py); and the checks of
+task settings a dry run can make without data."""
 
 import codecs
 import string
