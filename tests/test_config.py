@@ -13,6 +13,7 @@ from helpers import CONF, compose_run
 from lora_ablate.app.callbacks import ReportCallback
 from lora_ablate.app.overrides import CommandLine, check_overrides, read_command_line
 from lora_ablate.app.store import sweep_dirname
+from lora_ablate.config.metrics import CLASSIFICATION_METRICS, SFT_METRICS
 from lora_ablate.app.sweeper import write_manifest
 from lora_ablate.config.schema import (RECORDED_METRICS, BudgetConfig, LoraSettings, Metric, ReportConfig, RunConfig,
                                        Schedule, TrainConfig)
@@ -92,11 +93,20 @@ def test_device_forms_the_schema_accepts(device):
 def test_report_metric_names_what_a_run_records():
     """The names the schema accepts are the names evaluation writes into a record."""
     import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from lora_ablate.data.sft import SftEncoded
     from lora_ablate.run.metrics import classification_metrics
+    from lora_ablate.run.sft_eval import evaluate_sft
 
     made = classification_metrics(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), num_labels=2)
-    assert set(Metric) <= set(made) and set(made) | {"loss"} == {m.split("/")[1] for m in RECORDED_METRICS}
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2))
+    sft_made, _ = evaluate_sft(lm, [SftEncoded([1, 5, 6, 2], 2)], pad_id=0, device=torch.device("cpu"),
+                               autocast_dtype=None, max_tokens=64, max_rows=8)
+    assert set(CLASSIFICATION_METRICS) <= set(made) and set(SFT_METRICS) <= set(sft_made)
+    assert set(Metric) == set(CLASSIFICATION_METRICS) | set(SFT_METRICS)
+    assert set(made) | {"loss"} | set(sft_made) == {m.split("/")[1] for m in RECORDED_METRICS}
     assert all(ReportConfig(metric=m).metric == m for m in RECORDED_METRICS)
 
 

@@ -2,6 +2,7 @@
 report, made by the test fixtures, all through `RunRecord`. Its sections are typed too
 (`Plan`, `Analysis`, `Provenance`, `Identity`); only the resolved `config` stays a mapping.
 
+SFT runs add `example_losses` and `dropped_completions` (absent in older records: empty).
 Version 3 types every section and writes the variant as an object; version 2 added
 `schema_version`, the labels, per-example predictions, the `collapsed` flag, identity,
 analysis and `interrupted`. Records of versions 1 and 2 keep loading. A completed record is
@@ -20,7 +21,7 @@ from lora_ablate.convergence import Convergence
 from lora_ablate.files import write_atomic
 from lora_ablate.labels import CELL, GROUP, LABELS, Labels, layers_label, parse_variant  # noqa: F401
 from lora_ablate.record_analysis import VECTORS_NAME, Analysis  # noqa: F401  (public re-exports)
-from lora_ablate.record_fields import RecordError, finite, known, mapping
+from lora_ablate.record_fields import RecordError, finite, items, known, mapping
 from lora_ablate.record_origin import Identity, ModelIdentity, Provenance  # noqa: F401
 from lora_ablate.record_plan import Module, Plan  # noqa: F401
 from lora_ablate.target_sets import as_written, target_set_name
@@ -86,6 +87,42 @@ def _unpack(packed: str | list[int]) -> list[int]:
 
 
 @dataclass(frozen=True)
+class ExampleLosses:
+    """An SFT split's per-example completion NLL (nats, summed over the example's completion
+    tokens, EOS included), completion token counts and argmax-correct tokens, in the split's
+    fixed order (the same for every run of a task), so runs can be paired example by example."""
+
+    nll: list[float]
+    tokens: list[int]
+    correct: list[int]
+
+    def __post_init__(self) -> None:
+        if not len(self.nll) == len(self.tokens) == len(self.correct):
+            raise RecordError(f"{len(self.nll)} per-example losses, {len(self.tokens)} token counts and "
+                              f"{len(self.correct)} correct counts: one of each per example")
+
+    @property
+    def mean_nll(self) -> list[float]:
+        """Each example's NLL per completion token."""
+        return [nll / max(tokens, 1) for nll, tokens in zip(self.nll, self.tokens)]
+
+    @property
+    def token_accuracy(self) -> list[float]:
+        """Each example's share of argmax-correct completion tokens."""
+        return [hits / max(tokens, 1) for hits, tokens in zip(self.correct, self.tokens)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nll": list(self.nll), "tokens": list(self.tokens), "correct": list(self.correct)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ExampleLosses":
+        data = mapping(data, "example_losses")
+        return cls([float(x) for x in items(data.get("nll"), "nll")],
+                   [int(x) for x in items(data.get("tokens"), "tokens")],
+                   [int(x) for x in items(data.get("correct"), "correct")])
+
+
+@dataclass(frozen=True)
 class RunError:
     type: str
     message: str
@@ -116,6 +153,8 @@ class RunRecord:
     history: list[dict[str, float]] = field(default_factory=list)  # validation curve
     best: dict[str, float] | None = None  # best validation point
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)  # "val", "test"
+    example_losses: dict[str, ExampleLosses] = field(default_factory=dict)  # SFT: "val", "test"
+    dropped_completions: dict[str, int] = field(default_factory=dict)  # SFT: split -> too long for max_length
     collapsed: bool = False  # completed, but the validation metric is at chance
     convergence: Convergence | None = None  # whether validation was still improving at the end
     analysis: Analysis | None = None
@@ -148,6 +187,9 @@ class RunRecord:
             "nonfinite": list(self.nonfinite), "merge_max_abs_diff": self.merge_max_abs_diff,
             "schema_version": self.schema_version,
         }
+        if self.example_losses or self.dropped_completions:  # SFT runs only: classification records stay as they were
+            data["example_losses"] = {split: losses.to_dict() for split, losses in self.example_losses.items()}
+            data["dropped_completions"] = dict(self.dropped_completions)
         cleaned, nonfinite = finite(data)
         cleaned["nonfinite"] = sorted(set(self.nonfinite) | set(nonfinite))
         return cleaned
@@ -176,6 +218,10 @@ class RunRecord:
                 best=mapping(data.get("best"), "best") or None,
                 predictions={k: SplitPredictions.from_dict(v)
                              for k, v in mapping(data.get("predictions"), "predictions").items()},
+                example_losses={k: ExampleLosses.from_dict(v)
+                                for k, v in mapping(data.get("example_losses"), "example_losses").items()},
+                dropped_completions={str(k): int(v) for k, v in
+                                     mapping(data.get("dropped_completions"), "dropped_completions").items()},
                 collapsed=bool(data.get("collapsed", False)),
                 convergence=Convergence.from_dict(data.get("convergence")),
                 analysis=Analysis.from_dict(analysis) if analysis else None,

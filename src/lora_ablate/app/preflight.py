@@ -28,7 +28,7 @@ class CheckedRun:
 def check_run(cfg: DictConfig, data_checked: dict[str, str | None] | None = None) -> CheckedRun:
     """Raise ConfigError for anything the run would reject before its first step.
     `data_checked` remembers each task config's data check, so a sweep reads each task once."""
-    from lora_ablate.data.tasks import load_task
+    from lora_ablate.data.tasks import check_task_data
     from lora_ablate.plan.resolve import resolve_run
     from lora_ablate.run.devices import pick_device
 
@@ -42,12 +42,17 @@ def check_run(cfg: DictConfig, data_checked: dict[str, str | None] | None = None
     task_key = OmegaConf.to_yaml(cfg.task)
     if task_key not in memo:
         try:
-            load_task(run_cfg.task)  # reads, checks and splits the data
+            check_task_data(run_cfg.task)  # reads, checks and splits the data
             memo[task_key] = None
         except ConfigError as err:
             memo[task_key] = str(err)
     if memo[task_key]:
         raise ConfigError(memo[task_key])
+    if resolved.task_format == "sft":  # the chat template, and completions that fit, need the tokenizer
+        from lora_ablate.data.encoded import sft_splits
+        from lora_ablate.model.loading import load_tokenizer
+
+        sft_splits(run_cfg.task, load_tokenizer(run_cfg.model, resolved.source))
     return CheckedRun(run_cfg, resolved)
 
 

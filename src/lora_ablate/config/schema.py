@@ -15,13 +15,21 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
+from lora_ablate.config.metrics import (
+    CLASSIFICATION_METRICS, RECORDED_CLASSIFICATION, RECORDED_SFT, SFT_METRICS, default_metric,
+)
 from lora_ablate.errors import ConfigError
 
 # Marks a field that changes how a run is observed or where it runs, not what it computes:
 # left out of the config hash and the run folder's name (lora_ablate.identity reads it).
 OBSERVING = {"observing": True}
+
+# conf/task/local.yaml serves classification and SFT: its task.metric follows task.format
+# (loss for sft, else accuracy). Registered with the schema, so wherever the YAML meets the
+# schema (the command line, Hydra's compose API, OmegaConf.merge) it resolves.
+OmegaConf.register_new_resolver("lora_ablate_task_metric", default_metric, replace=True)
 
 # StrEnum members equal their names, so code compares them with plain strings
 # (cfg.train.schedule == "cosine") and records hold the plain name.
@@ -45,19 +53,25 @@ class TaskFormat(StrEnum):
     auto = "auto"
     head = "head"
     label_words = "label_words"
+    sft = "sft"  # generative: (prompt, completion) pairs, loss on the completion (decoders only)
 
 
 class Metric(StrEnum):
-    """What `task.metric` can name: scores of the predictions (higher is better), which pick
-    a run's best step and measure the analysis' merge curve and patching."""
+    """What `task.metric` can name: it picks a run's best step and measures the analysis'
+    merge curve and patching. accuracy and macro_f1 score classification tasks; loss and
+    token_accuracy score SFT tasks. Directions: config/metrics.py."""
 
     accuracy = "accuracy"
     macro_f1 = "macro_f1"
+    loss = "loss"
+    token_accuracy = "token_accuracy"
 
 
 SPLITS = ("val", "test")  # the splits a run evaluates
-# Every run's record holds "<split>/<name>" for these (run/metrics.py and run/loop.py make them).
-RECORDED_METRICS = [f"{split}/{name}" for split in SPLITS for name in (*Metric, "loss")]
+# A run's record holds "<split>/<name>" for its task kind's names (run/metrics.py, run/loop.py
+# and run/sft_eval.py make them).
+RECORDED_METRICS = [f"{split}/{name}" for split in SPLITS
+                    for name in dict.fromkeys((*RECORDED_CLASSIFICATION, *RECORDED_SFT))]
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what train.device accepts (cuda:N: GPU N)
 
 
@@ -165,9 +179,18 @@ class TaskConfig:
     format: TaskFormat = TaskFormat.auto
     prompt: str = "{text}\nAnswer:"
     label_words: Optional[List[str]] = None
+    # format=sft: the file's columns (prompt/completion pairs, or a chat's messages)
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    messages_column: Optional[str] = None  # set: each row is a chat, rendered with the tokenizer's template
 
     def __post_init__(self) -> None:
         checks = _Checks("task")
+        sft = self.format == TaskFormat.sft
+        kind, valid = ("SFT tasks (task.format=sft)", SFT_METRICS) if sft else ("classification tasks", CLASSIFICATION_METRICS)
+        other = "" if sft else f" ({', '.join(SFT_METRICS)} score SFT tasks: task.format=sft)"
+        checks.require(str(self.metric) in valid, f"task.metric={str(self.metric)!r} does not apply to task "
+                                                  f"{self.name!r}; valid metrics for {kind} are {', '.join(valid)}{other}.")
         checks.require(self.num_labels >= 2, f"task.num_labels={self.num_labels} is not valid; a classification "
                                               "task has at least 2 labels.")
         checks.positive(self, "train_size", optional=True, what="a positive number of examples")

@@ -28,6 +28,7 @@ from lora_ablate.cache.json_entries import EntryMismatch, read_json_entry, write
 from lora_ablate.config.schema import TaskConfig
 from lora_ablate.data import tasks
 from lora_ablate.data.encoding import Encoded, encode
+from lora_ablate.data.sft import SftSplits, encode_sft
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
@@ -81,6 +82,24 @@ def _make(task: TaskConfig, tokenizer: PreTrainedTokenizerBase, task_format: str
         for examples in (data.train, data.validation, data.test)
     ]
     return EncodedSplits(data.label_names, *parts)
+
+
+def sft_splits(task: TaskConfig, tokenizer: PreTrainedTokenizerBase) -> SftSplits:
+    """An SFT task's splits as token ids (data/sft.py), kept in the process memo only:
+    encoding is cheap next to an SFT run, and the preflight check and the run share it."""
+    data_id, tokenizer_id = tasks.data_identity(task), _tokenizer_identity(tokenizer)
+    key = "sft:" + _key(task, "sft", data_id or "unpinned", tokenizer_id or f"object:{id(tokenizer)}")
+    if key not in _sft_memo:
+        data = tasks.load_sft_task(task)
+        splits = {"train": data.train, "validation": data.validation, "test": data.test}
+        _sft_memo[key] = encode_sft(splits, tokenizer, max_length=task.max_length, where=tasks.describe(task))
+        while len(_sft_memo) > MEMO_SIZE:
+            _sft_memo.popitem(last=False)
+    _sft_memo.move_to_end(key)
+    return _sft_memo[key]
+
+
+_sft_memo: "OrderedDict[str, SftSplits]" = OrderedDict()
 
 
 # --- the key -------------------------------------------------------------------------

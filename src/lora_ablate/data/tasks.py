@@ -1,12 +1,14 @@
 """A task's examples, from whichever source `task.source` names (data/sources/), split by
 one deterministic, stratified, de-duplicating splitter, so every run of a sweep sees the
-same test set; and the checks of task settings a dry run can make without data."""
+same test set (SFT tasks: prompt/completion pairs, split by data/sft.py); and the checks of
+task settings a dry run can make without data."""
 
 import codecs
 import string
 from dataclasses import dataclass
 
 from lora_ablate.config.schema import TaskConfig, TaskFormat
+from lora_ablate.data.sft import SftExample, split_sft_examples
 from lora_ablate.data.sources import source_for
 from lora_ablate.data.splits import Example, split_examples
 from lora_ablate.errors import ConfigError
@@ -35,11 +37,37 @@ def load_task(cfg: TaskConfig) -> TaskData:
     return TaskData(cfg.name, raw.label_names, train, validation, test)
 
 
+@dataclass(frozen=True)
+class SftTaskData:
+    name: str
+    train: list[SftExample]
+    validation: list[SftExample]
+    test: list[SftExample]
+
+
+def load_sft_task(cfg: TaskConfig) -> SftTaskData:
+    """Read an SFT task's (prompt, completion) examples and split them (data/sft.py)."""
+    check_task_config(cfg)
+    examples = source_for(cfg).load_sft(cfg)
+    sizes = {"train_size": cfg.train_size, "val_size": cfg.val_size, "test_size": cfg.test_size}
+    return SftTaskData(cfg.name, *split_sft_examples(examples, **sizes, data_seed=cfg.data_seed))
+
+
+def check_task_data(cfg: TaskConfig) -> None:
+    """Read, check and split the task's data, as a run will (the check before training)."""
+    (load_sft_task if cfg.format == TaskFormat.sft else load_task)(cfg)
+
+
 def data_identity(cfg: TaskConfig) -> str | None:
     """What the task's raw data is, for caches: the pinned archive of a packaged corpus,
     a local file's path, size and modification time; None for a hub dataset, whose
     content at an unpinned revision can change."""
     return source_for(cfg).identity(cfg)
+
+
+def describe(cfg: TaskConfig) -> str:
+    """How messages name the task's data, e.g. task.path='x.jsonl'."""
+    return source_for(cfg).describe(cfg)
 
 
 def _check_two_classes(cfg: TaskConfig, label_names: list[str], examples: list[Example], where: str) -> None:
@@ -69,6 +97,8 @@ def check_task_config(cfg: TaskConfig) -> None:
     source = source_for(cfg)
     source.check(cfg)
     _check_encoding(cfg.encoding)
+    if cfg.format == TaskFormat.sft:  # no labels, no prompt template: the data holds the prompts
+        return
     _check_labels(cfg)
     _check_prompt(cfg)
     if (known := source.label_names(cfg)) is not None:  # a pinned corpus: its labels are known now

@@ -50,10 +50,19 @@ def is_encoder(config: PretrainedConfig) -> bool:
     return config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
-def resolve_format(requested: str, config: PretrainedConfig) -> TaskFormat:
-    """`auto` means a classification head on encoders and label words on decoders."""
+def resolve_format(requested: str, config: PretrainedConfig, model_name: str | None = None) -> TaskFormat:
+    """`auto` means a classification head on encoders and label words on decoders; sft
+    (generating completions) needs a decoder."""
     if requested == TaskFormat.auto:
         return TaskFormat.head if is_encoder(config) else TaskFormat.label_words
+    if requested == TaskFormat.sft and is_encoder(config):
+        decoders = ", ".join(sorted(name for name, arch in ARCHITECTURES.items() if not arch.encoder))
+        raise ConfigError(
+            f"task.format=sft trains a model to generate completions, which needs a decoder (causal LM), but "
+            f"model {model_name or config.model_type!r} (model_type '{config.model_type}') is an encoder; use a "
+            f"decoder model (e.g. model=tiny_llama, smollm2 or gpt2; decoder model types: {decoders}), or a "
+            "classification task (task.format=auto or head) with this model."
+        )
     if requested == TaskFormat.label_words and is_encoder(config):
         raise ConfigError(
             f"task.format=label_words needs a decoder (causal LM), but model_type '{config.model_type}' is an "

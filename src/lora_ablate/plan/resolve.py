@@ -18,7 +18,7 @@ from lora_ablate.data.tasks import check_task_config
 class ResolvedRun:
     source: ModelSource
     model_config: PretrainedConfig
-    task_format: TaskFormat  # head | label_words
+    task_format: TaskFormat  # head | label_words | sft
     arch_map: dict[str, str]
     plan: Plan
 
@@ -27,7 +27,7 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
     check_task_config(cfg.task)
     source = resolve_source(cfg.model)
     model_config = load_config(cfg.model, source)
-    task_format = resolve_format(cfg.task.format, model_config)
+    task_format = resolve_format(cfg.task.format, model_config, cfg.model.name)
     arch_map = architecture_map(model_config.model_type, cfg.model.matrix_map)
     skeleton = build_skeleton(model_config, task_format, cfg.task.num_labels, cfg.model.trust_remote_code)
     split_fused_projections(skeleton, split_rules_for(model_config))
@@ -56,7 +56,7 @@ def plan_memory(cfg: RunConfig, model_config: PretrainedConfig, task_format: str
         batch_size=cfg.train.batch_size,
         seq_len=cfg.task.max_length,
         precision=precision,
-        label_words=task_format == TaskFormat.label_words,
+        label_words=task_format != TaskFormat.head,  # vocabulary logits, at most one row per token (sft too)
         num_labels=cfg.task.num_labels,
     )
     return estimate.to_dict()

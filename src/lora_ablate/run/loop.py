@@ -12,10 +12,15 @@ from transformers import get_scheduler
 
 from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
 from lora_ablate.config.schema import TaskFormat, TrainConfig
+from lora_ablate.data.sft import SftEncoded
+from lora_ablate.records import ExampleLosses
 from lora_ablate.run.loggers import Logger
 from lora_ablate.run.metrics import classification_metrics
 from lora_ablate.run.pairing import RandomStream, derived_seed
 from lora_ablate.run.progress import RunProgress
+from lora_ablate.run.sft_batches import SftBatch, collate_sft
+from lora_ablate.run.sft_eval import evaluate_sft
+from lora_ablate.run.sft_loss import completion_token_nll
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
 # Padded tokens per evaluation batch. On CPU small batches stay in cache: MiniLM evaluates
@@ -28,16 +33,17 @@ class Session:
     """Everything the loop needs, already on its device."""
 
     model: nn.Module
-    task_format: TaskFormat  # head | label_words
+    task_format: TaskFormat  # head | label_words | sft
     num_labels: int
     pad_id: int
     device: torch.device
     autocast_dtype: torch.dtype | None  # bf16, or None for fp32
-    train_items: Sequence[Encoded]
-    val_items: Sequence[Encoded]
-    test_items: Sequence[Encoded]
+    train_items: Sequence[Encoded] | Sequence[SftEncoded]
+    val_items: Sequence[Encoded] | Sequence[SftEncoded]
+    test_items: Sequence[Encoded] | Sequence[SftEncoded]
     eval_batch_size: int = 256  # most rows per evaluation batch (train.eval_batch_size)
     precision: str = "fp32"  # what runs, for the record: bf16 (autocast, frozen matmul weights in bf16) | fp32
+    dropped_completions: dict[str, int] = field(default_factory=dict)  # sft: split -> completions too long
 
 
 @dataclass
@@ -49,7 +55,9 @@ class FitResult:
     train_tokens: int = 0
 
 
-def collate(session: Session, items: Sequence[Encoded], *, all_answers: bool) -> Batch:
+def collate(session: Session, items: Sequence[Encoded], *, all_answers: bool) -> Batch | SftBatch:
+    if session.task_format == TaskFormat.sft:
+        return collate_sft(items, session.pad_id).to(session.device)
     if session.task_format == TaskFormat.head:
         batch = collate_head(items, session.pad_id)
     else:
@@ -64,10 +72,14 @@ def collate(session: Session, items: Sequence[Encoded], *, all_answers: bool) ->
     return Batch(tensors, labels, batch.tokens, move(batch.answer_mask), batch.keep, move(batch.candidates))
 
 
-def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def forward(session: Session, batch: Batch | SftBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, per-row score): head -> class logits; label_words -> the summed
-    log-likelihood of each row's answer tokens, computed on the last positions only."""
+    log-likelihood of each row's answer tokens, computed on the last positions only;
+    sft -> the mean NLL of the batch's completion tokens, and each token's NLL."""
     with torch.autocast(session.device.type, dtype=session.autocast_dtype, enabled=session.autocast_dtype is not None):
+        if isinstance(batch, SftBatch):
+            nll, _ = completion_token_nll(session.model, batch)
+            return nll.mean(), nll
         if session.task_format == TaskFormat.head:
             out = session.model(**batch.tensors)
             return out.loss, out.logits.float()
@@ -85,16 +97,22 @@ def forward(session: Session, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
 @dataclass
 class Evaluation:
     metrics: dict[str, float]  # "<prefix>/<name>", finite values only
-    predicted: list[int]  # class ids in the order of the items
+    predicted: list[int]  # class ids in the order of the items (none for sft)
     labels: list[int]
+    losses: ExampleLosses | None = None  # sft: per-example NLL and token counts
 
 
 @torch.no_grad()
 def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> Evaluation:
+    max_tokens = EVAL_MAX_TOKENS.get(session.device.type, EVAL_MAX_TOKENS["cuda"])
+    if session.task_format == TaskFormat.sft:
+        metrics, losses = evaluate_sft(session.model, items, pad_id=session.pad_id, device=session.device,
+                                       autocast_dtype=session.autocast_dtype, max_tokens=max_tokens,
+                                       max_rows=session.eval_batch_size)
+        return Evaluation({f"{prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, [], [], losses)
     was_training = session.model.training
     session.model.eval()
     scores, labels, order = [], [], []
-    max_tokens = EVAL_MAX_TOKENS.get(session.device.type, EVAL_MAX_TOKENS["cuda"])
     for indices in eval_index_batches(items, max_tokens, max_rows=session.eval_batch_size):
         batch = collate(session, [items[i] for i in indices], all_answers=True)
         _, score = forward(session, batch)

@@ -17,19 +17,20 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lora_ablate.config.schema import ModelConfig, RunConfig
+from lora_ablate.config.metrics import higher_is_better
+from lora_ablate.config.schema import ModelConfig, RunConfig, TaskFormat
 from lora_ablate.convergence import Convergence, convergence
 from lora_ablate.data.tasks import data_identity
 from lora_ablate.errors import ConfigError
 from lora_ablate.identity import RunKey, run_key
 from lora_ablate.plan.resolve import ResolvedRun, resolve_run
 from lora_ablate.records import (
-    Analysis, Cost, Identity, ModelIdentity, RunError, RunRecord, SplitPredictions, Status, completed_record,
-    write_record,
+    Analysis, Cost, ExampleLosses, Identity, ModelIdentity, RunError, RunRecord, SplitPredictions, Status,
+    completed_record, write_record,
 )
 from lora_ablate.run.interrupts import Interrupted, RunLock, stop_signals
 from lora_ablate.run.loggers import NullLogger, open_logger
-from lora_ablate.run.loop import FitResult, Session, collate, evaluate, fit, forward
+from lora_ablate.run.loop import Evaluation, FitResult, Session, collate, evaluate, fit, forward
 from lora_ablate.run.progress import RunProgress, cell_label
 from lora_ablate.run.provenance import now_iso, provenance
 from lora_ablate.run.devices import pick_device
@@ -59,6 +60,7 @@ class Outcome:
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] | None = None
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)
+    example_losses: dict[str, ExampleLosses] = field(default_factory=dict)  # sft
     collapsed: bool = False
     convergence: Convergence | None = None
     merge_max_abs_diff: float | None = None
@@ -148,15 +150,22 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
     test = evaluate(session, session.test_items, "test")
     outcome.eval_seconds = time.perf_counter() - started
     outcome.metrics = val.metrics | test.metrics
-    outcome.predictions = {"val": SplitPredictions(val.predicted, val.labels),
-                           "test": SplitPredictions(test.predicted, test.labels)}
     outcome.history = outcome.fit.history + [{"step": outcome.fit.steps} | val.metrics]
     outcome.best = _best(outcome.fit.history, outcome.metrics, outcome.fit.steps, cfg.task.metric)
-    outcome.collapsed = is_collapsed(outcome.predictions["val"])
+    sft = session.task_format == TaskFormat.sft
+    if sft:
+        outcome.example_losses = {"val": val.losses, "test": test.losses}
+    else:
+        outcome.predictions = {"val": SplitPredictions(val.predicted, val.labels),
+                               "test": SplitPredictions(test.predicted, test.labels)}
+    # The collapse rule compares with the majority class: an SFT task has no classes, so it never applies.
+    outcome.collapsed = False if sft else is_collapsed(outcome.predictions["val"])
     outcome.convergence = still_improving(outcome.fit.history, outcome.fit.steps, cfg.task.metric, val.metrics,
-                                          outcome.predictions["val"])
+                                          per_example_values(val, str(cfg.task.metric)))
     outcome.merge_max_abs_diff = merge_difference(session)
-    if cfg.analysis.enabled:
+    if cfg.analysis.enabled and sft:
+        log.info("analysis skipped: lora_ablate.analysis does not handle task.format=sft runs yet")
+    elif cfg.analysis.enabled:
         from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)
         progress.phase("analysis of the trained adapter")
         outcome.analysis, outcome.analysis_seconds = analyze(
@@ -177,6 +186,8 @@ def _record(cfg: RunConfig, resolved: ResolvedRun, config: dict[str, Any], key: 
         status=outcome.status, run_id=key.run_id, labels=key.labels, config=config,
         config_hash=key.config_hash, plan=resolved.plan.to_record(), metrics=outcome.metrics,
         history=outcome.history, best=outcome.best, predictions=outcome.predictions,
+        example_losses=outcome.example_losses,
+        dropped_completions=dict(session.dropped_completions) if session is not None else {},
         collapsed=outcome.collapsed, convergence=outcome.convergence, analysis=outcome.analysis, cost=cost, provenance=provenance(device, started_at),
         identity=Identity(model=model_identity(cfg.model, resolved), data=data_identity(cfg.task)),
         error=outcome.error, merge_max_abs_diff=outcome.merge_max_abs_diff,
@@ -207,13 +218,21 @@ def model_identity(model: ModelConfig, resolved: ResolvedRun) -> ModelIdentity:
 
 
 def still_improving(history: list[dict[str, float]], steps: int, metric: str, val_metrics: dict[str, float],
-                    val: SplitPredictions) -> Convergence:
-    """The convergence rule (lora_ablate.convergence) on the validation curve; its tolerance is
-    the standard error of validation accuracy, from the per-example correctness (also the
-    scale used for macro-F1, which has no per-example values)."""
+                    per_example: list[float]) -> Convergence:
+    """The convergence rule (lora_ablate.convergence) on the validation curve, in the metric's
+    direction; its tolerance is the standard error of the per-example values."""
     key = f"val/{metric}"
     return convergence(history, final_step=steps, key=key, final_value=val_metrics.get(key, math.nan),
-                       per_example=[float(c) for c in val.correct])
+                       per_example=per_example, higher_is_better=higher_is_better(metric))
+
+
+def per_example_values(val: Evaluation, metric: str) -> list[float]:
+    """What the convergence tolerance is the standard error of: each example's NLL per
+    completion token (SFT loss), its correct-token share (token accuracy), or its 0/1
+    correctness (accuracy, and the scale used for macro-F1, which has no per-example values)."""
+    if val.losses is not None:
+        return val.losses.mean_nll if metric == "loss" else val.losses.token_accuracy
+    return [float(p == y) for p, y in zip(val.predicted, val.labels)]
 
 
 def is_collapsed(val: SplitPredictions) -> bool:
@@ -253,6 +272,7 @@ def merge_difference(session: Session) -> float:
 def _best(history: list[dict[str, float]], final: dict[str, float], steps: int, metric: str) -> dict[str, float]:
     key = f"val/{metric}"
     points = [p for p in history if key in p] + [{"step": steps, key: final[key]}]
-    best = max(points, key=lambda p: p[key])
+    sign = 1 if higher_is_better(metric) else -1  # best validation loss is the lowest
+    best = max(points, key=lambda p: sign * p[key])
     return {"step": best["step"], key: best[key]}
 

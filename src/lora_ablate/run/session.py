@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from peft import get_peft_model
 
-from lora_ablate.config.schema import RunConfig
-from lora_ablate.data.encoded import encoded_splits
+from lora_ablate.config.schema import RunConfig, TaskFormat
+from lora_ablate.data.encoded import encoded_splits, sft_splits
 from lora_ablate.errors import ConfigError
 from lora_ablate.model.architectures import split_rules_for
 from lora_ablate.model.loading import load_model, load_tokenizer
@@ -24,7 +24,12 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
     """Everything that can fail on user input happens here, before the first step."""
     tokenizer = load_tokenizer(cfg.model, resolved.source)
     task = cfg.task
-    data = encoded_splits(task, tokenizer, resolved.task_format)
+    dropped: dict[str, int] = {}
+    if resolved.task_format == TaskFormat.sft:
+        data = sft_splits(task, tokenizer)
+        dropped = data.dropped
+    else:
+        data = encoded_splits(task, tokenizer, resolved.task_format)
     precision = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(derived_seed(cfg.seed, RandomStream.head))  # a new head is drawn from the global RNG
     base = load_model(cfg.model, resolved.source, resolved.model_config, resolved.task_format, task.num_labels)
@@ -52,6 +57,7 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
         val_items=data.validation,
         test_items=data.test,
         eval_batch_size=cfg.train.eval_batch_size,
+        dropped_completions=dropped,
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lora_ablate.config.schema import TaskConfig, TaskSource
+from lora_ablate.data.sft import SftExample
 from lora_ablate.data.splits import Example
 from lora_ablate.errors import ConfigError
 
@@ -44,6 +45,14 @@ class Source(ABC):
     @abstractmethod
     def load(self, cfg: TaskConfig) -> RawExamples:
         """Read the examples (fetching a packaged corpus on first use)."""
+
+    def load_sft(self, cfg: TaskConfig) -> list[SftExample]:
+        """The (prompt, completion) examples of an SFT task (task.format=sft)."""
+        raise ConfigError(
+            f"task.format=sft needs prompts and completions, which {self.describe(cfg)} (task.source="
+            f"{self.kind.value}) does not provide; SFT tasks read task.source=local files (task=local "
+            "task.path=FILE.jsonl with prompt/completion or messages columns)."
+        )
 
 
 def fixed_names(cfg: TaskConfig, names: list[str], corpus: str) -> list[str]:

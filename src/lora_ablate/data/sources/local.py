@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_ablate.config.schema import TaskConfig, TaskSource
+from lora_ablate.data.sft import SftExample
 from lora_ablate.data.sources.base import RawExamples, Source
 from lora_ablate.data.sources.rows import Row, labelled_examples
+from lora_ablate.data.sources.sft_rows import missing_column, sft_columns, sft_examples
 from lora_ablate.errors import ConfigError
 
 LOCAL_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -38,6 +40,24 @@ class LocalSource(Source):
         return f"task.path={cfg.path!r}"
 
     def load(self, cfg: TaskConfig) -> RawExamples:
+        rows, path = self._rows(cfg)
+        if path.suffix.lower() == ".csv":
+            _check_header(rows[0][1], cfg, path)
+        return RawExamples(*labelled_examples(rows, cfg))
+
+    def load_sft(self, cfg: TaskConfig) -> list[SftExample]:
+        rows, path = self._rows(cfg)
+        if path.suffix.lower() == ".csv":
+            if cfg.messages_column:
+                raise ConfigError(f"task.messages_column={cfg.messages_column!r} needs a .jsonl file (a chat is a list "
+                                  f"of messages, which a CSV cell cannot hold); {cfg.path!r} is a CSV file.")
+            for setting, column in sft_columns(cfg).items():  # the header, line 1, names the columns
+                if column not in rows[0][1]:
+                    raise missing_column(setting, column, list(rows[0][1]), path.name, "its header, line 1")
+        return sft_examples(rows, cfg, path.name)
+
+    def _rows(self, cfg: TaskConfig) -> tuple[tuple[Row, ...], Path]:
+        """The file's rows after the checks every local task makes (extension, size, encoding, not empty)."""
         path = Path(cfg.path).expanduser()
         if path.suffix.lower() not in LOCAL_SUFFIXES:
             raise ConfigError(
@@ -58,9 +78,7 @@ class LocalSource(Source):
         rows = local_rows(str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.encoding)
         if not rows:
             raise ConfigError(f"task.path={cfg.path!r} holds no examples; expected one example per row/line.")
-        if path.suffix.lower() == ".csv":
-            _check_header(rows[0][1], cfg, path)
-        return RawExamples(*labelled_examples(rows, cfg))
+        return rows, path
 
 
 def _check_header(first_row: dict[str, Any], cfg: TaskConfig, path: Path) -> None:
