@@ -2,15 +2,20 @@
 
 import pandas as pd
 
+from lora_ablate.config.metrics import DIRECTIONS
 from lora_ablate.records import LoadedRecord, Status
 from lora_ablate.report.runs import metric_columns
 
+# Names of metrics the harness does not record (a user's own records) whose lower values are better.
 LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "mse", "mae")
 
 
 def is_higher_better(metric: str) -> bool:
-    """Guess the direction of a metric from its name (losses and errors: lower is better)."""
+    """The direction of a metric the harness records (config.metrics, the one home of the
+    directions); for any other name a guess from the name: losses and errors are lower-better."""
     name = metric.rsplit("/", 1)[-1].lower()
+    if name in DIRECTIONS:
+        return DIRECTIONS[name] > 0
     return not any(part in name for part in LOWER_IS_BETTER)
 
 
