@@ -370,3 +370,27 @@ def test_report_confidence_sets_the_level_of_resolved_too(tmp_path):
         assert k["p_ttest_holm"] == pytest.approx(holm_p, rel=1e-3)
         assert bool(k["resolved"]) is resolved
         assert bool(k["diff_ci_low"] > 0) is resolved  # the interval agrees with "resolved"
+
+
+def test_a_loss_ranks_lowest_first_and_the_verdict_says_lower_loss_is_better(tmp_path):
+    """test/loss (1.2 − accuracy in the fake records): k's loss is lower than qv's on every
+    seed by a varying amount, so k ranks first, is resolved and the verdict calls the lower
+    loss better; the accuracy view of the same runs calls the same difference higher."""
+    diffs = np.array([0.03, 0.05, 0.04, 0.06, 0.035, 0.045, 0.05, 0.04])  # accuracy gains of k
+    rng = np.random.default_rng(1)
+    for s, d in enumerate(diffs):
+        base = 0.7 + 0.013 * s
+        for name, acc in (("qv", base), ("k", base + d), ("v", base - 0.002 * (s % 3))):
+            write_record(tmp_path / f"{name}-{s}", make_record(
+                model="m", task="t", target_set=name, budget="reference", scale=1.0, seed=s,
+                accuracy=acc, history_points=3, index=s, rng=rng, test_size=0))
+    loaded, runs = load(tmp_path)
+    summary = summarize(runs, loaded=loaded, metric="test/loss")
+    rows = summary.set_index("target_set")
+    assert rows.loc["k", "rank"] == 1 and rows.loc["k", "diff"] == pytest.approx(-diffs.mean())
+    assert rows.loc["k", "resolved"]
+    (verdict,) = verdicts(summary)
+    assert re.search(r"k vs qv: -0\.0\d\d \([^)]*\), lower test/loss: better", verdict.text)
+    (accuracy_verdict,) = verdicts(summarize(runs, loaded=loaded, metric="test/accuracy"))
+    assert re.search(r"k vs qv: \+0\.0\d\d \([^)]*\), higher test/accuracy: better",
+                     accuracy_verdict.text)

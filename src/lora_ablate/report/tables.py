@@ -199,8 +199,8 @@ def _group_keys(frame: pd.DataFrame) -> list[str]:
 
 
 def legend(baseline: str, confidence: float) -> str:
-    return (f"Mean ± half-width of the {confidence:.0%} t-interval over seeds. Bold: highest "
-            f"mean of its group over the seeds all its target sets share (a ranking, not a "
+    return (f"Mean ± half-width of the {confidence:.0%} t-interval over seeds. Bold: best "
+            f"mean of its group (highest; lowest for a loss) over the seeds all its target sets share (a ranking, not a "
             f"test); where sets share that mean, none is bold and each says {TIED}. "
             f"{MARK}: resolved against the baseline {baseline} by the family procedure "
             f"(Holm over the group's target sets). Δ: mean paired difference to {baseline} "

@@ -56,6 +56,13 @@ def comparison(row: Any, confidence: float) -> str:
             f"({interval}; Holm p {fmt_p(row.p_ttest_holm)}; {row.n_pairs} paired seeds{staged})")
 
 
+def direction(diff: float, metric: str) -> str:
+    """'lower test/loss: better' — which way a resolved difference goes and what that means
+    for this metric (a loss is better lower)."""
+    better = (diff > 0) == is_higher_better(metric)
+    return f"{'higher' if diff > 0 else 'lower'} {metric}: {'better' if better else 'worse'}"
+
+
 def _seeds(value: Any, note: Any) -> str | None:
     if value is not None and not pd.isna(value):
         return f"about {int(value)} paired seeds"
@@ -89,8 +96,9 @@ def _names(names: Sequence[str]) -> str:
 
 
 def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "Best") -> str:
-    """The target set with the highest mean over the seeds all of the group's target sets
-    share, named best only against the sets it is resolved against; ties are said."""
+    """The target set with the best mean (highest, or lowest for a loss) over the seeds all
+    of the group's target sets share, named best only against the sets it is resolved
+    against; ties are said."""
     higher = is_higher_better(metric)
     ranked = rows[rows["rank"].notna()]
     if ranked.empty:
@@ -119,7 +127,8 @@ def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "B
     if against:
         return (f"{what} on {metric}: {_safe(name)}, mean {mean:.3f} {over}, resolved better "
                 f"than {_names(against)}{rest_text}.")
-    return (f"No target set is resolved best on {metric}: {_safe(name)} has the highest mean "
+    return (f"No target set is resolved best on {metric}: {_safe(name)} has the "
+            f"{'highest' if higher else 'lowest'} mean "
             f"({mean:.3f} {over}) but is not separated from {_names(rest)} by any test.")
 
 
@@ -187,7 +196,7 @@ def group_verdict(key: Sequence[Any], rows: pd.DataFrame, *, tuned: pd.DataFrame
     if len(others):
         parts.append("Resolved against the baseline (Holm over the group's "
                      f"{len(others)} comparisons): "
-                     + ("; ".join(comparison(r, confidence)
+                     + ("; ".join(f"{comparison(r, confidence)}, {direction(r.diff, metric)}"
                                   for r in resolved.itertuples(index=False)) or "none") + ".")
     if len(open_):
         parts.append("Not resolved: " + "; ".join(
