@@ -149,3 +149,17 @@ def test_hashes_folders_and_ids_of_existing_configs_are_unchanged(overrides, exp
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     key = run_key(config, resolve_run(cfg).plan.target_set, overrides)
     assert (key.config_hash, run_dirname(overrides), key.run_id) == (expected_hash, folder, run_id)
+
+
+def test_a_setting_added_later_is_hashed_only_when_set():
+    """task.prompt_column came with SFT: at its default it leaves the hash of every earlier
+    cell as it was (the pinned cases above), and set to another value it makes a new cell."""
+    from lora_ablate.identity import ADDED_DEFAULTS, config_hash
+
+    assert ADDED_DEFAULTS["task.prompt_column"] == "prompt"
+    config = OmegaConf.to_container(OmegaConf.structured(compose_run([])), resolve=True, enum_to_str=True)
+    without = {**config, "task": {k: v for k, v in config["task"].items()
+                                  if k not in ("prompt_column", "completion_column", "messages_column")}}
+    assert config_hash(config) == config_hash(without)
+    changed = {**config, "task": {**config["task"], "prompt_column": "question"}}
+    assert config_hash(changed) != config_hash(config)

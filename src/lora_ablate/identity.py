@@ -41,10 +41,24 @@ def observing_keys(schema: type = RunConfig, prefix: str = "") -> frozenset[str]
     return frozenset(found)
 
 
+def added_defaults(schema: type = RunConfig, prefix: str = "") -> dict[str, Any]:
+    """Dotted config keys whose schema field is marked `hashed_when_set`, with their defaults."""
+    found: dict[str, Any] = {}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.metadata.get("hashed_when_set"):
+            found[prefix + f.name] = f.default
+        elif dataclasses.is_dataclass(hints[f.name]):
+            found |= added_defaults(hints[f.name], f"{prefix}{f.name}.")
+    return found
+
+
 # Override keys (command line or sweep params) that the labels already hold.
 LABEL_KEYS = label_overrides() | {SWEEP_GROUP}
 # Config keys (dotted prefixes) that change how a run is observed, not what it computes.
 OBSERVING_KEYS = observing_keys()
+# Keys added after records exist, hashed only when they differ from these defaults.
+ADDED_DEFAULTS = added_defaults()
 
 
 def _key(override: str) -> str:
@@ -78,9 +92,19 @@ def variant(overrides: list[str]) -> dict[str, str | None]:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """Hash of the resolved config without the observing keys."""
-    relevant = _without(config, OBSERVING_KEYS)
+    """Hash of the resolved config without the observing keys, and without the keys added
+    since records were first written while they hold their defaults."""
+    at_default = frozenset(k for k, default in ADDED_DEFAULTS.items() if _get(config, k, default) == default)
+    relevant = _without(config, OBSERVING_KEYS | at_default)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _get(config: dict[str, Any], dotted: str, missing: Any) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return missing
+        config = config[part]
+    return config
 
 
 def _without(config: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:

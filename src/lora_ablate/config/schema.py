@@ -25,6 +25,9 @@ from lora_ablate.errors import ConfigError
 # Marks a field that changes how a run is observed or where it runs, not what it computes:
 # left out of the config hash and the run folder's name (lora_ablate.identity reads it).
 OBSERVING = {"observing": True}
+# A setting added after records exist: left out of the config hash while it has its default,
+# so adding it keeps every earlier cell's hash (and a rerun skips them).
+ADDED = {"hashed_when_set": True}
 
 # conf/task/local.yaml serves classification and SFT: its task.metric follows task.format
 # (loss for sft, else accuracy). Registered with the schema, so wherever the YAML meets the
@@ -180,9 +183,9 @@ class TaskConfig:
     prompt: str = "{text}\nAnswer:"
     label_words: Optional[List[str]] = None
     # format=sft: the file's columns (prompt/completion pairs, or a chat's messages)
-    prompt_column: str = "prompt"
-    completion_column: str = "completion"
-    messages_column: Optional[str] = None  # set: each row is a chat, rendered with the tokenizer's template
+    prompt_column: str = field(default="prompt", metadata=ADDED)  # sft
+    completion_column: str = field(default="completion", metadata=ADDED)  # sft
+    messages_column: Optional[str] = field(default=None, metadata=ADDED)  # sft; set: each row is a chat, rendered with the tokenizer's template
 
     def __post_init__(self) -> None:
         checks = _Checks("task")
