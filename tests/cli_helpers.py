@@ -126,3 +126,18 @@ def records(sweep_dir: Path) -> dict[str, dict]:
         assert record.get("status") in STATUSES, f"{path}: status {record.get('status')!r}"
         out[rel] = record
     return out
+
+
+def call_in_process(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
+    """`lora-ablate ARGS` in this process: (exit status, stdout, stderr)."""
+    from lora_ablate.app import cli
+
+    monkeypatch.setattr(sys, "argv", ["lora-ablate", *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    try:
+        cli.main()
+        status = 0
+    except SystemExit as done:
+        status = done.code if isinstance(done.code, int) else 1
+    out, err = capsys.readouterr()
+    return status, out, err

@@ -5,14 +5,13 @@ Also what only prints: --version, -sc install=bash, --cfg hydra --resolve."""
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from lora_ablate import __version__
-from lora_ablate.app import cli
 from lora_ablate.app.overrides import read_command_line
+from cli_helpers import call_in_process as call
 
 TINY = ["model=tiny_bert", "train.device=cpu"]
 
@@ -31,17 +30,6 @@ def project(tmp_path, monkeypatch) -> Path:
 LOCAL = ["task=local", "task.path=data.csv", "task.train_size=20", "task.val_size=10", "task.test_size=10"]
 
 
-def call(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
-    """`lora-ablate ARGS` in this process: (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lora-ablate", *args])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    try:
-        cli.main()
-        status = 0
-    except SystemExit as done:
-        status = done.code if isinstance(done.code, int) else 1
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def assert_one_paragraph(status: int, err: str, folder: Path, *needles: str) -> None:

@@ -5,7 +5,6 @@ the data checks, the record's per-example losses, and the command line end to en
 import json
 import math
 import random
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli_helpers import records, run_cli
+from cli_helpers import call_in_process, records, run_cli
 from helpers import compose_run
-from lora_ablate.app import cli
 from lora_ablate.config.schema import TaskConfig
 from lora_ablate.data.sft import SftExample, encode_sft, split_sft_examples
 from lora_ablate.errors import ConfigError
@@ -225,14 +223,8 @@ def test_the_best_step_is_the_lowest_loss_and_convergence_reads_the_direction():
 
 def call(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
     """`lora-ablate ARGS` in this process: (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lora-ablate", *args])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    try:
-        cli.main()
-        status = 0
-    except SystemExit as done:
-        status = done.code if isinstance(done.code, int) else 1
-    return status, capsys.readouterr().err
+    status, _, err = call_in_process(monkeypatch, capsys, args)
+    return status, err
 
 
 def one_paragraph(status: int, err: str, folder: Path) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from lora_ablate.data.splits import check_sizes, normalised
+from lora_ablate.data.splits import check_fit, check_sizes, normalised
 from lora_ablate.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,27 +76,12 @@ def split_sft_examples(
         groups.setdefault(example.key(), []).append(example)
     # One completion per prompt, and a canonical order, so the file's order plays no part.
     unique = [min(group, key=lambda e: e.completion) for _, group in sorted(groups.items())]
-    _check_fit(len(examples), len(unique), train_size, val_size, test_size)
+    check_fit(len(examples), len(unique), train_size, val_size, test_size,
+              counted="distinct prompts", merged="merging {} repeated prompts")
     random.Random(f"lora-ablate/{data_seed}/sft").shuffle(unique)
     test, validation, rest = unique[:test_size], unique[test_size : test_size + val_size], unique[test_size + val_size :]
     train = rest if train_size is None else rest[:train_size]
     return train, validation, test
-
-
-def _check_fit(n_raw: int, n: int, train_size: int | None, val_size: int, test_size: int) -> None:
-    held = val_size + test_size
-    dropped = f" ({n_raw:,} before merging {n_raw - n:,} repeated prompts)" if n_raw != n else ""
-    if held >= n:
-        raise ConfigError(
-            f"task.val_size ({val_size:,}) + task.test_size ({test_size:,}) = {held:,} leaves no training data: "
-            f"the task has {n:,} distinct prompts{dropped}; choose sizes that add up to well under that number."
-        )
-    if train_size is not None and train_size > n - held:
-        raise ConfigError(
-            f"task.train_size={train_size:,} is more than the {n - held:,} examples left after holding out "
-            f"validation ({val_size:,}) and test ({test_size:,}) from {n:,}{dropped}; use at most {n - held:,}, "
-            "or null for all of them."
-        )
 
 
 # --- token ids -------------------------------------------------------------------------
@@ -109,7 +94,7 @@ def encode_sft(
     policy); `where` names the data in messages."""
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ConfigError(f"The tokenizer of this model has no EOS token, which SFT appends to every completion; "
+        raise ConfigError("The tokenizer of this model has no EOS token, which SFT appends to every completion; "
                           "use a model whose tokenizer defines eos_token.")
     encoded, dropped = {}, {}
     for name, examples in splits.items():

@@ -32,7 +32,7 @@ def split_examples(
     """
     check_sizes(train_size, val_size, test_size)
     unique = deduplicate(examples)
-    _check_fit(len(examples), len(unique), train_size, val_size, test_size)
+    check_fit(len(examples), len(unique), train_size, val_size, test_size)
     pools = _class_pools(unique, data_seed)
     rest_size = len(unique) - val_size - test_size
     table = allocate([len(pool) for pool in pools], [test_size, val_size, rest_size])
@@ -116,13 +116,17 @@ def _shuffled(examples: list[Example], data_seed: int, split: str) -> list[Examp
     return out
 
 
-def _check_fit(n_raw: int, n: int, train_size: int | None, val_size: int, test_size: int) -> None:
+def check_fit(n_raw: int, n: int, train_size: int | None, val_size: int, test_size: int, *,
+              counted: str = "distinct labelled examples",
+              merged: str = "removing {} duplicate or conflicting texts") -> None:
+    """ConfigError when the held-out sizes leave no training data or train_size asks for more
+    than is left; `counted` names what the n distinct examples are, `merged` how n_raw became n."""
     held = val_size + test_size
-    dropped = f" ({n_raw:,} before removing {n_raw - n:,} duplicate or conflicting texts)" if n_raw != n else ""
+    dropped = f" ({n_raw:,} before {merged.format(f'{n_raw - n:,}')})" if n_raw != n else ""
     if held >= n:
         raise ConfigError(
             f"task.val_size ({val_size:,}) + task.test_size ({test_size:,}) = {held:,} leaves no "
-            f"training data: the task has {n:,} distinct labelled examples{dropped}; choose sizes "
+            f"training data: the task has {n:,} {counted}{dropped}; choose sizes "
             "that add up to well under that number."
         )
     if train_size is not None and train_size > n - held:
