@@ -7,6 +7,7 @@ Version 3 types every section and writes the variant as an object; version 2 add
 `schema_version`, the labels, per-example predictions, the `collapsed` flag, identity,
 analysis and `interrupted`. Records of versions 1 and 2 keep loading. A completed record is
 never overwritten: `write_record` moves it aside as `result.<config hash>.json` first.
+One module (~360 lines) on purpose: the record's reader and writer must change together.
 """
 
 import json

@@ -6,7 +6,8 @@ overrides are checked against them first, with a close match: app/overrides.py);
 and forms are checked in `__post_init__`, which runs when OmegaConf.to_object builds the
 dataclasses, so single runs, dry runs and every cell of a sweep are checked by the same
 code, once. Checks that need data, a model or the machine are made before training by
-app/preflight.py."""
+app/preflight.py. One file (~390 lines) on purpose: it is the one tree Hydra composes onto, and
+its field metadata (observing, hashed_when_set) is read whole by run identity."""
 
 import difflib
 import math
