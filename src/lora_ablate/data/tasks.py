@@ -97,7 +97,9 @@ def check_task_config(cfg: TaskConfig) -> None:
     source = source_for(cfg)
     source.check(cfg)
     _check_encoding(cfg.encoding)
-    if cfg.format == TaskFormat.sft:  # no labels, no prompt template: the data holds the prompts
+    if cfg.format == TaskFormat.sft:  # no labels; a prompt template only where the source fills one
+        if source.uses_prompt_template:
+            _check_prompt(cfg)
         return
     _check_labels(cfg)
     _check_prompt(cfg)

@@ -25,6 +25,9 @@ class Source(ABC):
     instance of a subclass, is found by the registry (sources/__init__.py)."""
 
     kind: ClassVar[TaskSource]
+    # Whether its SFT prompts are task.prompt filled with {text} (checked like a classification
+    # prompt); local and hub SFT files hold their prompts.
+    uses_prompt_template: ClassVar[bool] = False
 
     def check(self, cfg: TaskConfig) -> None:
         """Raise ConfigError for settings this source needs that cannot work (no data read)."""
