@@ -185,6 +185,9 @@ class TaskConfig:
     label_words: Optional[List[str]] = None
     # format=sft: the file's columns (prompt/completion pairs, or a chat's messages)
     prompt_column: str = field(default="prompt", metadata=ADDED)  # sft
+    # sft: prompts built from columns, e.g. ["{instruction}\n\n{input}\n", "{instruction}\n"]: the first whose
+    # columns all hold text in a row (data/sources/prompt_templates.py); None: task.prompt_column
+    prompt_templates: Optional[List[str]] = field(default=None, metadata=ADDED)
     completion_column: str = field(default="completion", metadata=ADDED)  # sft
     messages_column: Optional[str] = field(default=None, metadata=ADDED)  # sft; set: each row is a chat, rendered with the tokenizer's template
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from lora_ablate.config.schema import TaskConfig, TaskFormat
 from lora_ablate.data.sft import SftExample, split_sft_examples
 from lora_ablate.data.sources import source_for
+from lora_ablate.data.sources.prompt_templates import prompt_templates
 from lora_ablate.data.splits import Example, split_examples
 from lora_ablate.errors import ConfigError
-
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,14 @@ def check_task_config(cfg: TaskConfig) -> None:
     source = source_for(cfg)
     source.check(cfg)
     _check_encoding(cfg.encoding)
-    if cfg.format == TaskFormat.sft:  # no labels, no prompt template: the data holds the prompts
+    if cfg.format == TaskFormat.sft:  # no labels, no task.prompt: the data holds the prompts
+        prompt_templates(cfg)  # parsed now, so a dry run rejects a bad one
         return
+    if cfg.prompt_templates is not None:
+        raise ConfigError(
+            f"task.prompt_templates={list(cfg.prompt_templates)} builds the prompts of SFT tasks (task.format=sft), "
+            f"but task {cfg.name!r} is a classification task, whose prompt is task.prompt; remove it or set task.format=sft."
+        )
     _check_labels(cfg)
     _check_prompt(cfg)
     if (known := source.label_names(cfg)) is not None:  # a pinned corpus: its labels are known now
