@@ -96,15 +96,10 @@ def check_task_config(cfg: TaskConfig) -> None:
     schema, TaskConfig, has checked the source, the format, the sizes and max_length)."""
     source = source_for(cfg)
     source.check(cfg)
+    _check_prompt_templates(cfg)
     _check_encoding(cfg.encoding)
-    if cfg.format == TaskFormat.sft:  # no labels, no task.prompt: the data holds the prompts
-        prompt_templates(cfg)  # parsed now, so a dry run rejects a bad one
+    if cfg.format == TaskFormat.sft:  # no labels, no prompt template: the data holds the prompts
         return
-    if cfg.prompt_templates is not None:
-        raise ConfigError(
-            f"task.prompt_templates={list(cfg.prompt_templates)} builds the prompts of SFT tasks (task.format=sft), "
-            f"but task {cfg.name!r} is a classification task, whose prompt is task.prompt; remove it or set task.format=sft."
-        )
     _check_labels(cfg)
     _check_prompt(cfg)
     if (known := source.label_names(cfg)) is not None:  # a pinned corpus: its labels are known now
@@ -152,4 +147,16 @@ def _check_prompt(cfg: TaskConfig) -> None:
         raise ConfigError(
             f"task.prompt={cfg.prompt!r} uses the fields {sorted(fields)}, but this task needs exactly "
             f"{sorted(wanted)} ({why}); write literal braces as '{{{{' and '}}}}'."
+        )
+
+
+def _check_prompt_templates(cfg: TaskConfig) -> None:
+    """SFT prompts built from columns: parsed now, so a dry run rejects a bad template;
+    a classification task's prompt is task.prompt."""
+    if cfg.format == TaskFormat.sft:
+        prompt_templates(cfg)
+    elif cfg.prompt_templates is not None:
+        raise ConfigError(
+            f"task.prompt_templates={list(cfg.prompt_templates)} builds the prompts of SFT tasks (task.format=sft), "
+            f"but task {cfg.name!r} is a classification task, whose prompt is task.prompt; remove it or set task.format=sft."
         )
