@@ -185,8 +185,17 @@ class TaskConfig:
     label_words: Optional[List[str]] = None
     # format=sft: the file's columns (prompt/completion pairs, or a chat's messages)
     prompt_column: str = field(default="prompt", metadata=ADDED)  # sft
+    # sft: prompts built from columns, e.g. ["{instruction}\n\n{input}\n", "{instruction}\n"]: the first whose
+    # columns all hold text in a row (data/sources/prompt_templates.py); None: task.prompt_column
+    prompt_templates: Optional[List[str]] = field(default=None, metadata=ADDED)
     completion_column: str = field(default="completion", metadata=ADDED)  # sft
     messages_column: Optional[str] = field(default=None, metadata=ADDED)  # sft; set: each row is a chat, rendered with the tokenizer's template
+    # format=sft, a checkable answer: greedy generation of at most max_new_tokens (0: none),
+    # stopped at EOS or a stop string; exact match compares the text after the LAST
+    # answer_marker (None: the whole completion), whitespace collapsed (run/sft_generate.py)
+    max_new_tokens: int = field(default=0, metadata=ADDED)
+    stop_strings: List[str] = field(default_factory=list, metadata=ADDED)
+    answer_marker: Optional[str] = field(default=None, metadata=ADDED)
 
     def __post_init__(self) -> None:
         checks = _Checks("task")

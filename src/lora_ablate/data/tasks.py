@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from lora_ablate.config.schema import TaskConfig, TaskFormat
 from lora_ablate.data.sft import SftExample, split_sft_examples
 from lora_ablate.data.sources import source_for
+from lora_ablate.data.sources.prompt_templates import prompt_templates
 from lora_ablate.data.splits import Example, split_examples
 from lora_ablate.errors import ConfigError
-
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ def check_task_config(cfg: TaskConfig) -> None:
     schema, TaskConfig, has checked the source, the format, the sizes and max_length)."""
     source = source_for(cfg)
     source.check(cfg)
+    _check_prompt_templates(cfg)
     _check_encoding(cfg.encoding)
     if cfg.format == TaskFormat.sft:  # no labels; a prompt template only where the source fills one
         if source.uses_prompt_template:
@@ -148,4 +149,16 @@ def _check_prompt(cfg: TaskConfig) -> None:
         raise ConfigError(
             f"task.prompt={cfg.prompt!r} uses the fields {sorted(fields)}, but this task needs exactly "
             f"{sorted(wanted)} ({why}); write literal braces as '{{{{' and '}}}}'."
+        )
+
+
+def _check_prompt_templates(cfg: TaskConfig) -> None:
+    """SFT prompts built from columns: parsed now, so a dry run rejects a bad template;
+    a classification task's prompt is task.prompt."""
+    if cfg.format == TaskFormat.sft:
+        prompt_templates(cfg)
+    elif cfg.prompt_templates is not None:
+        raise ConfigError(
+            f"task.prompt_templates={list(cfg.prompt_templates)} builds the prompts of SFT tasks (task.format=sft), "
+            f"but task {cfg.name!r} is a classification task, whose prompt is task.prompt; remove it or set task.format=sft."
         )

@@ -54,7 +54,8 @@ class Source(ABC):
         raise ConfigError(
             f"task.format=sft needs prompts and completions, which {self.describe(cfg)} (task.source="
             f"{self.kind.value}) does not provide; SFT tasks read task.source=local files (task=local "
-            "task.path=FILE.jsonl with prompt/completion or messages columns)."
+            "task.path=FILE.jsonl with prompt/completion or messages columns) or hub data sets (task.source=hub, "
+            "e.g. task=alpaca)."
         )
 
 

@@ -1,13 +1,19 @@
 """`task.source=hub`: a Hugging Face hub data set (needs the optional `datasets`); its
-labelled splits are pooled and split again like every other source."""
+labelled splits are pooled and split again like every other source. SFT tasks read it
+through the same row functions as local files (sources/sft_rows.py)."""
 
+import logging
 from typing import Any
 
 from lora_ablate.config.schema import TaskConfig, TaskSource
+from lora_ablate.data.sft import SftExample
 from lora_ablate.data.sources.base import RawExamples, Source, fixed_names
 from lora_ablate.data.sources.rows import Row, columns, labelled_examples
+from lora_ablate.data.sources.sft_rows import check_columns, read_columns, sft_examples
 from lora_ablate.data.splits import Example
 from lora_ablate.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class HubSource(Source):
@@ -31,6 +37,25 @@ class HubSource(Source):
         names = fixed_names(cfg, list(feature.names), f"hub dataset {cfg.hub_id!r}")
         return RawExamples(names, [Example(t, v, p) for t, p, (_, v) in zip(texts, pairs, labels) if v >= 0])
 
+    def load_sft(self, cfg: TaskConfig) -> list[SftExample]:
+        """Every split's rows; a row without a completion (a split whose answers are held
+        back) is unlabelled, and left out like a hidden classification label."""
+        splits = _load_dataset(cfg)
+        data_name = f"hub dataset {cfg.hub_id!r}" + (f" (config {cfg.hub_config!r})" if cfg.hub_config else "")
+        wanted = read_columns(cfg)
+        rows: list[Row] = []
+        for name in sorted(splits):
+            split = splits[name]
+            check_columns(cfg, list(split.column_names), data_name, f"split {name!r}")
+            data = {c: list(split[c]) for c in wanted}  # whole columns: much faster than row dicts
+            rows += [(f"row {i + 1} of split {name!r} of {cfg.hub_id!r}", {c: data[c][i] for c in wanted})
+                     for i in range(len(split))]
+        labelled = rows if cfg.messages_column else [row for row in rows if _has_text(row[1][cfg.completion_column])]
+        if len(labelled) < len(rows):
+            log.info("%s: left out %d rows without a completion (task.completion_column=%r)", data_name,
+                     len(rows) - len(labelled), cfg.completion_column)
+        return sft_examples(labelled, cfg, data_name)
+
 
 SOURCE = HubSource()
 
@@ -53,6 +78,10 @@ def _load_dataset(cfg: TaskConfig) -> Any:
             f"({type(err).__name__}: {first}); check the names and the network, or export the data "
             "to a file and use task=local."
         ) from err
+
+
+def _has_text(value: Any) -> bool:
+    return value is not None and (not isinstance(value, str) or bool(value.strip()))
 
 
 def _hub_rows(split: Any, name: str, cfg: TaskConfig) -> list[Row]:

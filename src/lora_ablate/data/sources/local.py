@@ -12,7 +12,7 @@ from lora_ablate.config.schema import TaskConfig, TaskSource
 from lora_ablate.data.sft import SftExample
 from lora_ablate.data.sources.base import RawExamples, Source
 from lora_ablate.data.sources.rows import Row, labelled_examples
-from lora_ablate.data.sources.sft_rows import missing_column, sft_columns, sft_examples
+from lora_ablate.data.sources.sft_rows import check_columns, sft_examples
 from lora_ablate.errors import ConfigError
 
 LOCAL_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -51,9 +51,7 @@ class LocalSource(Source):
             if cfg.messages_column:
                 raise ConfigError(f"task.messages_column={cfg.messages_column!r} needs a .jsonl file (a chat is a list "
                                   f"of messages, which a CSV cell cannot hold); {cfg.path!r} is a CSV file.")
-            for setting, column in sft_columns(cfg).items():  # the header, line 1, names the columns
-                if column not in rows[0][1]:
-                    raise missing_column(setting, column, list(rows[0][1]), path.name, "its header, line 1")
+            check_columns(cfg, list(rows[0][1]), path.name, "its header, line 1")  # the header names the columns
         return sft_examples(rows, cfg, path.name)
 
     def _rows(self, cfg: TaskConfig) -> tuple[tuple[Row, ...], Path]:

@@ -1,20 +1,46 @@
-"""Records (a user's file) -> SFT examples: prompt/completion columns, or a column of chat
-messages whose last assistant turn is the completion. Every bad cell is named with its row."""
+"""Records (a user's file, a hub split) -> SFT examples: prompt/completion columns, prompts
+built from several columns (task.prompt_templates), or a column of chat messages whose last
+assistant turn is the completion. Every bad cell is named with its row."""
 
 from collections.abc import Sequence
 from typing import Any
 
 from lora_ablate.config.schema import TaskConfig
 from lora_ablate.data.sft import SftExample, Turn
+from lora_ablate.data.sources.prompt_templates import SETTING, PromptTemplate, prompt_templates, render_prompt
 from lora_ablate.data.sources.rows import Row
 from lora_ablate.errors import ConfigError
 
 
 def sft_columns(cfg: TaskConfig) -> dict[str, str]:
-    """The settings naming the columns an SFT task reads, and their values."""
+    """The settings naming the columns an SFT task reads, and their values (the columns of
+    task.prompt_templates: `check_columns`)."""
     if cfg.messages_column:
         return {"task.messages_column": cfg.messages_column}
+    if cfg.prompt_templates is not None:
+        return {"task.completion_column": cfg.completion_column}
     return {"task.prompt_column": cfg.prompt_column, "task.completion_column": cfg.completion_column}
+
+
+def read_columns(cfg: TaskConfig) -> list[str]:
+    """Every column an SFT task reads: its settings' and its prompt templates'."""
+    templated = [column for template in prompt_templates(cfg) for column in template.columns]
+    return list(dict.fromkeys([*sft_columns(cfg).values(), *templated]))
+
+
+def check_columns(cfg: TaskConfig, columns: Sequence[str], data_name: str, line: str) -> None:
+    """A ConfigError naming the first column the task reads that `columns` lacks (`line`
+    says where those columns were seen, e.g. "its header, line 1" or "split 'train'")."""
+    for setting, column in sft_columns(cfg).items():
+        if column not in columns:
+            raise missing_column(setting, column, columns, data_name, line)
+    for index, template in enumerate(prompt_templates(cfg)):
+        if missing := [column for column in template.columns if column not in columns]:
+            raise ConfigError(
+                f"{SETTING}[{index}]={template.text!r} uses the field {{{missing[0]}}}, which is not a column of "
+                f"{data_name} (columns on {line}: {', '.join(map(str, columns)) or 'none'}); use only those "
+                "columns as fields, or fix the data."
+            )
 
 
 def missing_column(setting: str, column: str, columns: Sequence[str], file_name: str, line: str) -> ConfigError:
@@ -27,18 +53,24 @@ def missing_column(setting: str, column: str, columns: Sequence[str], file_name:
 
 def sft_examples(rows: Sequence[Row], cfg: TaskConfig, file_name: str) -> list[SftExample]:
     """One example per row, checking that the columns exist and hold text (or chats)."""
-    settings = sft_columns(cfg)
+    templates = prompt_templates(cfg)
+    wanted = read_columns(cfg)
     examples = []
     for where, record in rows:
-        for setting, column in settings.items():
-            if column not in record:
-                raise missing_column(setting, column, list(record), file_name, where.split(" of ")[0])
+        if any(column not in record for column in wanted):
+            check_columns(cfg, list(record), file_name, where.split(" of ")[0])
         if cfg.messages_column:
             examples.append(_chat_example(record[cfg.messages_column], where, cfg.messages_column))
         else:
-            examples.append(SftExample(_text(record[cfg.prompt_column], where, cfg.prompt_column),
+            examples.append(SftExample(_prompt(record, where, cfg, templates),
                                        _text(record[cfg.completion_column], where, cfg.completion_column)))
     return examples
+
+
+def _prompt(record: dict[str, Any], where: str, cfg: TaskConfig, templates: list[PromptTemplate]) -> str:
+    if templates:
+        return render_prompt(templates, record, where)
+    return _text(record[cfg.prompt_column], where, cfg.prompt_column)
 
 
 def _text(value: Any, where: str, column: str) -> str:
