@@ -543,6 +543,9 @@ def test_bbc_headlines_prompt_template_is_checked_before_reading_data() -> None:
     with pytest.raises(ConfigError) as err:
         check_task_config(replace(preset("bbc_headlines"), prompt="Article: {article}\nHeadline:"))
     assert "task.prompt" in message_of(err) and "{article}" not in message_of(err).split("fields")[1][:5]
+    with pytest.raises(ConfigError) as err:
+        check_task_config(replace(preset("bbc_headlines"), prompt_templates=["{question}"]))
+    assert "task.prompt_templates is set" in message_of(err) and "task 'bbc_headlines'" in message_of(err)
 
 # --- local files: encoding, header, labels, caching --------------------------------
 

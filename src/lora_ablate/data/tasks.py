@@ -100,6 +100,11 @@ def check_task_config(cfg: TaskConfig) -> None:
     _check_encoding(cfg.encoding)
     if cfg.format == TaskFormat.sft:  # no labels; a prompt template only where the source fills one
         if source.uses_prompt_template:
+            if cfg.prompt_templates is not None:
+                raise ConfigError(
+                    f"task.prompt_templates is set, but {source.describe(cfg)} builds its prompts from "
+                    f"task.prompt ({cfg.prompt!r}) over the text it provides; remove task.prompt_templates "
+                    "(they select columns of local or hub data) or change task.prompt.")
             _check_prompt(cfg)
         return
     _check_labels(cfg)
