@@ -27,7 +27,7 @@ import pytest
 from simulation import Scenario, Tally, fixed, staged, sweeps, upper
 
 from lora_ablate.report.compare import Settings, compare_group
-from lora_ablate.report.examples import Correctness
+from lora_ablate.report.examples import ExampleValues
 from lora_ablate.report.staged import StagedDesign
 from lora_ablate.report.summary import SUMMARY_COLUMNS, ordered_table
 from lora_ablate.report.tables import md_table, summary_tables
@@ -152,14 +152,14 @@ def _flip(base: np.ndarray, change: int, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def awkward_group(rng: np.random.Generator) -> tuple[pd.DataFrame, Correctness | None]:
+def awkward_group(rng: np.random.Generator) -> tuple[pd.DataFrame, ExampleValues | None]:
     """A group with some of: exact cancellations, NaN metrics, one-seed cells, all-tied or
     tied cells, failed seeds (missing rows), and no per-example predictions."""
     names = SETS[: int(rng.integers(2, len(SETS) + 1))]
     cancel = rng.random() < 0.3
     seeds = 5 if cancel else int(rng.integers(1, 7))
     m = 2000 if cancel else int(rng.choice([1, 50, 300]))
-    all_tied, correct, rows = rng.random() < 0.1, Correctness("test"), []
+    all_tied, correct, rows = rng.random() < 0.1, ExampleValues("test", "test/accuracy"), []
     for s in range(seeds):
         base = rng.random(m) < rng.uniform(0.4, 0.95)
         for t, name in enumerate(names):
@@ -171,7 +171,7 @@ def awkward_group(rng: np.random.Generator) -> tuple[pd.DataFrame, Correctness |
                 arr = _flip(base, int(rng.integers(-m // 10, m // 10 + 1)), rng) if m > 10 \
                     else rng.random(m) < 0.8
             run = len(rows)
-            correct.by_run[run], correct.labels[run] = arr, 0
+            correct.by_run[run], correct.examples[run] = arr, 0
             rows.append({"target_set": name, "seed": s, "value": float(arr.mean()), "run": run})
     values = pd.DataFrame(rows)
     if rng.random() < 0.3:  # failed seeds: their runs have no record of a metric
