@@ -3,7 +3,8 @@ latent model with example difficulty, seed noise, set effects and a set × examp
 through the report's own statistics, with binomial margins on every rate:
 
 - family-wise error of "resolved" ≤ 5 % under the null, with and without the interaction,
-  for the fixed design (5 seeds) and the staged design (5 → 15 seeds);
+  for the fixed design (5 seeds) and the staged design (5 → 15 seeds), and for continuous
+  per-example values (SFT losses, simulation.LossScenario) with the interaction;
 - coverage of the printed (Holm-level) and per-comparison intervals ≥ 93 %;
 - power ≥ 90 % for a 5-point effect at a seed sd of 3 points under the recommended staged
   design (stage 1: 5 seeds at α1 = 0.01; continue below stage-1 p 0.2; up to 15 seeds);
@@ -24,7 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from simulation import Scenario, Tally, fixed, staged, sweeps, upper
+from simulation import LossScenario, Scenario, Tally, fixed, loss_sweeps, staged, sweeps, upper
 
 from lora_ablate.report.compare import Settings, compare_group
 from lora_ablate.report.examples import ExampleValues
@@ -96,6 +97,23 @@ def test_family_wise_error_under_the_null(name, design):
     report(name, design, tally)
     assert tally.sweeps >= NULL_SWEEPS
     assert tally.fwer <= upper(0.05, tally.sweeps)
+
+
+def test_family_wise_error_for_continuous_per_example_values():
+    """SFT loss comparisons pair continuous per-example values (nll_i / mean tokens): under
+    the null with a set × example term, "resolved" keeps the family-wise error at 5 %; an SE
+    over seeds alone would not (the term is what keeps it)."""
+    rng = np.random.default_rng(20)
+    tally, seeds_only = Tally(np.zeros(CANDIDATES)), Tally(np.zeros(CANDIDATES))
+    for d in loss_sweeps(LossScenario(candidates=CANDIDATES), rng, NULL_SWEEPS):
+        tally.add(fixed(d))
+        seeds_only.add(fixed(d, examples=False))
+    report("null_loss", "fixed", tally)
+    report("null_loss", "seeds", seeds_only)
+    assert tally.sweeps >= NULL_SWEEPS and tally.intervals > 1000
+    assert tally.fwer <= upper(0.05, tally.sweeps)
+    assert tally.coverage >= 0.93 and tally.coverage_per_comparison >= 0.93
+    assert seeds_only.fwer > upper(0.05, seeds_only.sweeps)
 
 
 def test_power_for_five_points_at_seed_sd_three_under_the_staged_design():
