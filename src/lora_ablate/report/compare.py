@@ -3,12 +3,12 @@
 Shared by the plain summary and the tuned comparison, so both report the same statistics:
 the mean over the seeds shared with the baseline (and the unpaired mean beside it), the
 t-interval over seeds, and the family procedure (family.py): the paired difference with
-its SE (seeds, plus the set × example term where per-example values exist: examples.py), its t p,
-Holm over every non-baseline target set of the group, and the interval at the level of
-its Holm step, so that the interval excludes 0 exactly when the row is resolved. Beside
-them: sign-flip and Wilcoxon p, McNemar per seed by direction (0/1 per-example values
-only), family-level planning, and
-ranks over the seeds every target set of the group shares.
+its SE (seeds, plus the set × example term where per-example values exist: examples.py),
+its t p, Holm over every non-baseline target set of the group, and the interval at the
+level of its Holm step, so that the interval excludes 0 exactly when the row is resolved.
+Beside them: sign-flip and Wilcoxon p, McNemar per seed by direction (0/1 per-example
+values only), family-level planning, and ranks over the seeds every target set of the
+group shares.
 """
 
 import functools
@@ -118,7 +118,8 @@ def _per_example(pairs: Pairs, examples: ExampleValues | None) -> np.ndarray | N
             or not examples.pairable([*pairs.runs, *pairs.base_runs]):
         return None
     value = examples.by_run
-    return np.stack([np.asarray(value[a], dtype=np.float64) - np.asarray(value[b], dtype=np.float64)
+    return np.stack([np.asarray(value[a], dtype=np.float64)
+                     - np.asarray(value[b], dtype=np.float64)
                      for a, b in zip(pairs.runs, pairs.base_runs)])
 
 

@@ -278,8 +278,9 @@ def summary_tables(summary: pd.DataFrame, confidence: float = 0.95,
                      for row in rows.to_dict("records"))
         metric = rows["metric"].iloc[0] if "metric" in rows else ""
         leading = next((i for i, c in enumerate(columns) if not c.text), len(columns))
-        tables.append(Table(f"{group_title(named)} — {axis_label(metric, '')}", tuple(c.header for c in columns),
-                            body, text_columns=max(1, leading),
+        title = f"{group_title(named)} — {axis_label(metric, '')}"
+        tables.append(Table(title, tuple(c.header for c in columns), body,
+                            text_columns=max(1, leading),
                             caption=interval_caption(rows, confidence)))
     return tables
 

@@ -65,7 +65,6 @@ def direction(diff: float, metric: str) -> str:
             f"{'better' if better else 'worse'}")
 
 
-
 def _seeds(value: Any, note: Any) -> str | None:
     if value is not None and not pd.isna(value):
         return f"about {int(value)} paired seeds"
@@ -114,8 +113,8 @@ def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "B
         return (f"Only {_safe(top['target_set'].iloc[0])} ran in this group (mean "
                 f"{top['mean_common'].iloc[0]:.3f} {over.replace(' all target sets share', '')}).")
     if len(top) > 1:
-        return (f"{what} on {metric} ({better_way(metric)}): a tie between {_names(top['target_set'])} (mean "
-                f"{top['mean_common'].iloc[0]:.3f} {over}).")
+        return (f"{what} on {metric} ({better_way(metric)}): a tie between "
+                f"{_names(top['target_set'])} (mean {top['mean_common'].iloc[0]:.3f} {over}).")
     name = str(top["target_set"].iloc[0])
     mean = top["mean_common"].iloc[0]
     resolved = rows["resolved"].fillna(False).astype(bool)
@@ -128,10 +127,10 @@ def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "B
     rest = [n for n in rows["target_set"] if n not in (name, *against)]
     rest_text = (f"; not separated from {_names(rest)} by any test" if rest else "")
     if against:
-        return (f"{what} on {metric} ({better_way(metric)}): {_safe(name)}, mean {mean:.3f} {over}, resolved better "
-                f"than {_names(against)}{rest_text}.")
-    return (f"No target set is resolved best on {metric} ({better_way(metric)}): {_safe(name)} has the "
-            f"{'highest' if higher else 'lowest'} mean "
+        return (f"{what} on {metric} ({better_way(metric)}): {_safe(name)}, mean {mean:.3f} "
+                f"{over}, resolved better than {_names(against)}{rest_text}.")
+    return (f"No target set is resolved best on {metric} ({better_way(metric)}): {_safe(name)} "
+            f"has the {'highest' if higher else 'lowest'} mean "
             f"({mean:.3f} {over}) but is not separated from {_names(rest)} by any test.")
 
 
@@ -180,9 +179,9 @@ def _tuning_sentence(rows: pd.DataFrame, tune: list[str],
     if "tie_note" in rows:
         caveats += [f"{_safe(r.target_set)}: {r.tie_note}" for r in rows.itertuples(index=False)
                     if isinstance(r.tie_note, str) and r.tie_note]
-    caveats.append(f"the tuned values were chosen on the validation metric of the same seeds "
-                   f"that give the test comparison, so each tuned test mean is optimistic "
-                   f"(selection bias; a few tenths of a point in simulation)")
+    caveats.append("the tuned values were chosen on the validation metric of the same seeds "
+                   "that give the test comparison, so each tuned test mean is optimistic "
+                   "(selection bias; a few tenths of an accuracy point in simulation)")
     return text, caveats
 
 
