@@ -92,11 +92,52 @@ def sweeps(scenario: Scenario, rng: np.random.Generator, total: int,
         done += size
 
 
-def fixed(d: np.ndarray, alpha: float = 0.05, seeds: int | None = None) -> list[FamilyResult]:
-    """The fixed design's family test on the first `seeds` seeds of one sweep."""
+@dataclass(frozen=True)
+class LossScenario:
+    """Continuous per-example values under the null: the SFT loss of run s of target set t
+    on example i, as the report pairs it (nll_i / mean tokens, examples.py), is
+
+        x = (tokens_i / mean tokens) · exp(b_i + a_s + v_{t,s} + γ_{t,i} + ε_{t,s,i}),
+
+    with example difficulty b, a seed effect a shared by every target set, set × seed noise
+    v, a set × example term γ and run × example noise ε, all normal and the same for every
+    target set, so every true difference is 0 (over seeds and examples alike)."""
+
+    candidates: int = 8
+    seeds: int = 5
+    examples: int = 500
+    seed_sd: float = 0.02  # of v
+    interaction: float = 0.3  # sd of γ: its part of a difference is as large as the seeds'
+
+    noise: float = 0.3  # sd of ε
+
+
+def loss_sweeps(scenario: LossScenario, rng: np.random.Generator, total: int,
+                batch: int = 25) -> Iterator[np.ndarray]:
+    """Per sweep, the per-example loss differences to the baseline: (candidates, seeds,
+    examples) float."""
+    k, n, m = scenario.candidates + 1, scenario.seeds, scenario.examples
+    done = 0
+    while done < total:
+        size = min(batch, total - done)
+        tokens = rng.integers(3, 30, (size, 1, 1, m)).astype(np.float32)
+        z = (rng.standard_normal((size, 1, 1, m), dtype=np.float32) * 0.5
+             + rng.standard_normal((size, 1, n, 1), dtype=np.float32) * 0.1
+             + rng.standard_normal((size, k, n, 1), dtype=np.float32) * scenario.seed_sd
+             + rng.standard_normal((size, k, 1, m), dtype=np.float32) * scenario.interaction
+             + rng.standard_normal((size, k, n, m), dtype=np.float32) * scenario.noise)
+        x = (tokens / tokens.mean(axis=-1, keepdims=True) * np.exp(z)).astype(np.float64)
+        yield from x[:, 1:] - x[:, :1]
+        done += size
+
+
+def fixed(d: np.ndarray, alpha: float = 0.05, seeds: int | None = None,
+          examples: bool = True) -> list[FamilyResult]:
+    """The fixed design's family test on the first `seeds` seeds of one sweep (`examples`
+    False: an SE over seeds only, as if there were no per-example values)."""
     d = d[:, :seeds] if seeds else d
-    return family_test([paired_difference(f"s{t}", x.mean(axis=1), x) for t, x in enumerate(d)],
-                       alpha)
+    return family_test([paired_difference(f"s{t}", x.mean(axis=1), x if examples else None)
+                        for t, x in enumerate(d)], alpha)
 
 
 def staged(d: np.ndarray, design: StagedDesign) -> list[FamilyResult]:

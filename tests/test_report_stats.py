@@ -305,7 +305,8 @@ def test_a_set_with_a_diverged_seed_is_not_best_over_a_baseline_it_trails(tmp_pa
     assert rows.loc["qv", "n_common"] == 4
     (verdict,) = verdicts(summary)
     best = verdict.text.split("Resolved against")[0]
-    assert "all has the highest" not in best and "Best on test/accuracy: all" not in best
+    assert "all has the highest" not in best
+    assert "Best on test/accuracy (higher is better): all" not in best
     assert "qv" in best
 
 
@@ -390,7 +391,9 @@ def test_a_loss_ranks_lowest_first_and_the_verdict_says_lower_loss_is_better(tmp
     assert rows.loc["k", "rank"] == 1 and rows.loc["k", "diff"] == pytest.approx(-diffs.mean())
     assert rows.loc["k", "resolved"]
     (verdict,) = verdicts(summary)
-    assert re.search(r"k vs qv: -0\.0\d\d \([^)]*\), lower test/loss: better", verdict.text)
+    assert re.search(r"k vs qv: -0\.0\d\d \([^)]*\), lower loss by 0\.0\d\d \(test/loss\): better",
+                     verdict.text)
     (accuracy_verdict,) = verdicts(summarize(runs, loaded=loaded, metric="test/accuracy"))
-    assert re.search(r"k vs qv: \+0\.0\d\d \([^)]*\), higher test/accuracy: better",
+    assert re.search(r"k vs qv: \+0\.0\d\d \([^)]*\), higher accuracy by 0\.0\d\d \(test/accuracy\): "
+                     r"better",
                      accuracy_verdict.text)

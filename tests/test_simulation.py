@@ -3,7 +3,8 @@ latent model with example difficulty, seed noise, set effects and a set × examp
 through the report's own statistics, with binomial margins on every rate:
 
 - family-wise error of "resolved" ≤ 5 % under the null, with and without the interaction,
-  for the fixed design (5 seeds) and the staged design (5 → 15 seeds);
+  for the fixed design (5 seeds) and the staged design (5 → 15 seeds), and for continuous
+  per-example values (SFT losses, simulation.LossScenario) with the interaction;
 - coverage of the printed (Holm-level) and per-comparison intervals ≥ 93 %;
 - power ≥ 90 % for a 5-point effect at a seed sd of 3 points under the recommended staged
   design (stage 1: 5 seeds at α1 = 0.01; continue below stage-1 p 0.2; up to 15 seeds);
@@ -24,10 +25,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from simulation import Scenario, Tally, fixed, staged, sweeps, upper
+from simulation import LossScenario, Scenario, Tally, fixed, loss_sweeps, staged, sweeps, upper
 
 from lora_ablate.report.compare import Settings, compare_group
-from lora_ablate.report.examples import Correctness
+from lora_ablate.report.examples import ExampleValues
 from lora_ablate.report.staged import StagedDesign
 from lora_ablate.report.summary import SUMMARY_COLUMNS, ordered_table
 from lora_ablate.report.tables import md_table, summary_tables
@@ -98,6 +99,23 @@ def test_family_wise_error_under_the_null(name, design):
     assert tally.fwer <= upper(0.05, tally.sweeps)
 
 
+def test_family_wise_error_for_continuous_per_example_values():
+    """SFT loss comparisons pair continuous per-example values (nll_i / mean tokens): under
+    the null with a set × example term, "resolved" keeps the family-wise error at 5 %; an SE
+    over seeds alone would not (the term is what keeps it)."""
+    rng = np.random.default_rng(20)
+    tally, seeds_only = Tally(np.zeros(CANDIDATES)), Tally(np.zeros(CANDIDATES))
+    for d in loss_sweeps(LossScenario(candidates=CANDIDATES), rng, NULL_SWEEPS):
+        tally.add(fixed(d))
+        seeds_only.add(fixed(d, examples=False))
+    report("null_loss", "fixed", tally)
+    report("null_loss", "seeds", seeds_only)
+    assert tally.sweeps >= NULL_SWEEPS and tally.intervals > 1000
+    assert tally.fwer <= upper(0.05, tally.sweeps)
+    assert tally.coverage >= 0.93 and tally.coverage_per_comparison >= 0.93
+    assert seeds_only.fwer > upper(0.05, seeds_only.sweeps)
+
+
 def test_power_for_five_points_at_seed_sd_three_under_the_staged_design():
     results = tallies("effect_sd3")
     print(f"per-seed difference sd of the effect comparison: {results['seed_sd']:.2f} points")
@@ -152,14 +170,14 @@ def _flip(base: np.ndarray, change: int, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def awkward_group(rng: np.random.Generator) -> tuple[pd.DataFrame, Correctness | None]:
+def awkward_group(rng: np.random.Generator) -> tuple[pd.DataFrame, ExampleValues | None]:
     """A group with some of: exact cancellations, NaN metrics, one-seed cells, all-tied or
     tied cells, failed seeds (missing rows), and no per-example predictions."""
     names = SETS[: int(rng.integers(2, len(SETS) + 1))]
     cancel = rng.random() < 0.3
     seeds = 5 if cancel else int(rng.integers(1, 7))
     m = 2000 if cancel else int(rng.choice([1, 50, 300]))
-    all_tied, correct, rows = rng.random() < 0.1, Correctness("test"), []
+    all_tied, correct, rows = rng.random() < 0.1, ExampleValues("test", "test/accuracy"), []
     for s in range(seeds):
         base = rng.random(m) < rng.uniform(0.4, 0.95)
         for t, name in enumerate(names):
@@ -171,7 +189,7 @@ def awkward_group(rng: np.random.Generator) -> tuple[pd.DataFrame, Correctness |
                 arr = _flip(base, int(rng.integers(-m // 10, m // 10 + 1)), rng) if m > 10 \
                     else rng.random(m) < 0.8
             run = len(rows)
-            correct.by_run[run], correct.labels[run] = arr, 0
+            correct.by_run[run], correct.examples[run] = arr, 0
             rows.append({"target_set": name, "seed": s, "value": float(arr.mean()), "run": run})
     values = pd.DataFrame(rows)
     if rng.random() < 0.3:  # failed seeds: their runs have no record of a metric

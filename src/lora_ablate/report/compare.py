@@ -3,11 +3,12 @@
 Shared by the plain summary and the tuned comparison, so both report the same statistics:
 the mean over the seeds shared with the baseline (and the unpaired mean beside it), the
 t-interval over seeds, and the family procedure (family.py): the paired difference with
-its SE (seeds, plus the set × example term where per-example predictions exist), its t p,
-Holm over every non-baseline target set of the group, and the interval at the level of
-its Holm step, so that the interval excludes 0 exactly when the row is resolved. Beside
-them: sign-flip and Wilcoxon p, McNemar per seed by direction, family-level planning, and
-ranks over the seeds every target set of the group shares.
+its SE (seeds, plus the set × example term where per-example values exist: examples.py),
+its t p, Holm over every non-baseline target set of the group, and the interval at the
+level of its Holm step, so that the interval excludes 0 exactly when the row is resolved.
+Beside them: sign-flip and Wilcoxon p, McNemar per seed by direction (0/1 per-example
+values only), family-level planning, and ranks over the seeds every target set of the
+group shares.
 """
 
 import functools
@@ -20,12 +21,13 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from lora_ablate.report import planning, stats
-from lora_ablate.report.examples import Correctness
+from lora_ablate.report.examples import ExampleValues
 from lora_ablate.report.family import COVERS_BOTH, COVERS_SEEDS, PairedDifference, \
     family_test, paired_difference
 from lora_ablate.report.staged import SeedPlan, staged_family
 
 RESOLVE_EFFECT = 0.01  # the difference `seeds_needed` is planned for: one point of accuracy
+MCNEMAR_CONTINUOUS = "n/a: continuous per-example values (McNemar needs 0/1)"
 __all__ = ["COVERS_BOTH", "COVERS_SEEDS", "COLUMNS", "Settings", "compare_group"]
 RANK_PVALUES = ("p_signflip", "p_wilcoxon")
 COLUMNS = (
@@ -109,15 +111,21 @@ def _pairs(cell: SetRuns, base: SetRuns) -> Pairs:
                  base.runs[theirs])
 
 
-def _per_example(pairs: Pairs, correct: Correctness | None) -> np.ndarray | None:
-    if correct is None or not len(pairs.seeds) \
-            or not correct.pairable([*pairs.runs, *pairs.base_runs]):
+def _per_example(pairs: Pairs, examples: ExampleValues | None) -> np.ndarray | None:
+    """The seeds × examples matrix of per-example differences (candidate − baseline), or
+    None when some run of the pairs has no values over the shared examples."""
+    if examples is None or not len(pairs.seeds) \
+            or not examples.pairable([*pairs.runs, *pairs.base_runs]):
         return None
-    return np.stack([correct.by_run[a].astype(np.int8) - correct.by_run[b].astype(np.int8)
+    value = examples.by_run
+    return np.stack([np.asarray(value[a], dtype=np.float64)
+                     - np.asarray(value[b], dtype=np.float64)
                      for a, b in zip(pairs.runs, pairs.base_runs)])
 
 
 def _mcnemar(pairs: Pairs, d: np.ndarray, alpha: float) -> dict[str, Any]:
+    """McNemar per seed on 0/1 per-example values (d in {−1, 0, 1}): the discordant
+    examples won and lost, by direction."""
     wins, losses = (d == 1).sum(axis=1), (d == -1).sum(axis=1)
     p = stats.mcnemar_exact(wins, losses)
     return {"p_mcnemar_by_seed": " ".join(f"{int(s)}:{v:.3g}" for s, v in zip(pairs.seeds, p)),
@@ -176,12 +184,12 @@ def _ranks(cells: dict[str, SetRuns], settings: Settings) -> dict[str, dict[str,
 
 def _staged_columns(rows: dict[str, dict[str, Any]], cells: dict[str, SetRuns], base: SetRuns,
                     others: list[str], diffs: dict[str, PairedDifference],
-                    correct: Correctness | None, settings: Settings) -> None:
+                    examples: ExampleValues | None, settings: Settings) -> None:
     """The family under the sweep's two-stage design: stage 1 on the stage-1 seeds only,
     the final test on all seeds of the continued comparisons; each row's columns come from
     the stage that concluded it."""
     plan = settings.seed_plan
-    first = {name: _stage_one_difference(name, cells[name], base, correct, plan)
+    first = {name: _stage_one_difference(name, cells[name], base, examples, plan)
              for name in others}
     staged = staged_family([first[name] for name in others], diffs, plan.design)
     for name, conclusion in zip(others, staged):
@@ -190,18 +198,18 @@ def _staged_columns(rows: dict[str, dict[str, Any]], cells: dict[str, SetRuns], 
                           stage=conclusion.stage)
 
 
-def _stage_one_difference(name: str, cell: SetRuns, base: SetRuns, correct: Correctness | None,
+def _stage_one_difference(name: str, cell: SetRuns, base: SetRuns, examples: ExampleValues | None,
                           plan: SeedPlan) -> PairedDifference:
     keep = np.isin(cell.seeds, plan.stage1_seeds)
     pairs = _pairs(SetRuns(cell.seeds[keep], cell.values[keep], cell.runs[keep]), base)
-    return paired_difference(name, pairs.diffs, _per_example(pairs, correct))
+    return paired_difference(name, pairs.diffs, _per_example(pairs, examples))
 
 
 def compare_group(values: pd.DataFrame, baseline: str,
-                  correct: Correctness | None = None,
+                  examples: ExampleValues | None = None,
                   settings: Settings = Settings()) -> pd.DataFrame:
     """`values`: one row per usable run of the group with columns target_set, seed, value
-    and run (its index in the runs frame, which keys `correct`). One row per target set
+    and run (its index in the runs frame, which keys `examples`). One row per target set
     (COLUMNS); the baseline's row has its own statistics and no tests."""
     values = values[np.isfinite(values["value"].to_numpy(dtype=float))]
     cells = _cells(values)
@@ -217,9 +225,11 @@ def compare_group(values: pd.DataFrame, baseline: str,
         else:
             pairs = _pairs(cell, base)
             row = _seed_row(pairs, settings)
-            d = _per_example(pairs, correct)
-            if d is not None:
+            d = _per_example(pairs, examples)
+            if d is not None and examples.binary:
                 row.update(_mcnemar(pairs, d, settings.alpha))
+            elif d is not None:
+                row["p_mcnemar_by_seed"] = MCNEMAR_CONTINUOUS
             diffs[name] = paired_difference(name, pairs.diffs, d)
             row["rank_tests_can_reach_alpha"] = rank_tests_can_reach(
                 len(pairs.seeds), len(others), settings.alpha)
@@ -231,7 +241,7 @@ def compare_group(values: pd.DataFrame, baseline: str,
         for name, result in zip(others, results):
             rows[name].update(_family_columns(diffs[name], result, len(others), settings))
     else:
-        _staged_columns(rows, cells, base, others, diffs, correct, settings)
+        _staged_columns(rows, cells, base, others, diffs, examples, settings)
     for column in RANK_PVALUES:  # the family: every non-baseline target set, untestable ones too
         adjusted = stats.holm_family([rows[name][column] for name in others])
         for name, p in zip(others, adjusted):

@@ -11,9 +11,10 @@ from lora_ablate.records import LoadedRecord, Status
 def curves_frame(loaded: list[LoadedRecord], runs: pd.DataFrame,
                  metric: str | Mapping[str, str]) -> pd.DataFrame:
     """Validation curves per cell: mean, std and count over seeds of val/<name> at each
-    step of the completed runs' history, where test/<name> is the compared metric."""
+    step of the completed runs' history, where test/<name> is the compared metric; the
+    `metric` column names val/<name> (the figure's axis says which way is better)."""
     done = runs[runs["status"].eq(Status.completed)]
-    index, steps, values = [], [], []
+    index, steps, values, names = [], [], [], []
     for i, task in zip(done.index, done["task"]):
         name = metric.get(task) if isinstance(metric, Mapping) else metric
         if not name:
@@ -25,8 +26,10 @@ def curves_frame(loaded: list[LoadedRecord], runs: pd.DataFrame,
                 index.append(i)
                 steps.append(step)
                 values.append(value)
-    points = pd.DataFrame({"step": steps, "value": values}, index=pd.Index(index, dtype="int64"))
+                names.append(key)
+    points = pd.DataFrame({"step": steps, "value": values, "metric": names},
+                          index=pd.Index(index, dtype="int64"))
     points = points.join(done[list(CELL)])
-    curves = points.groupby([*CELL, "step"], dropna=False, sort=True)["value"].agg(
+    curves = points.groupby([*CELL, "metric", "step"], dropna=False, sort=True)["value"].agg(
         ["mean", "std", "count"]).reset_index()
     return curves

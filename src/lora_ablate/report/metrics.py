@@ -1,5 +1,7 @@
 """Which metric a sweep's comparison uses per task, and in which direction it is better."""
 
+from typing import Any
+
 import pandas as pd
 
 from lora_ablate.config.metrics import DIRECTIONS
@@ -17,6 +19,16 @@ def is_higher_better(metric: str) -> bool:
     if name in DIRECTIONS:
         return DIRECTIONS[name] > 0
     return not any(part in name for part in LOWER_IS_BETTER)
+
+
+def better_way(metric: str) -> str:
+    """'lower is better' for a loss, 'higher is better' for a score (axis labels, verdicts)."""
+    return f"{'higher' if is_higher_better(metric) else 'lower'} is better"
+
+
+def axis_label(metric: Any, missing: str = "metric") -> str:
+    """'test/loss (lower is better)': a figure's axis names its metric and its direction."""
+    return f"{metric} ({better_way(metric)})" if isinstance(metric, str) and metric else missing
 
 
 def _configured_metric(loaded: list[LoadedRecord], index: pd.Index) -> str | None:

@@ -17,7 +17,7 @@ from lora_ablate.records import Status
 from lora_ablate.report.figure_base import (BASELINE_COLOR, PANELS_PER_FIGURE, group_keys,
                                             groups, message_figure, ordered, panel_title,
                                             save, set_color, small_multiples)
-from lora_ablate.report.metrics import is_higher_better
+from lora_ablate.report.metrics import axis_label, better_way, is_higher_better
 from lora_ablate.report.stats import t_half_width
 from lora_ablate.report.tables import interval_columns
 
@@ -79,10 +79,10 @@ def means_figures(summary: pd.DataFrame, runs: pd.DataFrame | None = None, *,
         if is_base.any():
             ax.axhline(means[is_base][0], color=BASELINE_COLOR, ls="--", lw=0.8,
                        label=f"baseline {baseline}")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
         ax.set_xticks(x, [f"{t}\nn={int(k)}" for t, k in zip(rows["target_set"], n)],
                       rotation=45, ha="right", fontsize=8)
-        ax.set(title=panel_title(key), ylabel=rows["metric"].iloc[0])
+        ax.set(title=panel_title(key), ylabel=axis_label(rows["metric"].iloc[0]))
         ax.grid(axis="y", alpha=0.3)
 
     title = (f"Seeds (dots) and mean with {confidence:.0%} t-interval over seeds "
@@ -124,7 +124,8 @@ def difference_figures(summary: pd.DataFrame, *, baseline: str = "qv",
         ax.axvline(0, color=BASELINE_COLOR, lw=0.8)
         ax.set_yticks(y, [f"{t} (n={_int(k)})" for t, k in zip(group["target_set"], pairs)],
                       fontsize=8)
-        ax.set(title=panel_title(key), xlabel=f"Δ {group['metric'].iloc[0]} vs {baseline}")
+        metric = group["metric"].iloc[0]
+        ax.set(title=panel_title(key), xlabel=f"Δ {metric} vs {baseline} ({better_way(metric)})")
         ax.grid(axis="x", alpha=0.3)
 
     title = (f"Difference to {baseline}: interval at its Holm step's level over {covers}; "
@@ -159,8 +160,10 @@ def curve_figures(curves: pd.DataFrame, *, baseline: str = "qv", confidence: flo
             band = line["half"].fillna(0)
             ax.fill_between(line["step"], line["mean"] - band, line["mean"] + band,
                             color=set_color(name), alpha=0.15, lw=0)
-        ax.set(title=panel_title(key), xlabel="step", ylabel="validation metric")
-        ax.legend(fontsize=7, loc="lower right")
+        metric = group["metric"].iloc[0] if "metric" in group else None
+        ax.set(title=panel_title(key), xlabel="step",
+               ylabel=axis_label(metric, "validation metric"))
+        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
 
     title = f"Validation curves: mean over seeds with its {confidence:.0%} t-interval"
@@ -193,7 +196,7 @@ def depth_figures(summary: pd.DataFrame, *, baseline: str = "qv", confidence: fl
                         label=f"{name} (n={int(n.min())}–{int(n.max())})" if n.nunique() > 1
                         else f"{name} (n={int(n.max())})")
         ax.set_xticks(range(len(order)), order)
-        ax.set(title=panel_title(key), xlabel="layer band", ylabel=group["metric"].iloc[0])
+        ax.set(title=panel_title(key), xlabel="layer band", ylabel=axis_label(group["metric"].iloc[0]))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
 
@@ -223,7 +226,7 @@ def budget_figures(summary: pd.DataFrame, *, baseline: str = "qv",
         ax.set_xscale("log")
         ax.set(title=panel_title(key),
                xlabel="trainable LoRA parameters" if use_params else "budget scale",
-               ylabel=group["metric"].iloc[0])
+               ylabel=axis_label(group["metric"].iloc[0]))
         ax.grid(alpha=0.3, which="both")
 
     title = f"Metric against budget (mean, {confidence:.0%} t-interval over seeds)"
@@ -232,7 +235,7 @@ def budget_figures(summary: pd.DataFrame, *, baseline: str = "qv",
 
 def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
     """Indices of the points no other point beats on both lower cost and higher quality,
-    ordered by cost."""
+    ordered by cost (a loss enters as its negative: cost_figures)."""
     order = np.lexsort((-quality, cost))
     front, best = [], -np.inf
     for i in order:
@@ -259,9 +262,9 @@ def cost_figures(summary: pd.DataFrame, *, baseline: str = "qv") -> list[Figure]
         ax.margins(x=0.12, y=0.1)  # room for the labels of the extreme points
         front = pareto_front(cost, sign * quality)
         ax.step(cost[front], quality[front], where="post", color=BASELINE_COLOR, lw=1, label="Pareto front")
-        ax.set(title=panel_title(key), ylabel=group["metric"].iloc[0],
+        ax.set(title=panel_title(key), ylabel=axis_label(group["metric"].iloc[0]),
                xlabel="mean train seconds" if x_name == "train_seconds" else "LoRA parameters")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
         ax.grid(alpha=0.3)
 
     return small_multiples(groups(rows), "Quality against cost per target set (means)", draw)
@@ -308,7 +311,8 @@ CAPTIONS = {
     "differences": "Difference to the baseline per target set with its interval at the level "
                    "of its Holm step (the family procedure), so an interval excludes 0 exactly "
                    "when the difference is resolved (filled marker); its SE covers seeds, plus "
-                   "the set × example term where per-example predictions exist.",
+                   "the set × example term where per-example values exist (correctness, exact "
+                   "match, SFT loss and token accuracy).",
     "curves": "Validation metric during training: mean over seeds with its t-interval over "
               "the seeds that reached the step; n in the legend.",
     "depth": "Metric by layer band per target set: mean with its t-interval over seeds.",

@@ -84,6 +84,22 @@ def run_sections(runs: pd.DataFrame) -> tuple[str, Listing, Listing]:
     return text + f": {len(runs)} records in all.", failed, fallen
 
 
+COLLAPSE_RULE = ("Completed runs whose predictions fell to chance; they count in the statistics "
+                 "with the value they reached.")
+NO_COLLAPSE_FOR_SFT = (" The rule compares classification predictions with the majority class, so "
+                       "it does not apply to SFT runs (task.format=sft): they are never marked "
+                       "collapsed.")
+
+
+def collapse_rule(sweep: Sweep) -> str:
+    """What the collapsed runs' section says the rule is, and that SFT runs are outside it."""
+    def is_sft(config: Any) -> bool:
+        task = config.get("task") if isinstance(config, dict) else None
+        return isinstance(task, dict) and task.get("format") == "sft"
+    sft = any(item.record is not None and is_sft(item.record.config) for item in sweep.records)
+    return COLLAPSE_RULE + (NO_COLLAPSE_FOR_SFT if sft else "")
+
+
 def overview(sweep: Sweep, missing: pd.DataFrame, metrics: dict[str, str], baseline: str,
              confidence: float, out: Path) -> list[str]:
     return [
@@ -175,6 +191,7 @@ def report_context(sweep: Sweep, results: Results, *, baseline: str, confidence:
         "tuned": tuned,
         "figures": results.figures,
         "run_counts": counts, "runs": failed, "collapsed": fallen,
+        "collapse_rule": collapse_rule(sweep),
         "other_runs": listing(sweep.other, "records outside the sweep", "other_runs.csv",
                               "None.", LISTED),
         "superseded": listing(sweep.superseded, "superseded records", "superseded.csv",

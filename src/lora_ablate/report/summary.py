@@ -12,7 +12,7 @@ from lora_ablate.records import CORRUPT, LoadedRecord
 from lora_ablate.report.baselines import baseline_notes, baseline_of, check_baseline
 from lora_ablate.report.compare import COLUMNS as COMPARE_COLUMNS
 from lora_ablate.report.compare import Settings, compare_group
-from lora_ablate.report.examples import correctness
+from lora_ablate.report.examples import NOT_A_MEAN, ExampleValues, example_values, metric_name
 from lora_ablate.report.metrics import is_higher_better
 from lora_ablate.report.ordering import target_order
 from lora_ablate.report.runs import COST
@@ -33,22 +33,32 @@ def _cell_info(done: pd.DataFrame) -> pd.DataFrame:
     return info.reset_index()
 
 
-def _correctness_notes(problems: dict[int, str], labels: dict[int, int],
-                       done: pd.DataFrame, split: str) -> list[str]:
-    notes = []
-    if problems:
-        reasons = pd.Series(problems).value_counts()
-        notes.append(f"{len(problems)} runs have no usable {split} predictions ("
+def _pairing_notes(values: ExampleValues, done: pd.DataFrame) -> list[str]:
+    """Why some runs are not paired example by example: runs without usable per-example
+    values, runs of one task that scored different examples, continuous values (no McNemar)."""
+    notes, split = [], values.split
+    if values.problems:
+        reasons = pd.Series(values.problems).value_counts()
+        notes.append(f"{len(values.problems)} runs have no usable {split} per-example values ("
                      + "; ".join(f"{n}: {why}" for why, n in reasons.head(3).items())
                      + "); their comparisons use the t-interval over seeds only")
-    ids = pd.Series(labels, dtype="int64")
+    ids = pd.Series(values.examples, dtype="int64")
     for task, index in done.groupby("task").groups.items():
         kinds = ids.reindex(index).dropna().nunique()
         if kinds > 1:
-            notes.append(f"the {split} labels differ between runs of task {task} ({kinds} "
-                         f"different label vectors), so runs with different labels are not "
-                         f"paired example by example")
+            notes.append(f"the {split} {values.identity} differ between runs of task {task} "
+                         f"({kinds} different vectors), so runs with different "
+                         f"{values.identity} are not paired example by example")
+    if values.by_run and not values.binary:
+        notes.append(f"McNemar per seed is left out for {values.metric}: its per-example "
+                     f"values are continuous (McNemar needs 0/1 values)")
     return notes
+
+
+def _seeds_only_note(metric: str) -> list[str]:
+    why = NOT_A_MEAN.get(metric_name(metric))
+    return [f"{metric}: {why}, so its comparisons pair on seeds only (the SE has no "
+            f"set × example term)"] if why else []
 
 
 def compare_frame(done: pd.DataFrame, metric: str, baseline: str, settings: Settings,
@@ -56,11 +66,11 @@ def compare_frame(done: pd.DataFrame, metric: str, baseline: str, settings: Sett
                   group: Sequence[str] = GROUP) -> tuple[pd.DataFrame, list[str]]:
     """compare_group over every group of `done` (usable runs, one per (cell, seed)), the
     baseline falling back per group; rows keyed by the group columns and target_set."""
-    notes: list[str] = []
-    correct = None
-    if loaded is not None and metric.startswith("test/") and metric.endswith("/accuracy"):
-        correct = correctness(loaded, done.index, split="test", metric=metric)
-        notes += _correctness_notes(correct.problems, correct.labels, done, "test")
+    notes: list[str] = _seeds_only_note(metric)
+    examples = None
+    if loaded is not None and metric.startswith("test/"):
+        examples = example_values(loaded, done.index, metric)
+        notes += _pairing_notes(examples, done) if examples is not None else []
     values = done.assign(value=done[metric], run=done.index)
     parts = []
     for key, rows in values.groupby(list(group), dropna=False, sort=False):
@@ -68,7 +78,7 @@ def compare_frame(done: pd.DataFrame, metric: str, baseline: str, settings: Sett
         chosen = baseline_of(rows, baseline)
         group_notes = baseline_notes(key, rows, baseline, chosen)
         notes += group_notes
-        table = compare_group(rows[["target_set", "seed", "value", "run"]], chosen, correct,
+        table = compare_group(rows[["target_set", "seed", "value", "run"]], chosen, examples,
                               settings)
         parts.append(table.assign(**dict(zip(group, key)), baseline_note=" ".join(group_notes)))
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), notes
@@ -96,9 +106,9 @@ def summarize(runs: pd.DataFrame, *, metric: str | Mapping[str, str] = "test/acc
     t-interval over seeds, and the paired difference to the baseline decided by the family
     procedure (family.py): t p Holm-adjusted over every non-baseline target set of the
     group, "resolved", and the interval at the level of its Holm step (its SE holds the
-    set × example term when `loaded` gives per-example predictions of an accuracy metric;
-    `diff_ci_covers` says so), with the plain per-comparison interval beside it; sign-flip
-    and Wilcoxon p, McNemar per seed by direction, and family-level planning (MDE, seeds
+    set × example term when `loaded` gives per-example values of the metric: accuracy,
+    SFT loss, token accuracy, exact match, examples.py; `diff_ci_covers` says so), with the plain per-comparison interval beside it; sign-flip
+    and Wilcoxon p, McNemar per seed by direction (0/1 values only), and family-level planning (MDE, seeds
     for the observed difference and for `effect`). Ranks compare the means over the seeds
     every target set of the group shares.
 

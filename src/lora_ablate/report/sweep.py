@@ -126,7 +126,7 @@ def summarize(data: "Sweep | pd.DataFrame | str | Path", *, metric: str | None =
         return empty
     per_task = data.metrics(metric) if isinstance(data, Sweep) else {}
     compare = comparison_metric(metric, per_task)
-    # The records give the per-example predictions whose set × example term enters the SE.
+    # The records give the per-example values whose set × example term enters the SE.
     if isinstance(data, Sweep):
         options.setdefault("loaded", data.records)
         options.setdefault("seed_plan", data.seed_plan)
@@ -136,6 +136,6 @@ def summarize(data: "Sweep | pd.DataFrame | str | Path", *, metric: str | None =
 def curves(sweep: Sweep, metric: str | None = None) -> pd.DataFrame:
     """Validation curves per cell and step: mean, std and count over seeds."""
     if not sweep.completed:
-        return pd.DataFrame(columns=[*CELL, "step", "mean", "std", "count"])
+        return pd.DataFrame(columns=[*CELL, "metric", "step", "mean", "std", "count"])
     compare = comparison_metric(metric, sweep.metrics(metric))
     return curves_frame(sweep.records, sweep.runs, compare)

@@ -17,6 +17,7 @@ from lora_ablate.labels import GROUP
 from lora_ablate.report.ordering import target_order
 from lora_ablate.report.cells import MARK, Cell, Table, first_present, flag, num, plain, pvalue
 from lora_ablate.report.group_labels import group_title
+from lora_ablate.report.metrics import axis_label
 from lora_ablate.report.table_text import frame_table, md_table, tex_table
 
 __all__ = ["COMPACT", "MARK", "TIED", "Cell", "Table", "compact_table", "flag", "frame_table",
@@ -221,7 +222,7 @@ def interval_caption(frame: pd.DataFrame, confidence: float) -> str:
             f"fixed). Δ [interval]: t with n pairs − 1 df, at the level of its Holm step "
             f"(interval level column; every one at least 1 − alpha), so it excludes 0 exactly "
             f"when the row is resolved ({MARK}); {covers} (the SE adds the set × example term "
-            f"where per-example predictions exist). summary.csv also has each comparison's "
+            f"where per-example values exist). summary.csv also has each comparison's "
             f"unadjusted interval (diff_ci_*_per_comparison). n: seeds completed; n pairs: "
             f"seeds shared with the baseline. MDE and seeds needed are at the family level "
             f"(alpha / number of comparisons, 80 % power).")
@@ -277,8 +278,9 @@ def summary_tables(summary: pd.DataFrame, confidence: float = 0.95,
                      for row in rows.to_dict("records"))
         metric = rows["metric"].iloc[0] if "metric" in rows else ""
         leading = next((i for i, c in enumerate(columns) if not c.text), len(columns))
-        tables.append(Table(f"{group_title(named)} — {metric}", tuple(c.header for c in columns),
-                            body, text_columns=max(1, leading),
+        title = f"{group_title(named)} — {axis_label(metric, '')}"
+        tables.append(Table(title, tuple(c.header for c in columns), body,
+                            text_columns=max(1, leading),
                             caption=interval_caption(rows, confidence)))
     return tables
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from lora_ablate.labels import GROUP
-from lora_ablate.report.metrics import is_higher_better
+from lora_ablate.report.metrics import better_way, is_higher_better
 from lora_ablate.report.ordering import group_label
 from lora_ablate.report.tuning import split_variant
 
@@ -57,10 +57,12 @@ def comparison(row: Any, confidence: float) -> str:
 
 
 def direction(diff: float, metric: str) -> str:
-    """'lower test/loss: better' — which way a resolved difference goes and what that means
-    for this metric (a loss is better lower)."""
+    """'lower loss by 0.032 (test/loss): better' — which way a resolved difference goes, by
+    how much, and what that means for this metric (config.metrics: a loss is better lower)."""
     better = (diff > 0) == is_higher_better(metric)
-    return f"{'higher' if diff > 0 else 'lower'} {metric}: {'better' if better else 'worse'}"
+    name = _safe(metric.rsplit("/", 1)[-1].replace("_", " "))
+    return (f"{'higher' if diff > 0 else 'lower'} {name} by {abs(diff):.3f} ({_safe(metric)}): "
+            f"{'better' if better else 'worse'}")
 
 
 def _seeds(value: Any, note: Any) -> str | None:
@@ -111,8 +113,8 @@ def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "B
         return (f"Only {_safe(top['target_set'].iloc[0])} ran in this group (mean "
                 f"{top['mean_common'].iloc[0]:.3f} {over.replace(' all target sets share', '')}).")
     if len(top) > 1:
-        return (f"{what} on {metric}: a tie between {_names(top['target_set'])} (mean "
-                f"{top['mean_common'].iloc[0]:.3f} {over}).")
+        return (f"{what} on {metric} ({better_way(metric)}): a tie between "
+                f"{_names(top['target_set'])} (mean {top['mean_common'].iloc[0]:.3f} {over}).")
     name = str(top["target_set"].iloc[0])
     mean = top["mean_common"].iloc[0]
     resolved = rows["resolved"].fillna(False).astype(bool)
@@ -125,10 +127,10 @@ def best_sentence(rows: pd.DataFrame, metric: str, baseline: str, what: str = "B
     rest = [n for n in rows["target_set"] if n not in (name, *against)]
     rest_text = (f"; not separated from {_names(rest)} by any test" if rest else "")
     if against:
-        return (f"{what} on {metric}: {_safe(name)}, mean {mean:.3f} {over}, resolved better "
-                f"than {_names(against)}{rest_text}.")
-    return (f"No target set is resolved best on {metric}: {_safe(name)} has the "
-            f"{'highest' if higher else 'lowest'} mean "
+        return (f"{what} on {metric} ({better_way(metric)}): {_safe(name)}, mean {mean:.3f} "
+                f"{over}, resolved better than {_names(against)}{rest_text}.")
+    return (f"No target set is resolved best on {metric} ({better_way(metric)}): {_safe(name)} "
+            f"has the {'highest' if higher else 'lowest'} mean "
             f"({mean:.3f} {over}) but is not separated from {_names(rest)} by any test.")
 
 
@@ -163,7 +165,9 @@ def _tuning_sentence(rows: pd.DataFrame, tune: list[str],
         + f" (n {_count(r.get('n'))}" + (f", {_count(r.get('n_lost'))} lost" if
                                           _count(r.get("n_lost")) not in ("0", "n/a") else "")
         + ")" for r in rows.to_dict("records"))
-    text = (f"Tuning {keys} per target set on the validation metric chose {chosen}. "
+    val = str(rows["val_metric"].iloc[0]) if "val_metric" in rows else "the validation metric"
+    pick = "lowest" if not is_higher_better(metric) else "highest"
+    text = (f"Tuning {keys} per target set on {_safe(val)} ({pick} mean wins) chose {chosen}. "
             + best_sentence(rows, metric, baseline, what="Best after tuning")
             + " Resolved after tuning: " + ("; ".join(
                 comparison(r, confidence) for r in resolved.itertuples(index=False)) or "none")
@@ -175,9 +179,9 @@ def _tuning_sentence(rows: pd.DataFrame, tune: list[str],
     if "tie_note" in rows:
         caveats += [f"{_safe(r.target_set)}: {r.tie_note}" for r in rows.itertuples(index=False)
                     if isinstance(r.tie_note, str) and r.tie_note]
-    caveats.append(f"the tuned values were chosen on the validation metric of the same seeds "
-                   f"that give the test comparison, so each tuned test mean is optimistic "
-                   f"(selection bias; a few tenths of a point in simulation)")
+    caveats.append("the tuned values were chosen on the validation metric of the same seeds "
+                   "that give the test comparison, so each tuned test mean is optimistic "
+                   "(selection bias; a few tenths of an accuracy point in simulation)")
     return text, caveats
 
 
