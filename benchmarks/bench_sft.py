@@ -18,6 +18,9 @@ step and of the last step). Arms alternate order between repeats. Ratios are pai
 a repeat (harness tokens/s over the arm's; > 1: the harness is faster), median [min-max].
 Tokens are non-pad input tokens; TRL tokenises prompt+completion itself, so its count is
 checked against the harness's. Never assert on these numbers.
+
+One file past ~350 lines on purpose: a script run on its own, whose three arms are meant to be
+read side by side.
 """
 
 import argparse
