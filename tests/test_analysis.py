@@ -15,7 +15,7 @@ from helpers import compose_run
 from lora_ablate.analysis.attention_tap import Tap, tapped
 from lora_ablate.analysis.lora_modules import adapted_modules, adapter_weight
 from lora_ablate.analysis.predict import batches
-from lora_ablate.analysis.merges import scaled_predictions
+from lora_ablate.analysis.merges import scaled_point
 from lora_ablate.analysis.probes import attention_patching, shifts
 from lora_ablate.analysis.updates import delta_svd, effective_rank, update_analysis
 from lora_ablate.plan.resolve import resolve_run
@@ -165,10 +165,10 @@ def test_merge_curve_end_points(reviews, model):
     session, modules, _ = session_for(reviews, model, "qv")
     items = session.test_items
     adapted = evaluate(session, items, "test")
-    one = scaled_predictions(session, modules, items, 1.0)
+    one = scaled_point(session, modules, items, 1.0)
     assert one.predicted == adapted.predicted
     assert one.merge_max_abs_diff < 1e-4
-    zero = scaled_predictions(session, modules, items, 0.0)
+    zero = scaled_point(session, modules, items, 0.0)
     with torch.no_grad():  # the base model with the trained head: every update zeroed
         for a in modules:
             a.module.lora_B[a.module.active_adapters[0]].weight.zero_()

@@ -9,7 +9,15 @@ from typing import Any
 from lora_ablate.record_fields import items, known, mapping, optional_float
 
 VECTORS_NAME = "analysis.safetensors"
-ANALYSIS_VERSION = 1
+# 2: SFT runs analysed (task_format, the metric's direction in the merge curve and patching).
+# Version 1 sections load with those fields None: classification, directions read from the metric's name.
+ANALYSIS_VERSION = 2
+
+
+def _when_set(**fields: Any) -> dict[str, Any]:
+    """Fields added in version 2, written only when set, so a version 1 section is written
+    back as it was read."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -53,14 +61,16 @@ class Patching:
     attention_share: float | None = None
     surviving_share: float | None = None
     probe_max_abs_diff: float | None = None
+    higher_is_better: bool | None = None  # the metric's direction (an SFT loss: False)
 
     def to_dict(self) -> dict[str, Any]:
         if not self.available:
             return {"available": False, "note": self.note}
-        return {"available": True, "metric": self.metric, "n": self.n, "base": self.base, "full": self.full,
-                "patched": self.patched, "gain": self.gain, "attention_share": self.attention_share,
-                "surviving_share": self.surviving_share, "probe_max_abs_diff": self.probe_max_abs_diff,
-                "note": self.note}
+        out = {"available": True, "metric": self.metric, "n": self.n, "base": self.base, "full": self.full,
+               "patched": self.patched, "gain": self.gain, "attention_share": self.attention_share,
+               "surviving_share": self.surviving_share, "probe_max_abs_diff": self.probe_max_abs_diff,
+               "note": self.note}
+        return out | _when_set(higher_is_better=self.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,12 @@ class MergeCurve:
     weights: list[float] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
     merge_max_abs_diff: float | None = None
+    higher_is_better: bool | None = None  # the metric's direction (an SFT loss: False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"metric": self.metric, "weights": list(self.weights), "values": list(self.values),
+               "merge_max_abs_diff": self.merge_max_abs_diff}
+        return out | _when_set(higher_is_better=self.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class Analysis:
     patching: Patching | None = None
     merge_curve: MergeCurve | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # per analysis step
+    task_format: str | None = None  # head | label_words | sft; None in version 1 (classification)
 
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
@@ -101,9 +118,9 @@ class Analysis:
             "vectors": self.vectors,
             "attention_shift": None if self.attention_shift is None else list(self.attention_shift),
             "patching": None if self.patching is None else self.patching.to_dict(),
-            "merge_curve": None if self.merge_curve is None else vars(self.merge_curve).copy(),
+            "merge_curve": None if self.merge_curve is None else self.merge_curve.to_dict(),
             "seconds": dict(self.seconds),
-        }
+        } | _when_set(task_format=self.task_format)
 
     @classmethod
     def from_dict(cls, value: Any) -> "Analysis":

@@ -1,19 +1,27 @@
 """Predictions in the items' own order, batch by batch, as `run.loop.evaluate` makes
-them (same batches, same scores), with a hook for what to do around each forward pass."""
+them (same batches, same scores), with a hook for what to do around each forward pass.
+`batches` serves every task format (an SFT task's are evaluate_sft's, by length)."""
 
 from collections.abc import Callable, Sequence
 
 import torch
 
 from lora_ablate.config.schema import TaskFormat
+from lora_ablate.data.sft import SftEncoded
 from lora_ablate.run.batches import Encoded, eval_index_batches
 from lora_ablate.run.loop import EVAL_MAX_TOKENS, Session, collate, forward
 from lora_ablate.run.metrics import classification_metrics
+from lora_ablate.run.sft_batches import length_batches
 
 
-def batches(session: Session, items: Sequence[Encoded], *, all_answers: bool = True):
+def batches(session: Session, items: Sequence[Encoded] | Sequence[SftEncoded], *, all_answers: bool = True):
+    """(item indices, collated batch) over `items`, as the run's evaluation batches them."""
     max_tokens = EVAL_MAX_TOKENS.get(session.device.type, EVAL_MAX_TOKENS["cuda"])
-    for indices in eval_index_batches(items, max_tokens, max_rows=session.eval_batch_size):
+    if session.task_format == TaskFormat.sft:
+        cut = length_batches([len(item.input_ids) for item in items], max_tokens, session.eval_batch_size)
+    else:
+        cut = eval_index_batches(items, max_tokens, max_rows=session.eval_batch_size)
+    for indices in cut:
         yield indices, collate(session, [items[i] for i in indices], all_answers=all_answers)
 
 

@@ -4,7 +4,11 @@ every layer attends exactly as the base model does (attention patching)?
 
 "Base" throughout is the adapter at weight 0 with the trained head kept (the same model as
 PEFT's disable_adapter() for the LoRA layers, but disable_adapter() would also swap the
-trained head for the untrained original).
+trained head for the untrained original). An SFT run trains no head: its base is the base model.
+
+The shifts need no labels: on an SFT task they are measured alike, over every real token of
+prompt and completion. Patching scores an SFT task's passes by its completion tokens (per-example
+NLL and correct tokens, analysis/sft_scores.py) instead of class predictions.
 """
 
 from collections.abc import Sequence
@@ -15,8 +19,12 @@ import torch
 from lora_ablate.analysis.attention_tap import Tap, tapped
 from lora_ablate.analysis.lora_modules import Adapted, adapter_weight
 from lora_ablate.analysis.predict import batches, predict
-from lora_ablate.run.batches import Encoded
+from lora_ablate.analysis.sft_scores import example_scores, token_scores
+from lora_ablate.config.schema import TaskFormat
+from lora_ablate.records import ExampleLosses
+from lora_ablate.run.batches import Batch, Encoded
 from lora_ablate.run.loop import Session, forward
+from lora_ablate.run.sft_batches import SftBatch
 
 SMALLEST = 1.4e-45  # the smallest float32: a base probability that underflowed to 0
 
@@ -25,6 +33,11 @@ def kl_per_query(adapted: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """KL(adapted ‖ base) over the keys, (batch, heads, queries); exactly 0 where equal."""
     p, q = adapted.double(), base.double()
     return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q.clamp_min(SMALLEST))).sum(-1)
+
+
+def attention_mask(batch: Batch | SftBatch) -> torch.Tensor:
+    """1 on real tokens, 0 on padding, (rows, width)."""
+    return batch.attention_mask if isinstance(batch, SftBatch) else batch.tensors["attention_mask"]
 
 
 @dataclass
@@ -56,7 +69,7 @@ def shifts(session: Session, modules: list[Adapted], items: Sequence[Encoded]) -
     try:
         with tapped(session.model, Tap()) as tap:
             for _, batch in batches(session, items, all_answers=False):
-                mask = batch.tensors["attention_mask"].float()
+                mask = attention_mask(batch).float()
                 state["mask"] = mask.unsqueeze(-1)
                 state["base"] = True
                 with adapter_weight(modules, 0.0):
@@ -78,25 +91,30 @@ def shifts(session: Session, modules: list[Adapted], items: Sequence[Encoded]) -
     return Shifts(attention, content)
 
 
+Outputs = list[int] | ExampleLosses  # class ids, or an SFT task's per-example completion scores
+
+
 @dataclass(frozen=True)
 class Patching:
-    base: list[int]  # predictions at weight 0 (the base model with the trained head)
-    patched: list[int]  # adapted model, every layer's attention probabilities from the base pass
+    base: Outputs | None  # at weight 0 (the base model, with the trained head on classification tasks)
+    patched: Outputs | None  # adapted model, every layer's attention probabilities from the base pass
     probe_max_abs_diff: float  # the probe attention's scores vs the model's own, at weight 1
-    available: bool  # False: the model's attention does not go through the probe function
+    available: bool  # False: the model's attention does not go through the probe function (base, patched None)
 
 
 @torch.no_grad()
 def attention_patching(session: Session, modules: list[Adapted], items: Sequence[Encoded]) -> Patching:
     session.model.eval()
     tap = Tap()
+    sft = session.task_format == TaskFormat.sft
+    score = (lambda batch: token_scores(session, batch)) if sft else (lambda batch: forward(session, batch)[1])
 
     def passes(batch):
         tap.mode = "record"
         with adapter_weight(modules, 0.0):
-            _, base = forward(session, batch)
+            base = score(batch)
         tap.mode = "patch"
-        _, patched = forward(session, batch)
+        patched = score(batch)
         return [base, patched]
 
     first = next(batches(session, items[:8]))[1]
@@ -105,5 +123,5 @@ def attention_patching(session: Session, modules: list[Adapted], items: Sequence
         tap.mode = "off"
         _, probed = forward(session, first)
         available = bool(tap.layers)
-        base, patched = predict(session, items, passes) if available else ([], [])
-    return Patching(base, patched, float((probed - own).abs().max()), available)
+        outputs = (example_scores if sft else predict)(session, items, passes) if available else (None, None)
+    return Patching(*outputs, float((probed - own).abs().max()), available)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lora_ablate.labels import CELL, GROUP, REPLICATE
 from lora_ablate.records import VECTORS_NAME, Analysis, LoadedRecord, RunRecord, Status
+from lora_ablate.report.metrics import is_higher_better
 from lora_ablate.report.ordering import target_order
 from lora_ablate.report.stats import t_half_width
 
@@ -193,16 +194,19 @@ def attention_share_frame(runs: Sequence[Run | RunRecord], confidence: float = 0
 
 
 def merge_curve_frame(runs: Sequence[Run | RunRecord], confidence: float = 0.95) -> pd.DataFrame:
-    """The metric at each merge weight per target set, mean and interval over seeds."""
+    """The metric at each merge weight per target set, mean and interval over seeds, with
+    the metric's direction (`higher_is_better`: the record's, else from its name)."""
     rows = []
     for record, _ in _runs(runs):
         curve = (record.analysis or NO_ANALYSIS).merge_curve
         for weight, value in zip(curve.weights, curve.values) if curve else ():
-            rows.append(_labels(record) | {"metric": curve.metric, "weight": float(weight), "value": _number(value)})
+            better = is_higher_better(str(curve.metric)) if curve.higher_is_better is None else curve.higher_is_better
+            rows.append(_labels(record) | {"metric": curve.metric, "higher_is_better": better,
+                                           "weight": float(weight), "value": _number(value)})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return _interval(frame, [*KEYS, "metric", "target_set", "weight"], "value", confidence)
+    return _interval(frame, [*KEYS, "metric", "higher_is_better", "target_set", "weight"], "value", confidence)
 
 
 def routing_gap_frame(records: Sequence[RunRecord], *, metric: str = "test/accuracy",

@@ -165,8 +165,9 @@ def plot_attention_share(frame: pd.DataFrame) -> Figure:
 
 def plot_merge_curve(frame: pd.DataFrame) -> Figure:
     """The metric against the merge weight s, one line per target set, a panel per group
-    (merge_curve_frame)."""
-    title = "Metric vs merge weight s (s=0: base model with the trained head; s=1: as trained)"
+    (merge_curve_frame); the y axis names the metric and which way is better."""
+    title = ("Test metric vs merge weight s (s=0: the base model, with the trained head on "
+             "classification tasks; s=1: as trained)")
 
     def draw(ax: Axes, key: Mapping[str, Any], part: pd.DataFrame) -> None:
         for target_set in ordered_sets(part):
@@ -176,11 +177,20 @@ def plot_merge_curve(frame: pd.DataFrame) -> Figure:
             ax.fill_between(rows["weight"], rows["ci_low"].fillna(rows["mean"]),
                             rows["ci_high"].fillna(rows["mean"]), color=color, alpha=0.15, lw=0)
         ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set(title=panel_title(key), xlabel="merge weight s",
-               ylabel=str(part["metric"].iloc[0]) if "metric" in part else "metric")
+        ax.set(title=panel_title(key), xlabel="merge weight s", ylabel=_metric_label(part))
         ax.legend(fontsize=7, ncols=2)
 
     return _figure(groups(frame) if len(frame) else [], title, draw, panel=(4.8, 3.4), ncols=2)
+
+
+def _metric_label(part: pd.DataFrame) -> str:
+    """"loss (lower is better)": the panel's metric and its direction, where the frame has them."""
+    if "metric" not in part:
+        return "metric"
+    label = ", ".join(str(m) for m in part["metric"].unique())
+    if "higher_is_better" in part and part["higher_is_better"].nunique() == 1:
+        label += " (higher is better)" if bool(part["higher_is_better"].iloc[0]) else " (lower is better)"
+    return label
 
 
 def plot_routing_gap(frame: pd.DataFrame) -> Figure:

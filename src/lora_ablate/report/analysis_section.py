@@ -24,12 +24,16 @@ CAPTIONS = {
               "(relative change of the adapted modules' outputs) per target set, on the probe set: "
               "means with their t-intervals over seeds, lower ends clipped at 0 (neither can be "
               "negative).",
-    "attention_share": "Share of the gain over the base model with the trained head that is lost "
-                       "when the base model's attention maps are patched in: the part carried by "
-                       "re-routing attention. Mean with its t-interval over seeds.",
+    "attention_share": "Share of the gain over the base model (with the trained head on classification "
+                       "tasks) that is lost when the base model's attention maps are patched in: the "
+                       "part carried by re-routing attention. Mean with its t-interval over seeds. On "
+                       "an SFT task the gain is the drop in the completion tokens' loss; the share is "
+                       "a ratio of differences, so it reads the same way.",
     "merge_curve": "Test metric with the adapter scaled by s and merged, on the analysis subset of "
                    "test examples: mean with its t-interval over seeds (s=1 is the run's own "
-                   "evaluation; s=0 the base model with the trained head).",
+                   "evaluation; s=0 the base model, with the trained head on classification tasks). "
+                   "The axis says which way is better: an SFT task's curve is its completion tokens' "
+                   "loss, lower is better.",
     "routing_gap": "diag_routing minus diag_control test accuracy per target set, paired by "
                    "seed, with its t-interval over seeds; the routing and control means beside "
                    "each bar (a gap means little where routing itself stays at chance, 0.50).",
@@ -70,8 +74,8 @@ def mechanism_sentence(sweep: Sweep, *, confidence: float) -> str | None:
     kinds = share["target_set"].map(_kinds(kept))
     parts = [f"{row.target_set} {row['mean']:.0%} (n={row.n})" for _, row in share.iterrows()]
     text = ("Share of each target set's gain carried by re-routing attention (attention patching; "
-            f"mean over seeds): {', '.join(parts)}. Sets that adapt only q and k act through the "
-            "attention maps alone, so their share is 100 % by construction.")
+            f"mean over seeds{_gain_meaning(kept)}): {', '.join(parts)}. Sets that adapt only q and k "
+            "act through the attention maps alone, so their share is 100 % by construction.")
     mixed = share.loc[kinds.eq("mixed"), "mean"]
     if len(mixed):
         where = "re-routing attention" if mixed.mean() > 0.5 else "changed content (v, o, FFN)"
@@ -80,6 +84,14 @@ def mechanism_sentence(sweep: Sweep, *, confidence: float) -> str | None:
                  f"({', '.join(share.loc[kinds.eq('mixed'), 'target_set'])}): on this model and task "
                  f"the improvement comes mostly through {where} (means over seeds, not a test).")
     return text
+
+
+def _gain_meaning(loaded: Iterable[LoadedRecord]) -> str:
+    """"; the gain in loss is its drop" where patching scored a lower-is-better metric (an SFT loss)."""
+    lower = sorted({str(p.metric) for item in loaded if item.record is not None and item.record.analysis
+                    for p in [item.record.analysis.patching] if p is not None and p.available and p.metric
+                    and p.higher_is_better is False})
+    return f"; the gain in {', '.join(lower)} is its drop, lower being better" if lower else ""
 
 
 DIAGNOSTIC_CHANCE = 0.5  # diag_routing and diag_control are balanced two-class tasks

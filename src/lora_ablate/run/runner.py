@@ -163,13 +163,12 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
     outcome.convergence = still_improving(outcome.fit.history, outcome.fit.steps, cfg.task.metric, val.metrics,
                                           per_example_values(val, str(cfg.task.metric)))
     outcome.merge_max_abs_diff = merge_difference(session)
-    if cfg.analysis.enabled and sft:
-        log.info("analysis skipped: lora_ablate.analysis does not handle task.format=sft runs yet")
-    elif cfg.analysis.enabled:
+    if cfg.analysis.enabled:
         from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)
         progress.phase("analysis of the trained adapter")
         outcome.analysis, outcome.analysis_seconds = analyze(
-            session, resolved.plan, cfg, run_dir=run_dir, test_predicted=test.predicted)
+            session, resolved.plan, cfg, run_dir=run_dir, test_predicted=None if sft else test.predicted,
+            test_losses=test.losses)
     outcome.status = Status.completed
 
 
