@@ -4,12 +4,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
 from lora_ablate.config.schema import TaskFormat, TrainConfig
@@ -46,7 +45,7 @@ class Session:
     eval_batch_size: int = 256  # most rows per evaluation batch (train.eval_batch_size)
     precision: str = "fp32"  # what runs, for the record: bf16 (autocast, frozen matmul weights in bf16) | fp32
     dropped_completions: dict[str, int] = field(default_factory=dict)  # sft: split -> completions too long
-    tokenizer: Any = None  # sft with a checkable answer: decodes generations and stop strings
+    tokenizer: PreTrainedTokenizerBase | None = None  # sft with a checkable answer: decodes generations
     generation: GenerationSettings | None = None  # sft with a checkable answer (task.max_new_tokens > 0)
 
 
