@@ -46,7 +46,7 @@ def test_closed_choices_compose_to_enums_that_equal_their_names():
     ("train.precision=fp16", ("train.precision='fp16'", "auto, fp32, bf16")),
     ("budget.kind=param", ("budget.kind='param'", "did you mean 'params'", "reference, params, none")),
     ("logger.mode=offlne", ("logger.mode='offlne'", "did you mean 'offline'")),
-    ("task.source=huggingface", ("task.source='huggingface'", "vader, bbc, local, hub, diagnostic")),
+    ("task.source=huggingface", ("task.source='huggingface'", "vader, bbc, bbc_sql, local, hub, diagnostic")),
     ("task.format=lm", ("task.format='lm'", "auto, head, label_words")),
     ("task.metric=f1", ("task.metric='f1'", "accuracy, macro_f1")),
     ("task.metric=acuracy", ("did you mean 'accuracy'",)),
