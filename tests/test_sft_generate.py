@@ -188,3 +188,18 @@ def test_generation_settings_follow_the_task():
     assert GenerationSettings.from_task(task) is None
     made = GenerationSettings.from_task(replace(task, max_new_tokens=5, stop_strings=["\n"], answer_marker="####"))
     assert made == GenerationSettings(5, ("\n",), "####")
+
+
+def test_the_generation_settings_at_their_defaults_leave_every_earlier_config_hash_as_it_was():
+    from omegaconf import OmegaConf
+
+    from lora_ablate.identity import ADDED_DEFAULTS, config_hash
+
+    assert {k: ADDED_DEFAULTS[f"task.{k}"] for k in ("max_new_tokens", "stop_strings", "answer_marker")} == {
+        "max_new_tokens": 0, "stop_strings": [], "answer_marker": None}
+    config = OmegaConf.to_container(OmegaConf.structured(compose_run(["model=tiny_llama"])), resolve=True,
+                                    enum_to_str=True)
+    before = {**config, "task": {k: v for k, v in config["task"].items()
+                                 if k not in ("max_new_tokens", "stop_strings", "answer_marker")}}
+    assert config_hash(config) == config_hash(before)
+    assert config_hash({**config, "task": {**config["task"], "stop_strings": ["\n"]}}) != config_hash(config)

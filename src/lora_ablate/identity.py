@@ -46,8 +46,8 @@ def added_defaults(schema: type = RunConfig, prefix: str = "") -> dict[str, Any]
     found: dict[str, Any] = {}
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
-        if f.metadata.get("hashed_when_set"):
-            found[prefix + f.name] = f.default
+        if f.metadata.get("hashed_when_set"):  # a list's default comes from its factory
+            found[prefix + f.name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
         elif dataclasses.is_dataclass(hints[f.name]):
             found |= added_defaults(hints[f.name], f"{prefix}{f.name}.")
     return found
