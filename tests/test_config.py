@@ -46,7 +46,7 @@ def test_closed_choices_compose_to_enums_that_equal_their_names():
     ("train.precision=fp16", ("train.precision='fp16'", "auto, fp32, bf16")),
     ("budget.kind=param", ("budget.kind='param'", "did you mean 'params'", "reference, params, none")),
     ("logger.mode=offlne", ("logger.mode='offlne'", "did you mean 'offline'")),
-    ("task.source=huggingface", ("task.source='huggingface'", "vader, bbc, local, hub, diagnostic")),
+    ("task.source=huggingface", ("task.source='huggingface'", "vader, bbc, bbc_sql, local, hub, diagnostic")),
     ("task.format=lm", ("task.format='lm'", "auto, head, label_words")),
     ("task.metric=f1", ("task.metric='f1'", "accuracy, macro_f1")),
     ("task.metric=acuracy", ("did you mean 'accuracy'",)),
@@ -102,8 +102,18 @@ def test_report_metric_names_what_a_run_records():
     made = classification_metrics(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), num_labels=2)
     lm = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                       num_attention_heads=2, num_key_value_heads=2))
-    sft_made, _ = evaluate_sft(lm, [SftEncoded([1, 5, 6, 2], 2)], pad_id=0, device=torch.device("cpu"),
+    from lora_ablate.model.loading import byte_tokenizer
+    from lora_ablate.run.loop import Session, evaluate
+    from lora_ablate.run.sft_generate import GenerationSettings
+
+    items = [SftEncoded([1, 5, 6, 2], 2)]
+    sft_made, _ = evaluate_sft(lm, items, pad_id=0, device=torch.device("cpu"),
                                autocast_dtype=None, max_tokens=64, max_rows=8)
+    session = Session(lm, "sft", 2, 0, torch.device("cpu"), None, items, items, items, tokenizer=byte_tokenizer(),
+                      generation=GenerationSettings(max_new_tokens=2))  # a task with a checkable answer
+    generated = evaluate(session, items, "val", generate=True).metrics
+    assert set(sft_made) < {m.split("/")[1] for m in generated}
+    sft_made = {m.split("/")[1] for m in generated}
     assert set(CLASSIFICATION_METRICS) <= set(made) and set(SFT_METRICS) <= set(sft_made)
     assert set(Metric) == set(CLASSIFICATION_METRICS) | set(SFT_METRICS)
     assert set(made) | {"loss"} | set(sft_made) == {m.split("/")[1] for m in RECORDED_METRICS}

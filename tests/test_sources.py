@@ -26,7 +26,7 @@ def test_every_task_source_value_has_exactly_one_source_module() -> None:
 def test_an_unvalidated_unknown_source_lists_the_valid_ones() -> None:
     cfg = TaskConfig(name="t", source="vader", subset="tweets")
     cfg.source = "sft_files"  # as a config that skipped the schema's checks would hold
-    with pytest.raises(ConfigError, match=r"task.source='sft_files' is not a known source; valid sources are vader, bbc, local, hub, diagnostic\."):
+    with pytest.raises(ConfigError, match=r"task.source='sft_files' is not a known source; valid sources are vader, bbc, bbc_sql, local, hub, diagnostic\."):
         source_for(cfg)
 
 

@@ -91,16 +91,24 @@ def _unpack(packed: str | list[int]) -> list[int]:
 class ExampleLosses:
     """An SFT split's per-example completion NLL (nats, summed over the example's completion
     tokens, EOS included), completion token counts and argmax-correct tokens, in the split's
-    fixed order (the same for every run of a task), so runs can be paired example by example."""
+    fixed order (the same for every run of a task), so runs can be paired example by example;
+    and, for a task with a checkable answer, each example's exact-match bit (1: the greedy
+    generation's answer equals the gold one). No bits: the task makes no generation."""
 
     nll: list[float]
     tokens: list[int]
     correct: list[int]
+    exact_match: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not len(self.nll) == len(self.tokens) == len(self.correct):
             raise RecordError(f"{len(self.nll)} per-example losses, {len(self.tokens)} token counts and "
                               f"{len(self.correct)} correct counts: one of each per example")
+        if self.exact_match and len(self.exact_match) != len(self.nll):
+            raise RecordError(f"{len(self.exact_match)} exact-match bits for {len(self.nll)} examples: one per "
+                              "example, or none when the task has no checkable answer")
+        if any(bit not in (0, 1) for bit in self.exact_match):
+            raise RecordError("exact-match bits must each be 0 or 1")
 
     @property
     def mean_nll(self) -> list[float]:
@@ -113,14 +121,18 @@ class ExampleLosses:
         return [hits / max(tokens, 1) for hits, tokens in zip(self.correct, self.tokens)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nll": list(self.nll), "tokens": list(self.tokens), "correct": list(self.correct)}
+        data: dict[str, Any] = {"nll": list(self.nll), "tokens": list(self.tokens), "correct": list(self.correct)}
+        if self.exact_match:  # a task without a checkable answer writes what it wrote before
+            data["exact_match"] = list(self.exact_match)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "ExampleLosses":
         data = mapping(data, "example_losses")
         return cls([float(x) for x in items(data.get("nll"), "nll")],
                    [int(x) for x in items(data.get("tokens"), "tokens")],
-                   [int(x) for x in items(data.get("correct"), "correct")])
+                   [int(x) for x in items(data.get("correct"), "correct")],
+                   [int(x) for x in items(data.get("exact_match", []), "exact_match")])
 
 
 @dataclass(frozen=True)

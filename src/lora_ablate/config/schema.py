@@ -19,7 +19,7 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, OmegaConf
 
 from lora_ablate.config.metrics import (
-    CLASSIFICATION_METRICS, RECORDED_CLASSIFICATION, RECORDED_SFT, SFT_METRICS, default_metric,
+    CLASSIFICATION_METRICS, GENERATED_METRICS, RECORDED_CLASSIFICATION, RECORDED_SFT, SFT_METRICS, default_metric,
 )
 from lora_ablate.errors import ConfigError
 
@@ -48,6 +48,7 @@ class BudgetKind(StrEnum):
 class TaskSource(StrEnum):
     vader = "vader"
     bbc = "bbc"
+    bbc_sql = "bbc_sql"  # questions about the BBC articles -> SQL (data/sources/bbc_sql.py)
     local = "local"
     hub = "hub"
     diagnostic = "diagnostic"
@@ -62,13 +63,15 @@ class TaskFormat(StrEnum):
 
 class Metric(StrEnum):
     """What `task.metric` can name: it picks a run's best step and measures the analysis'
-    merge curve and patching. accuracy and macro_f1 score classification tasks; loss and
-    token_accuracy score SFT tasks. Directions: config/metrics.py."""
+    merge curve and patching. accuracy and macro_f1 score classification tasks; loss,
+    token_accuracy and exact_match (greedy generation) score SFT tasks. Directions:
+    config/metrics.py."""
 
     accuracy = "accuracy"
     macro_f1 = "macro_f1"
     loss = "loss"
     token_accuracy = "token_accuracy"
+    exact_match = "exact_match"  # SFT tasks with a checkable answer (task.max_new_tokens > 0)
 
 
 SPLITS = ("val", "test")  # the splits a run evaluates
@@ -204,6 +207,23 @@ class TaskConfig:
         other = "" if sft else f" ({', '.join(SFT_METRICS)} score SFT tasks: task.format=sft)"
         checks.require(str(self.metric) in valid, f"task.metric={str(self.metric)!r} does not apply to task "
                                                   f"{self.name!r}; valid metrics for {kind} are {', '.join(valid)}{other}.")
+        generated = str(self.metric) in GENERATED_METRICS
+        checks.require(not (sft and generated and self.max_new_tokens <= 0),
+                       f"task.metric={str(self.metric)!r} scores greedy generation, which task {self.name!r} does not make "
+                       f"(task.max_new_tokens={self.max_new_tokens}); set task.max_new_tokens to the longest answer's "
+                       "tokens plus a margin, or use task.metric=loss or token_accuracy.")
+        checks.require(self.max_new_tokens >= 0, f"task.max_new_tokens must be >= 0 (0: no generation), got "
+                                                 f"{self.max_new_tokens}.")
+        checks.require(sft or (self.max_new_tokens == 0 and not self.stop_strings and self.answer_marker is None),
+                       f"task.max_new_tokens, task.stop_strings and task.answer_marker set how an SFT task's answers "
+                       f"are generated and checked, but task {self.name!r} is a classification task (task.format="
+                       f"{str(self.format)}); remove them or set task.format=sft.")
+        checks.require(all(isinstance(s, str) and s for s in self.stop_strings),
+                       f"task.stop_strings={list(self.stop_strings)!r} holds an empty string; each stop string "
+                       "must be non-empty text, e.g. ['\\n'].")
+        checks.require(self.answer_marker is None or bool(self.answer_marker),
+                       "task.answer_marker is an empty string; set the text that comes before the final answer "
+                       "(e.g. '####') or null to compare whole completions.")
         checks.require(self.num_labels >= 2, f"task.num_labels={self.num_labels} is not valid; a classification "
                                               "task has at least 2 labels.")
         checks.positive(self, "train_size", optional=True, what="a positive number of examples")

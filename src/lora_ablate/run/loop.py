@@ -3,12 +3,12 @@
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from lora_ablate.run.batches import Batch, Encoded, collate_head, collate_label_words, eval_index_batches, train_index_batches
 from lora_ablate.config.schema import TaskFormat, TrainConfig
@@ -20,6 +20,7 @@ from lora_ablate.run.pairing import RandomStream, derived_seed
 from lora_ablate.run.progress import RunProgress
 from lora_ablate.run.sft_batches import SftBatch, collate_sft
 from lora_ablate.run.sft_eval import evaluate_sft
+from lora_ablate.run.sft_generate import GenerationSettings, exact_match_bits
 from lora_ablate.run.sft_loss import completion_token_nll
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar and the divergence check
@@ -44,6 +45,8 @@ class Session:
     eval_batch_size: int = 256  # most rows per evaluation batch (train.eval_batch_size)
     precision: str = "fp32"  # what runs, for the record: bf16 (autocast, frozen matmul weights in bf16) | fp32
     dropped_completions: dict[str, int] = field(default_factory=dict)  # sft: split -> completions too long
+    tokenizer: PreTrainedTokenizerBase | None = None  # sft with a checkable answer: decodes generations
+    generation: GenerationSettings | None = None  # sft with a checkable answer (task.max_new_tokens > 0)
 
 
 @dataclass
@@ -103,12 +106,22 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(session: Session, items: Sequence[Encoded], prefix: str) -> Evaluation:
+def evaluate(session: Session, items: Sequence[Encoded], prefix: str, *, generate: bool = False) -> Evaluation:
+    """The split's metrics. `generate`: an SFT task with a checkable answer also gets the
+    exact match of greedy generation (the final evaluation only: it costs up to
+    max_new_tokens forward passes per batch)."""
     max_tokens = EVAL_MAX_TOKENS.get(session.device.type, EVAL_MAX_TOKENS["cuda"])
     if session.task_format == TaskFormat.sft:
         metrics, losses = evaluate_sft(session.model, items, pad_id=session.pad_id, device=session.device,
                                        autocast_dtype=session.autocast_dtype, max_tokens=max_tokens,
                                        max_rows=session.eval_batch_size)
+        if generate and session.generation is not None:
+            bits = exact_match_bits(session.model, items, tokenizer=session.tokenizer, settings=session.generation,
+                                    pad_id=session.pad_id, device=session.device,
+                                    autocast_dtype=session.autocast_dtype, max_tokens=max_tokens,
+                                    max_rows=session.eval_batch_size)
+            metrics["exact_match"] = sum(bits) / len(bits)
+            losses = replace(losses, exact_match=bits)
         return Evaluation({f"{prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, [], [], losses)
     was_training = session.model.training
     session.model.eval()

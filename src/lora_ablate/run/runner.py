@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lora_ablate.config.metrics import higher_is_better
+from lora_ablate.config.metrics import curve_metric, higher_is_better
 from lora_ablate.config.schema import ModelConfig, RunConfig, TaskFormat
 from lora_ablate.convergence import Convergence, convergence
 from lora_ablate.data.tasks import data_identity
@@ -145,13 +145,12 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
         return
     started = time.perf_counter()
     progress.phase("validation (%d examples)", len(session.val_items))
-    val = evaluate(session, session.val_items, "val")
+    val = evaluate(session, session.val_items, "val", generate=True)
     progress.phase("test (%d examples)", len(session.test_items))
-    test = evaluate(session, session.test_items, "test")
+    test = evaluate(session, session.test_items, "test", generate=True)
     outcome.eval_seconds = time.perf_counter() - started
     outcome.metrics = val.metrics | test.metrics
     outcome.history = outcome.fit.history + [{"step": outcome.fit.steps} | val.metrics]
-    outcome.best = _best(outcome.fit.history, outcome.metrics, outcome.fit.steps, cfg.task.metric)
     sft = session.task_format == TaskFormat.sft
     if sft:
         outcome.example_losses = {"val": val.losses, "test": test.losses}
@@ -160,8 +159,12 @@ def _train_and_evaluate(cfg: RunConfig, resolved: ResolvedRun, session: Session,
                                "test": SplitPredictions(test.predicted, test.labels)}
     # The collapse rule compares with the majority class: an SFT task has no classes, so it never applies.
     outcome.collapsed = False if sft else is_collapsed(outcome.predictions["val"])
-    outcome.convergence = still_improving(outcome.fit.history, outcome.fit.steps, cfg.task.metric, val.metrics,
-                                          per_example_values(val, str(cfg.task.metric)))
+    # exact_match is generated at the final evaluation only, so its best step and
+    # convergence are judged on the validation loss curve (config/metrics.curve_metric).
+    curve = curve_metric(str(cfg.task.metric))
+    outcome.best = _best(outcome.fit.history, outcome.metrics, outcome.fit.steps, curve)
+    outcome.convergence = still_improving(outcome.fit.history, outcome.fit.steps, curve, val.metrics,
+                                          per_example_values(val, curve))
     outcome.merge_max_abs_diff = merge_difference(session)
     if cfg.analysis.enabled:
         from lora_ablate.analysis.run import analyze  # noqa: PLC0415 (only completed runs need it)

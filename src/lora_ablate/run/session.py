@@ -17,6 +17,7 @@ from lora_ablate.plan.adapters import lora_config
 from lora_ablate.plan.resolve import ResolvedRun
 from lora_ablate.run.loop import Session
 from lora_ablate.run.pairing import RandomStream, derived_seed, seed_lora_init
+from lora_ablate.run.sft_generate import GenerationSettings
 from lora_ablate.run.precision import autocast_dtype, hold_frozen_matmul_weights, resolve_precision
 
 
@@ -58,6 +59,8 @@ def prepare(cfg: RunConfig, resolved: ResolvedRun, device: torch.device) -> Sess
         test_items=data.test,
         eval_batch_size=cfg.train.eval_batch_size,
         dropped_completions=dropped,
+        tokenizer=tokenizer,
+        generation=GenerationSettings.from_task(task) if resolved.task_format == TaskFormat.sft else None,
     )
 
 
