@@ -257,3 +257,28 @@ def real_model(resolved, num_labels: int, seed: int = 0):
         model = AutoModelForCausalLM.from_config(config)
     split_fused_projections(model, split_rules_for(config))
     return model
+
+
+def session_with_random_updates(overrides: list[str] | tuple[str, ...], *, only_layer: int | None = None):
+    """(session, adapted modules, plan): a prepared, untrained run whose LoRA B matrices are
+    random (B starts at zero), so every update is non-zero; `only_layer`: zero every other
+    layer's update. For the analysis tests of both task kinds."""
+    import torch
+
+    from lora_ablate.analysis.lora_modules import adapted_modules
+    from lora_ablate.plan.resolve import resolve_run
+    from lora_ablate.run.session import prepare
+
+    cfg = compose_run(overrides)
+    resolved = resolve_run(cfg)
+    session = prepare(cfg, resolved, torch.device("cpu"))
+    modules = adapted_modules(session.model, resolved.plan.modules)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for a in modules:
+            weight = a.module.lora_B[a.module.active_adapters[0]].weight
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
+            if only_layer is not None and a.layer != only_layer:
+                weight.zero_()
+    session.model.eval()
+    return session, modules, resolved.plan

@@ -10,19 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose_run
+from helpers import compose_run, session_with_random_updates
 
 from lora_ablate.analysis.attention_tap import Tap, tapped
-from lora_ablate.analysis.lora_modules import adapted_modules, adapter_weight
+from lora_ablate.analysis.lora_modules import adapter_weight
 from lora_ablate.analysis.predict import batches
 from lora_ablate.analysis.merges import scaled_point
 from lora_ablate.analysis.probes import attention_patching, shifts
 from lora_ablate.analysis.updates import delta_svd, effective_rank, update_analysis
-from lora_ablate.plan.resolve import resolve_run
 from lora_ablate.records import RECORD_NAME
 from lora_ablate.run.loop import evaluate, forward
 from lora_ablate.run.runner import train
-from lora_ablate.run.session import prepare
 
 WORDS = {0: ["dull", "awful", "boring", "clumsy"], 1: ["great", "moving", "funny", "sharp"]}
 
@@ -48,21 +46,7 @@ def overrides(data: Path, model: str, targets: str, steps: int = 4) -> list[str]
 
 
 def session_for(data: Path, model: str, targets: str, *, only_layer: int | None = None):
-    """A prepared (untrained) session whose LoRA B matrices are random, so every update is
-    non-zero (B starts at zero); `only_layer`: zero every other layer's update."""
-    cfg = compose_run(overrides(data, model, targets))
-    resolved = resolve_run(cfg)
-    session = prepare(cfg, resolved, torch.device("cpu"))
-    modules = adapted_modules(session.model, resolved.plan.modules)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for a in modules:
-            weight = a.module.lora_B[a.module.active_adapters[0]].weight
-            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
-            if only_layer is not None and a.layer != only_layer:
-                weight.zero_()
-    session.model.eval()
-    return session, modules, resolved.plan
+    return session_with_random_updates(overrides(data, model, targets), only_layer=only_layer)
 
 
 # ------------------------------------------------------------------ update spectra

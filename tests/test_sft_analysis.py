@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose_run
+from helpers import compose_run, session_with_random_updates
 from test_sft import reference_nll, sft_overrides, write_sums
 
-from lora_ablate.analysis.lora_modules import adapted_modules, adapter_weight
+from lora_ablate.analysis.lora_modules import adapter_weight
 from lora_ablate.analysis.merges import scaled_point
 from lora_ablate.analysis.probes import attention_patching, shifts
 from lora_ablate.analysis.sft_scores import analysis_metric, difference_standard_error, example_scores, metric_value
@@ -30,20 +30,7 @@ def sums(tmp_path_factory) -> Path:
 
 
 def sft_session(path: Path, targets: str, *, only_layer: int | None = None):
-    """A prepared (untrained) SFT session whose LoRA B matrices are random, so every update
-    is non-zero; `only_layer`: zero every other layer's update."""
-    cfg = compose_run(sft_overrides(path, f"targets={targets}"))
-    resolved = resolve_run(cfg)
-    session = prepare(cfg, resolved, torch.device("cpu"))
-    modules = adapted_modules(session.model, resolved.plan.modules)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for a in modules:
-            weight = a.module.lora_B[a.module.active_adapters[0]].weight
-            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
-            if only_layer is not None and a.layer != only_layer:
-                weight.zero_()
-    session.model.eval()
+    session, modules, _ = session_with_random_updates(sft_overrides(path, f"targets={targets}"), only_layer=only_layer)
     return session, modules
 
 
